@@ -1,0 +1,517 @@
+//! NTU4DRadLM_Pre discovery: scenes, the train/val split, radar/target
+//! pairing by stem, and reading a frame into an f16 `(C, Z, H, W)` buffer.
+//!
+//! Headers are parsed once at [`Dataset::open`] (so shape mismatches fail
+//! early); reading maps or decodes the file each time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::layout::{self, DenseView, Layout, Reduce};
+use crate::npy::{self, DenseFile, NpyError, Source};
+
+/// Which part of the dataset to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// The first `max(1, floor(0.8 n))` scenes by name.
+    Train,
+    /// The remaining scenes.
+    Val,
+    /// Every scene.
+    All,
+}
+
+impl FromStr for Split {
+    type Err = DatasetError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            "all" => Ok(Split::All),
+            other => Err(DatasetError::Config(format!("unknown split {other:?}: use train, val or all"))),
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::All => "all",
+        })
+    }
+}
+
+/// The three voxel grids a frame may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Modality {
+    /// `radar_voxel`: the condition `[Occ, Int, Dop, Var]`.
+    Radar,
+    /// `target_voxel`: the training target `[Occ, Int, Dop, Mask]`.
+    Target,
+    /// `lidar_voxel`: LiDAR alone `[Occ, Int, 0, 0]` (needs `with_lidar`).
+    Lidar,
+}
+
+impl Modality {
+    fn dir(self) -> &'static str {
+        match self {
+            Modality::Radar => "radar_voxel",
+            Modality::Target => "target_voxel",
+            Modality::Lidar => "lidar_voxel",
+        }
+    }
+}
+
+/// Options of [`Dataset::open`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetConfig {
+    /// Output layout: pad (default, alignment 32) or resample.
+    pub layout: Layout,
+    /// Scenes of the train split, overriding the 80/20 rule.
+    pub train_scenes: Option<Vec<String>>,
+    /// Scenes of the val split, overriding the 80/20 rule.
+    pub val_scenes: Option<Vec<String>>,
+    /// Also pair `lidar_voxel` frames (each paired frame must have one).
+    pub with_lidar: bool,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        DatasetConfig { layout: Layout::default(), train_scenes: None, val_scenes: None, with_lidar: false }
+    }
+}
+
+/// Errors of dataset discovery and frame reading.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The root directory does not exist or is not a directory.
+    #[error("dataset root {0} does not exist or is not a directory")]
+    MissingRoot(PathBuf),
+    /// No scene folder (with `radar_voxel/` and `target_voxel/`) was found.
+    #[error("no scene under {0}: expected folders holding radar_voxel/ and target_voxel/")]
+    NoScenes(PathBuf),
+    /// A configured scene name does not exist.
+    #[error("scene {name:?} not found under {root}; available: {available:?}")]
+    UnknownScene {
+        /// Dataset root.
+        root: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// Scenes that exist.
+        available: Vec<String>,
+    },
+    /// The split has scenes but no radar/target pair.
+    #[error("no radar/target frame pair in the {split} split under {root}")]
+    NoPairs {
+        /// Dataset root.
+        root: PathBuf,
+        /// The split.
+        split: Split,
+    },
+    /// Two files share a stem in one folder.
+    #[error("{0} and {1} share a stem: remove one")]
+    Ambiguous(PathBuf, PathBuf),
+    /// A paired frame lacks its `lidar_voxel` file.
+    #[error("{0} has no lidar_voxel frame")]
+    MissingLidar(PathBuf),
+    /// Radar, target (or lidar) grids of one frame disagree.
+    #[error("shape mismatch: {a} is {a_shape:?} but {b} is {b_shape:?} (H, W, Z, C)")]
+    ShapeMismatch {
+        /// First file.
+        a: PathBuf,
+        /// Its shape.
+        a_shape: [usize; 4],
+        /// Second file.
+        b: PathBuf,
+        /// Its shape.
+        b_shape: [usize; 4],
+    },
+    /// A directory could not be listed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Decoding a file failed.
+    #[error(transparent)]
+    Read(#[from] NpyError),
+    /// An invalid option.
+    #[error("invalid dataset config: {0}")]
+    Config(String),
+}
+
+/// A frame file, its header already parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameFile {
+    /// Dense `.npy`, memory-mapped when read.
+    Dense(DenseFile),
+    /// Sparse `.npz`, decoded when read.
+    Sparse {
+        /// The archive.
+        path: PathBuf,
+        /// Its `(H, W, Z, C)` from `shape.npy`.
+        shape: [usize; 4],
+    },
+}
+
+impl FrameFile {
+    /// Parses the header of a `.npy` or `.npz` frame.
+    pub fn open(path: &Path) -> Result<FrameFile, NpyError> {
+        if path.extension().is_some_and(|e| e == "npz") {
+            Ok(FrameFile::Sparse { path: path.to_path_buf(), shape: npy::read_npz_shape(path)? })
+        } else {
+            Ok(FrameFile::Dense(DenseFile::open(path)?))
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            FrameFile::Dense(d) => &d.path,
+            FrameFile::Sparse { path, .. } => path,
+        }
+    }
+
+    /// `(H, W, Z, C)`.
+    pub fn shape(&self) -> [usize; 4] {
+        match self {
+            FrameFile::Dense(d) => d.shape(),
+            FrameFile::Sparse { shape, .. } => *shape,
+        }
+    }
+
+    /// Decodes into `out`, which must hold `layout.output_shape(self.shape())`.
+    pub fn read_into(&self, layout: Layout, reduce: &[Reduce], out: &mut [f16]) -> Result<(), NpyError> {
+        let result = match self {
+            FrameFile::Dense(d) => {
+                let map = d.map()?;
+                let view = DenseView {
+                    data: map.data(),
+                    scalar: d.header.dtype.scalar.expect("checked at open"),
+                    big_endian: d.header.dtype.big_endian,
+                    shape: d.shape(),
+                    fortran_order: d.header.fortran_order,
+                };
+                layout::dense_into(&view, layout, reduce, out)
+            }
+            FrameFile::Sparse { path, shape } => {
+                let frame = npy::read_npz(path)?;
+                if frame.shape != *shape {
+                    return Err(NpyError::Shape {
+                        src: Source { path: path.clone(), member: Some("shape.npy") },
+                        shape: frame.shape.to_vec(),
+                        expected: format!("{shape:?} as when the dataset was opened"),
+                    });
+                }
+                layout::sparse_into(&frame, layout, reduce, out)
+            }
+        };
+        result.map_err(|b| NpyError::BadValue {
+            src: Source { path: self.path().to_path_buf(), member: None },
+            voxel: b.voxel,
+            channel: b.channel,
+            value: b.value,
+            problem: b.problem(),
+        })
+    }
+}
+
+/// Identifies a frame: scene folder and file stem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId {
+    /// Scene folder name.
+    pub scene: String,
+    /// File stem, e.g. `000042`.
+    pub stem: String,
+}
+
+impl fmt::Display for FrameId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.scene, self.stem)
+    }
+}
+
+/// One paired frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameEntry {
+    /// Scene and stem.
+    pub id: FrameId,
+    /// Radar condition.
+    pub radar: FrameFile,
+    /// Training target.
+    pub target: FrameFile,
+    /// LiDAR-only grid, when opened `with_lidar`.
+    pub lidar: Option<FrameFile>,
+}
+
+/// A decoded grid: f16 values in `(C, Z, H, W)` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    /// `(C, Z, H, W)`.
+    pub shape: [usize; 4],
+    /// Row-major values.
+    pub data: Vec<f16>,
+}
+
+impl Grid {
+    /// Per-channel sums of the f16 values, accumulated in f64.
+    pub fn channel_sums(&self) -> Vec<f64> {
+        let plane = self.data.len() / self.shape[0].max(1);
+        self.data.chunks(plane.max(1)).map(|c| c.iter().map(|v| v.to_f64()).sum()).collect()
+    }
+    /// Number of occupied voxels (channel 0 > 0).
+    pub fn occupied(&self) -> usize {
+        let plane = self.data.len() / self.shape[0].max(1);
+        self.data[..plane].iter().filter(|v| v.to_f32() > 0.0).count()
+    }
+}
+
+/// The frames of one split of an NTU4DRadLM_Pre tree.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    root: PathBuf,
+    split: Split,
+    config: DatasetConfig,
+    scenes: Vec<String>,
+    frames: Vec<FrameEntry>,
+    warnings: Vec<String>,
+}
+
+impl Dataset {
+    /// Discovers scenes under `root`, picks those of `split`, pairs frames
+    /// by stem and parses every header (in parallel), checking that the
+    /// radar and target grids of each frame agree.
+    pub fn open(root: impl AsRef<Path>, split: Split, config: &DatasetConfig) -> Result<Dataset, DatasetError> {
+        let root = root.as_ref().to_path_buf();
+        validate_layout(config.layout)?;
+        if !root.is_dir() {
+            return Err(DatasetError::MissingRoot(root));
+        }
+        let mut warnings = Vec::new();
+        let all = list_scenes(&root)?;
+        if all.is_empty() {
+            return Err(DatasetError::NoScenes(root));
+        }
+        let scenes = select_scenes(&root, &all, split, config, &mut warnings)?;
+        let mut frames = Vec::new();
+        for scene in &scenes {
+            frames.extend(pair_scene(&root, scene, config.with_lidar, &mut warnings)?);
+        }
+        if frames.is_empty() {
+            return Err(DatasetError::NoPairs { root, split });
+        }
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        Ok(Dataset { root, split, config: config.clone(), scenes, frames, warnings })
+    }
+
+    /// Dataset root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The split this dataset serves.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+    /// Options it was opened with.
+    pub fn config(&self) -> &DatasetConfig {
+        &self.config
+    }
+    /// Scenes of this split, sorted by name.
+    pub fn scenes(&self) -> &[String] {
+        &self.scenes
+    }
+    /// Paired frames, by scene then stem.
+    pub fn frames(&self) -> &[FrameEntry] {
+        &self.frames
+    }
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+    /// Whether there is no frame (never true for an opened dataset).
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+    /// Things worth knowing that were not errors (single scene, unpaired files).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Output `(C, Z, H, W)` of frame `i` (all modalities agree).
+    pub fn output_shape(&self, i: usize) -> [usize; 4] {
+        self.config.layout.output_shape(self.frames[i].target.shape())
+    }
+
+    /// The file of one modality of frame `i`.
+    pub fn file(&self, i: usize, modality: Modality) -> Result<&FrameFile, DatasetError> {
+        let f = &self.frames[i];
+        match modality {
+            Modality::Radar => Ok(&f.radar),
+            Modality::Target => Ok(&f.target),
+            Modality::Lidar => f.lidar.as_ref().ok_or_else(|| DatasetError::MissingLidar(f.target.path().into())),
+        }
+    }
+
+    /// Decodes one modality of frame `i` into `out` (length: the product of
+    /// [`Dataset::output_shape`]); every element is overwritten.
+    pub fn read_into(&self, i: usize, modality: Modality, out: &mut [f16]) -> Result<(), DatasetError> {
+        let file = self.file(i, modality)?;
+        let reduce = Reduce::for_channels(file.shape()[3], modality == Modality::Target);
+        Ok(file.read_into(self.config.layout, &reduce, out)?)
+    }
+
+    /// Decodes one modality of frame `i` into a new [`Grid`].
+    pub fn read(&self, i: usize, modality: Modality) -> Result<Grid, DatasetError> {
+        let shape = self.output_shape(i);
+        let mut data = vec![f16::ZERO; shape.iter().product()];
+        self.read_into(i, modality, &mut data)?;
+        Ok(Grid { shape, data })
+    }
+}
+
+fn validate_layout(layout: Layout) -> Result<(), DatasetError> {
+    match layout {
+        Layout::Pad { alignment: 0 } => Err(DatasetError::Config("alignment must be >= 1".into())),
+        Layout::Resample { zhw } if zhw.contains(&0) => {
+            Err(DatasetError::Config(format!("resample grid {zhw:?} has a zero dimension")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
+    let io = |source| DatasetError::Io { path: dir.to_path_buf(), source };
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>().map_err(io)?;
+    entries.sort();
+    Ok(entries)
+}
+
+fn list_scenes(root: &Path) -> Result<Vec<String>, DatasetError> {
+    Ok(read_dir_sorted(root)?
+        .into_iter()
+        .filter(|p| p.join(Modality::Radar.dir()).is_dir() && p.join(Modality::Target.dir()).is_dir())
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+        .collect())
+}
+
+fn select_scenes(
+    root: &Path,
+    all: &[String],
+    split: Split,
+    config: &DatasetConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, DatasetError> {
+    let explicit = match split {
+        Split::Train => config.train_scenes.as_ref(),
+        Split::Val => config.val_scenes.as_ref(),
+        Split::All => None,
+    };
+    if let Some(names) = explicit {
+        for name in names {
+            if !all.contains(name) {
+                return Err(DatasetError::UnknownScene {
+                    root: root.to_path_buf(),
+                    name: name.clone(),
+                    available: all.to_vec(),
+                });
+            }
+        }
+        return Ok(names.clone());
+    }
+    if all.len() == 1 {
+        if split != Split::All {
+            warnings.push(format!(
+                "only one scene ({}) under {}: it serves the {split} split and every other split",
+                all[0],
+                root.display()
+            ));
+        }
+        return Ok(all.to_vec());
+    }
+    let n_train = ((all.len() as f64 * 0.8).floor() as usize).max(1);
+    Ok(match split {
+        Split::Train => all[..n_train].to_vec(),
+        Split::Val => all[n_train..].to_vec(),
+        Split::All => all.to_vec(),
+    })
+}
+
+/// Frame files of one modality folder by stem (`.npy` or `.npz`).
+fn frames_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>, DatasetError> {
+    let mut map = BTreeMap::new();
+    if !dir.is_dir() {
+        return Ok(map);
+    }
+    for path in read_dir_sorted(dir)? {
+        let ext = path.extension().and_then(|e| e.to_str());
+        if !matches!(ext, Some("npy") | Some("npz")) || !path.is_file() {
+            continue;
+        }
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if let Some(prev) = map.insert(stem, path.clone()) {
+            return Err(DatasetError::Ambiguous(prev, path));
+        }
+    }
+    Ok(map)
+}
+
+fn pair_scene(
+    root: &Path,
+    scene: &str,
+    with_lidar: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FrameEntry>, DatasetError> {
+    let dir = root.join(scene);
+    let radar = frames_by_stem(&dir.join(Modality::Radar.dir()))?;
+    let target = frames_by_stem(&dir.join(Modality::Target.dir()))?;
+    let lidar = if with_lidar { frames_by_stem(&dir.join(Modality::Lidar.dir()))? } else { BTreeMap::new() };
+    let unpaired = radar.keys().filter(|s| !target.contains_key(*s)).count()
+        + target.keys().filter(|s| !radar.contains_key(*s)).count();
+    if unpaired > 0 {
+        warnings.push(format!("scene {scene}: {unpaired} frame file(s) without a radar/target partner skipped"));
+    }
+    let pairs: Vec<(&String, &PathBuf, &PathBuf)> =
+        radar.iter().filter_map(|(stem, r)| target.get(stem).map(|t| (stem, r, t))).collect();
+    pairs
+        .into_par_iter()
+        .map(|(stem, r, t)| {
+            let (radar, target) = (FrameFile::open(r)?, FrameFile::open(t)?);
+            check_same_shape(&radar, &target)?;
+            let lidar = if with_lidar {
+                let path = lidar.get(stem).ok_or_else(|| DatasetError::MissingLidar(t.clone()))?;
+                let l = FrameFile::open(path)?;
+                check_same_shape(&l, &target)?;
+                Some(l)
+            } else {
+                None
+            };
+            Ok(FrameEntry { id: FrameId { scene: scene.to_owned(), stem: stem.clone() }, radar, target, lidar })
+        })
+        .collect()
+}
+
+fn check_same_shape(a: &FrameFile, b: &FrameFile) -> Result<(), DatasetError> {
+    if a.shape() != b.shape() {
+        return Err(DatasetError::ShapeMismatch {
+            a: a.path().to_path_buf(),
+            a_shape: a.shape(),
+            b: b.path().to_path_buf(),
+            b_shape: b.shape(),
+        });
+    }
+    Ok(())
+}
