@@ -70,7 +70,7 @@ impl Modality {
 }
 
 /// Options of [`Dataset::open`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DatasetConfig {
     /// Output layout: pad (default, alignment 32) or resample.
     pub layout: Layout,
@@ -82,11 +82,6 @@ pub struct DatasetConfig {
     pub with_lidar: bool,
 }
 
-impl Default for DatasetConfig {
-    fn default() -> Self {
-        DatasetConfig { layout: Layout::default(), train_scenes: None, val_scenes: None, with_lidar: false }
-    }
-}
 
 /// Errors of dataset discovery and frame reading.
 #[derive(Debug, thiserror::Error)]

@@ -153,6 +153,20 @@ pub fn f64_to_f16(v: f64) -> f16 {
     f16::from_f32(f32::from_bits(bits | 1))
 }
 
+/// Views little-endian f32 bytes as `&[f32]` without copying, when the
+/// host is little-endian and the bytes are 4-byte aligned (numpy pads the
+/// `.npy` header to 64 bytes, so a mapped file's data always is).
+fn as_f32_slice(bytes: &[u8]) -> Option<&[f32]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: every 4-byte pattern is a valid f32, and `align_to` only
+    // yields the middle part that is correctly aligned for f32; we use it
+    // only when there is no unaligned prefix or suffix.
+    let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
 fn is_inf_or_nan(h: f16) -> bool {
     h.to_bits() & 0x7c00 == 0x7c00
 }
@@ -173,11 +187,29 @@ impl DenseView<'_> {
         }
     }
 
+    /// Source row `x` as `&[f32]` when the file is aligned little-endian
+    /// C-order float32 (the preprocessing's own format).
+    fn f32_row(&self, x: usize) -> Option<&[f32]> {
+        if self.scalar != Scalar::F32 || self.big_endian || self.fortran_order {
+            return None;
+        }
+        let n = self.row_len();
+        as_f32_slice(&self.data[x * n * 4..(x + 1) * n * 4])
+    }
+
+    /// The error for element `i` of source row `x`.
+    fn bad_value(&self, x: usize, i: usize, value: f32) -> BadValue {
+        let [_, _, z, c] = self.shape;
+        BadValue { voxel: [x, i / (z * c), i / c % z], channel: i % c, value: value as f64 }
+    }
+
     /// Decodes source row `x` (all `(y, z, c)`, in that order) into f16,
     /// refusing NaN, infinities and values beyond the f16 range.
     fn decode_row(&self, x: usize, out: &mut [f16], f32_buf: &mut Vec<f32>) -> Result<(), BadValue> {
         let n = self.row_len();
-        if self.scalar == Scalar::F32 && !self.big_endian && !self.fortran_order {
+        if let Some(floats) = self.f32_row(x) {
+            out.convert_from_f32_slice(floats);
+        } else if self.scalar == Scalar::F32 && !self.big_endian && !self.fortran_order {
             let bytes = &self.data[x * n * 4..(x + 1) * n * 4];
             f32_buf.clear();
             f32_buf.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
@@ -187,14 +219,9 @@ impl DenseView<'_> {
                 *o = f64_to_f16(load_f64(self.data, self.index(x, i), self.scalar, self.big_endian));
             }
         }
-        if out.iter().any(|&h| is_inf_or_nan(h)) {
-            let i = out.iter().position(|&h| is_inf_or_nan(h)).expect("found above");
-            let [_, _, z, c] = self.shape;
-            return Err(BadValue {
-                voxel: [x, i / (z * c), i / c % z],
-                channel: i % c,
-                value: load_f64(self.data, self.index(x, i), self.scalar, self.big_endian),
-            });
+        if let Some(i) = out.iter().position(|&h| is_inf_or_nan(h)) {
+            let value = load_f64(self.data, self.index(x, i), self.scalar, self.big_endian);
+            return Err(BadValue { value, ..self.bad_value(x, i, 0.0) });
         }
         Ok(())
     }
@@ -249,22 +276,69 @@ fn pad_dense(view: &DenseView, oshape: [usize; 4], out: &mut [f16]) -> Result<()
                 rows.iter_mut().for_each(|r| r.fill(f16::ZERO));
                 return Ok(());
             }
+            if let Some(floats) = view.f32_row(x) {
+                if scatter_sparse_row(floats, &mut rows, [z, c, zo]).map_err(|(i, v)| view.bad_value(x, i, v))? {
+                    return Ok(());
+                }
+            }
             scratch.resize(view.row_len(), f16::ZERO);
             view.decode_row(x, scratch, buf)?;
-            for (k, row) in rows.iter_mut().enumerate() {
-                let (ci, zi) = (k / zo, k % zo);
-                if zi >= z {
-                    row.fill(f16::ZERO);
-                    continue;
-                }
-                for (y, o) in row[..w].iter_mut().enumerate() {
-                    *o = scratch[(y * z + zi) * c + ci];
-                }
-                row[w..].fill(f16::ZERO);
-            }
+            transpose_row(scratch, &mut rows, [w, z, c, zo]);
             Ok(())
         },
     )
+}
+
+/// Occupancy grids are mostly empty: when at most 1/8 of a row's 16-value
+/// chunks hold a non-zero, zero the output rows and write only the non-zero
+/// values (bit patterns, so -0.0 stays -0.0 as in numpy). Returns `false`,
+/// having written nothing, for a row too dense for this to pay.
+fn scatter_sparse_row(floats: &[f32], rows: &mut [&mut [f16]], [z, c, zo]: [usize; 3]) -> Result<bool, (usize, f32)> {
+    let nonzero = |ch: &[f32]| ch.iter().fold(0u32, |a, v| a | v.to_bits()) != 0;
+    let busy = floats.chunks(16).filter(|ch| nonzero(ch)).count();
+    if busy * 8 > floats.len().div_ceil(16) {
+        return Ok(false);
+    }
+    rows.iter_mut().for_each(|r| r.fill(f16::ZERO));
+    for (k, ch) in floats.chunks(16).enumerate().filter(|(_, ch)| nonzero(ch)) {
+        for (j, &v) in ch.iter().enumerate().filter(|(_, v)| v.to_bits() != 0) {
+            let i = k * 16 + j;
+            let hv = f16::from_f32(v);
+            if is_inf_or_nan(hv) {
+                return Err((i, v));
+            }
+            rows[(i % c) * zo + i / c % z][i / (z * c)] = hv;
+        }
+    }
+    Ok(true)
+}
+
+/// Writes a decoded `(y, z, c)` source row into its `C * Zo` output rows
+/// (and their padding), in tiles of 32 y values: a tile of the source (32 *
+/// Z * C values) stays in L1 while each output row receives one cache line
+/// (output rows are a page-multiple apart; writing all of them per y value
+/// would thrash the cache sets).
+fn transpose_row(scratch: &[f16], rows: &mut [&mut [f16]], [w, z, c, zo]: [usize; 4]) {
+    const TILE: usize = 32;
+    for y0 in (0..w).step_by(TILE) {
+        let y1 = (y0 + TILE).min(w);
+        for (k, row) in rows.iter_mut().enumerate() {
+            let (ci, zi) = (k / zo, k % zo);
+            if zi < z {
+                let column = scratch[(y0 * z + zi) * c + ci..].iter().step_by(z * c);
+                for (o, &v) in row[y0..y1].iter_mut().zip(column) {
+                    *o = v;
+                }
+            }
+        }
+    }
+    for (k, row) in rows.iter_mut().enumerate() {
+        if k % zo >= z {
+            row.fill(f16::ZERO);
+        } else {
+            row[w..].fill(f16::ZERO);
+        }
+    }
 }
 
 /// Writes a sparse frame into `out` (`layout.output_shape(frame.shape)`).
@@ -355,11 +429,11 @@ impl<'r> Resampler<'r> {
                 for yi in ys..ye {
                     let cell = (zi * ho + xi) * wo + yi;
                     self.occ[cell] += occ;
-                    for ci in 0..c {
+                    for (ci, (&v, reduce)) in vals.iter().zip(self.reduce).enumerate() {
                         let a = &mut self.acc[ci * plane + cell];
-                        match self.reduce[ci] {
-                            Reduce::Max => *a = a.max(vals[ci]),
-                            Reduce::OccMean => *a += vals[ci] * occ,
+                        match reduce {
+                            Reduce::Max => *a = a.max(v),
+                            Reduce::OccMean => *a += v * occ,
                         }
                     }
                 }
@@ -398,6 +472,54 @@ mod tests {
         assert!(f64_to_f16(65520.0).is_infinite());
         assert_eq!(f64_to_f16(65519.0).to_f64(), F16_MAX);
         assert!(f64_to_f16(f64::NAN).is_nan());
+    }
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|f| f.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn f32_view_refuses_misaligned_bytes() {
+        let bytes = f32_bytes(&[1.5, -2.0, 3.25, 4.0]);
+        let off = (4 - bytes.as_ptr() as usize % 4) % 4; // first 4-aligned offset
+        assert_eq!(as_f32_slice(&bytes[off..off + 4]).map(|s| s.len()), Some(1));
+        assert!(as_f32_slice(&bytes[off + 1..off + 5]).is_none());
+    }
+
+    /// A mostly empty f32 grid takes the scatter path; one dense row takes
+    /// the transpose path; both must agree with a plain permute + pad.
+    #[test]
+    fn sparse_and_dense_rows_pad_identically() {
+        let shape = [3, 40, 10, 4];
+        let mut src = vec![0f32; shape.iter().product()];
+        src[(40 * 10 + 7 * 10 + 3) * 4 + 2] = -0.0; // row 1: sparse, a negative zero
+        src[(40 * 10 + 7 * 10 + 3) * 4 + 1] = 3.3;
+        for (i, v) in src[2 * 1600..].iter_mut().enumerate() {
+            *v = i as f32 * 0.25 - 7.0; // row 2: dense
+        }
+        let bytes = f32_bytes(&src);
+        let mut aligned = vec![0u32; bytes.len() / 4]; // 4-aligned storage for the bytes
+        for (a, b) in aligned.iter_mut().zip(bytes.chunks_exact(4)) {
+            *a = u32::from_ne_bytes(b.try_into().unwrap());
+        }
+        let data: Vec<u8> = aligned.iter().flat_map(|a| a.to_ne_bytes()).collect();
+        let view = DenseView { data: &data, scalar: Scalar::F32, big_endian: false, shape, fortran_order: false };
+        let layout = Layout::Pad { alignment: 8 };
+        let o = layout.output_shape(shape);
+        let mut out = vec![f16::from_f32(9.0); o.iter().product()];
+        dense_into(&view, layout, &[], &mut out).unwrap();
+        for (i, got) in out.iter().enumerate() {
+            let (ci, zi, x, y) = (i / (o[1] * o[2] * o[3]), i / (o[2] * o[3]) % o[1], i / o[3] % o[2], i % o[3]);
+            let want = if x < 3 && y < 40 && zi < 10 { src[((x * 40 + y) * 10 + zi) * 4 + ci] } else { 0.0 };
+            assert_eq!(got.to_bits(), f16::from_f32(want).to_bits(), "c{ci} z{zi} x{x} y{y}");
+        }
+        // A NaN in a sparse row is found by the scatter path.
+        let mut bad = aligned.clone();
+        bad[(40 * 10 + 5 * 10 + 2) * 4 + 3] = f32::NAN.to_bits();
+        let data: Vec<u8> = bad.iter().flat_map(|a| a.to_ne_bytes()).collect();
+        let view = DenseView { data: &data, ..view };
+        let err = dense_into(&view, layout, &[], &mut out).unwrap_err();
+        assert_eq!((err.voxel, err.channel, err.problem()), ([1, 5, 2], 3, "non-finite"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod dataset;
 pub mod layout;
+pub mod memory;
 pub mod npy;
 
 pub use dataset::{Dataset, DatasetConfig, DatasetError, FrameId, Modality, Split};

@@ -14,6 +14,11 @@ use std::str::FromStr;
 use memmap2::Mmap;
 use npyz::{Endianness, TypeChar, TypeStr};
 
+/// Most channels a frame may have (the format has 4); bounds the output size.
+pub const MAX_CHANNELS: usize = 64;
+/// Largest spatial dimension accepted (the real grid's largest is 600).
+pub const MAX_DIM: usize = 1 << 16;
+
 /// numpy refuses headers longer than this by default (`max_header_size`).
 const MAX_HEADER_LEN: usize = 10_000;
 
@@ -442,12 +447,8 @@ impl DenseFile {
         let header = NpyHeader::read_file(path)?;
         let src = Source::file(path);
         header.expect_scalar(&src, &[Scalar::F16, Scalar::F32, Scalar::F64], "<f2, <f4 or <f8")?;
-        if header.shape.len() != 4 || header.shape[3] == 0 {
-            return Err(NpyError::Shape {
-                src,
-                shape: header.shape.clone(),
-                expected: "rank 4 (H, W, Z, C) with C > 0".into(),
-            });
+        if !valid_grid(&header.shape) {
+            return Err(NpyError::Shape { src, shape: header.shape.clone(), expected: GRID_RULE.into() });
         }
         let dense = DenseFile { path: path.to_path_buf(), header };
         dense.check_len(
@@ -463,7 +464,8 @@ impl DenseFile {
     }
 
     fn check_len(&self, actual: u64) -> Result<(), NpyError> {
-        let expected = self.header.offset as u64 + self.header.data_bytes().unwrap_or(usize::MAX) as u64;
+        let data = self.header.data_bytes().map_or(u64::MAX, |b| b as u64);
+        let expected = (self.header.offset as u64).saturating_add(data);
         if actual != expected {
             return Err(NpyError::Truncated { src: Source::file(&self.path), expected, actual });
         }
@@ -482,8 +484,6 @@ impl DenseFile {
         // the length was checked against the header just above, so every
         // index the decoder computes lies inside the mapping.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|source| NpyError::Io { src, source })?;
-        #[cfg(unix)]
-        let _ = mmap.advise(memmap2::Advice::Sequential);
         Ok(MappedDense { mmap, file: self.clone() })
     }
 }
@@ -589,6 +589,15 @@ fn check_unique(coords: &[[u32; 3]], grid: [usize; 3], path: &Path) -> Result<()
     Ok(())
 }
 
+const GRID_RULE: &str = "rank 4 (H, W, Z, C), each dim >= 1, H, W, Z <= 65536, C <= 64";
+
+fn valid_grid(shape: &[usize]) -> bool {
+    shape.len() == 4
+        && shape.iter().all(|&d| d >= 1)
+        && shape[..3].iter().all(|&d| d <= MAX_DIM)
+        && shape[3] <= MAX_CHANNELS
+}
+
 type Zip = zip::ZipArchive<io::BufReader<File>>;
 
 fn open_zip(path: &Path) -> Result<Zip, NpyError> {
@@ -609,14 +618,11 @@ fn read_shape_member(zip: &mut Zip, path: &Path) -> Result<[usize; 4], NpyError>
     if h.shape.as_slice() != [4] {
         return Err(NpyError::Shape { src, shape: h.shape, expected: "(4,) holding (H, W, Z, C)".into() });
     }
-    if dims.iter().any(|&d| d <= 0 || d > u32::MAX as i64) {
-        return Err(shape_err("positive dimensions below 2^32"));
+    let shape = dims.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect::<Vec<_>>();
+    if !valid_grid(&shape) {
+        return Err(shape_err(GRID_RULE));
     }
-    let shape = [dims[0] as usize, dims[1] as usize, dims[2] as usize, dims[3] as usize];
-    if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > isize::MAX as usize / 8) {
-        return Err(shape_err("a grid that fits in memory"));
-    }
-    Ok(shape)
+    Ok([shape[0], shape[1], shape[2], shape[3]])
 }
 
 /// Reads one member's header and exactly the data bytes it implies. The
@@ -646,8 +652,9 @@ fn read_member(
         }
         _ => NpyError::Io { src: src.clone(), source: e },
     })?;
+    // Reading on to the end also makes the zip reader verify the CRC.
     let mut rest = [0u8; 1];
-    let trailing = entry.read(&mut rest).unwrap_or(0);
+    let trailing = entry.read(&mut rest).map_err(|e| NpyError::Archive { src: src.clone(), reason: e.to_string() })?;
     if raw.len() as u64 != want || trailing != 0 {
         let actual = raw.len() as u64 + trailing as u64;
         return Err(NpyError::Truncated { src, expected: want, actual });
@@ -682,4 +689,75 @@ fn decode_ints(raw: &[u8], dtype: &Dtype) -> Vec<i64> {
 fn decode_floats(raw: &[u8], dtype: &Dtype) -> Vec<f64> {
     let scalar = dtype.scalar.unwrap_or(Scalar::F32);
     (0..raw.len() / scalar.size()).map(|i| crate::layout::load_f64(raw, i, scalar, dtype.big_endian)).collect()
+}
+
+/// Element types [`write_npy`] can store.
+pub trait NpyElement: Copy {
+    /// numpy descr, e.g. `<f4`.
+    const DESCR: &'static str;
+    /// Appends the little-endian bytes of `self`.
+    fn put(self, out: &mut Vec<u8>);
+}
+
+macro_rules! npy_element {
+    ($t:ty, $d:literal) => {
+        impl NpyElement for $t {
+            const DESCR: &'static str = $d;
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+npy_element!(f32, "<f4");
+npy_element!(f64, "<f8");
+npy_element!(i64, "<i8");
+npy_element!(half::f16, "<f2");
+
+/// Encodes a C-order array as `.npy` version 1.0 bytes (header padded to 64
+/// bytes, as numpy writes it).
+pub fn encode_npy<T: NpyElement>(shape: &[usize], data: &[T]) -> Vec<u8> {
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data disagree");
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut text = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {tuple}, }}", T::DESCR);
+    while (10 + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut out = Vec::with_capacity(10 + text.len() + data.len() * 8);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    for &v in data {
+        v.put(&mut out);
+    }
+    out
+}
+
+/// Writes a C-order array as a `.npy` file.
+pub fn write_npy<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> io::Result<()> {
+    std::fs::write(path, encode_npy(shape, data))
+}
+
+/// Writes a sparse frame in the preprocessing's `.npz` format (`coords`
+/// int64 `(N, 3)`, `features` float32 `(N, C)`, `shape` int64 `(4,)`), deflated
+/// like `numpy.savez_compressed` or stored like `numpy.savez`.
+pub fn write_npz(path: &Path, frame: &SparseFrame, compressed: bool) -> io::Result<()> {
+    let c = frame.shape[3];
+    let coords: Vec<i64> = frame.coords.iter().flat_map(|xyz| xyz.map(i64::from)).collect();
+    let features: Vec<f32> = frame.features.iter().map(|&v| v as f32).collect();
+    let shape: Vec<i64> = frame.shape.iter().map(|&d| d as i64).collect();
+    let method = if compressed { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+    let options = zip::write::FileOptions::default().compression_method(method);
+    let mut zip = zip::ZipWriter::new(io::BufWriter::new(File::create(path)?));
+    for (name, bytes) in [
+        ("coords.npy", encode_npy(&[frame.len(), 3], &coords)),
+        ("features.npy", encode_npy(&[frame.len(), c], &features)),
+        ("shape.npy", encode_npy(&[4], &shape)),
+    ] {
+        zip.start_file(name, options)?;
+        io::Write::write_all(&mut zip, &bytes)?;
+    }
+    zip.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()
 }

@@ -1,0 +1,84 @@
+//! Synthetic NTU4DRadLM_Pre frames at the real grid for the benches, written
+//! once under `target/bench-data` with the crate's own `.npy`/`.npz` writers.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use radvox::npy::{write_npy, write_npz, SparseFrame};
+
+/// The real grid `(H, W, Z, C)`.
+pub const GRID: [usize; 4] = [600, 200, 80, 4];
+
+/// SplitMix64: a tiny seeded generator for synthetic data.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `n` distinct occupied voxels with occupancy 1 and plausible features.
+pub fn sparse_frame(n: usize, seed: u64) -> SparseFrame {
+    let mut rng = Rng(seed);
+    let [h, w, z, _] = GRID;
+    let mut seen = HashSet::new();
+    let (mut coords, mut features) = (Vec::with_capacity(n), Vec::with_capacity(4 * n));
+    while coords.len() < n {
+        let flat = rng.next() % (h * w * z) as u64;
+        if seen.insert(flat) {
+            let f = flat as usize;
+            coords.push([(f / (w * z)) as u32, (f / z % w) as u32, (f % z) as u32]);
+            features.extend([1.0, rng.uniform() * 100.0, (rng.uniform() - 0.5) * 8.0, rng.uniform()]);
+        }
+    }
+    SparseFrame { shape: GRID, coords, features }
+}
+
+fn dense_of(frame: &SparseFrame) -> Vec<f32> {
+    let [_, w, z, c] = GRID;
+    let mut d = vec![0f32; GRID.iter().product()];
+    for (i, xyz) in frame.coords.iter().enumerate() {
+        let base = ((xyz[0] as usize * w + xyz[1] as usize) * z + xyz[2] as usize) * c;
+        for ch in 0..c {
+            d[base + ch] = frame.features[i * c + ch] as f32;
+        }
+    }
+    d
+}
+
+/// Writes `frames` radar (~1,500 voxels) / target (~20,000 voxels) pairs as
+/// `.npz` (sparse) or `.npy` (dense) under one scene; reuses an earlier copy.
+pub fn dataset(dense: bool, frames: usize) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data").join(if dense {
+        format!("dense{frames}")
+    } else {
+        format!("sparse{frames}")
+    });
+    let done = root.join(".complete");
+    if done.exists() {
+        return root;
+    }
+    eprintln!("writing {frames} synthetic frame pairs to {}", root.display());
+    for (dir, n, salt) in [("radar_voxel", 1_500, 1u64), ("target_voxel", 20_000, 2)] {
+        let d = root.join("scene").join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..frames {
+            let frame = sparse_frame(n, salt * 1000 + i as u64);
+            if dense {
+                write_npy(&d.join(format!("{i:06}.npy")), &GRID, &dense_of(&frame)).unwrap();
+            } else {
+                write_npz(&d.join(format!("{i:06}.npz")), &frame, true).unwrap();
+            }
+        }
+    }
+    std::fs::write(done, "").unwrap();
+    root
+}
