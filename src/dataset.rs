@@ -82,7 +82,6 @@ pub struct DatasetConfig {
     pub with_lidar: bool,
 }
 
-
 /// Errors of dataset discovery and frame reading.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {

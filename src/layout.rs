@@ -416,7 +416,7 @@ impl<'r> Resampler<'r> {
     }
 
     fn add(&mut self, [x, y, z]: [usize; 3], vals: &[f64]) {
-        let [c, zo, ho, wo] = self.oshape;
+        let [_, zo, ho, wo] = self.oshape;
         let plane = zo * ho * wo;
         let occ = vals[0];
         let ([xs, xe], [ys, ye], [zs, ze]) = (

@@ -1,0 +1,68 @@
+//! Bindings to `csrc/shim.cpp`: the few libtorch calls tch does not expose.
+
+use tch::Tensor;
+
+extern "C" {
+    fn radvox_memory_owners(t: *const torch_sys::C_tensor) -> i64;
+    fn radvox_set_cpu_autocast(enabled: bool);
+    fn radvox_cpu_autocast_enabled() -> bool;
+}
+
+/// How many handles reach this tensor's memory: shallow clones of it plus
+/// views of its storage, counting `t` itself (1: `t` is the only one); -1
+/// when it has no storage.
+pub fn memory_owners(t: &Tensor) -> i64 {
+    // SAFETY: `as_ptr` is a live `at::Tensor*` for as long as `t` is borrowed;
+    // the shim only reads its refcount and catches every C++ exception.
+    unsafe { radvox_memory_owners(t.as_ptr()) }
+}
+
+/// Turns libtorch's CPU autocast (bfloat16) on or off for this thread.
+pub fn set_cpu_autocast(enabled: bool) {
+    // SAFETY: plain calls into libtorch's thread-local autocast state.
+    unsafe { radvox_set_cpu_autocast(enabled) }
+}
+
+/// Whether CPU autocast is on for this thread.
+pub fn cpu_autocast_enabled() -> bool {
+    // SAFETY: as above, a read of thread-local state.
+    unsafe { radvox_cpu_autocast_enabled() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn use_count_sees_views_and_clones() {
+        let t = Tensor::zeros([4, 4], (Kind::Half, Device::Cpu));
+        assert_eq!(memory_owners(&t), 1);
+        let view = t.narrow(0, 0, 2);
+        assert!(memory_owners(&t) > 1, "a view shares the memory");
+        drop(view);
+        assert_eq!(memory_owners(&t), 1);
+        let alias = t.shallow_clone();
+        assert!(memory_owners(&t) > 1, "a shallow clone shares the memory");
+        let view_of_alias = alias.get(1);
+        drop(alias);
+        assert!(memory_owners(&t) > 1, "a view of a dropped clone still does");
+        drop(view_of_alias);
+        assert_eq!(memory_owners(&t), 1);
+        let copy = t.copy();
+        assert_eq!(memory_owners(&t), 1);
+        assert_eq!(memory_owners(&copy), 1);
+    }
+
+    #[test]
+    fn cpu_autocast_switch_runs_matmul_in_bf16() {
+        let a = Tensor::ones([8, 8], (Kind::Float, Device::Cpu));
+        set_cpu_autocast(true);
+        assert!(cpu_autocast_enabled());
+        let inside = a.matmul(&a).kind();
+        set_cpu_autocast(false);
+        assert!(!cpu_autocast_enabled());
+        assert_eq!(inside, Kind::BFloat16);
+        assert_eq!(a.matmul(&a).kind(), Kind::Float);
+    }
+}
