@@ -12,9 +12,11 @@ pub mod augment;
 pub mod dataset;
 pub mod layout;
 pub mod memory;
+pub mod model;
 pub mod npy;
 pub mod prefetch;
 pub mod shim;
+pub mod weights;
 
 pub use dataset::{Dataset, DatasetConfig, DatasetError, FrameId, Modality, Split};
 pub use layout::Layout;

@@ -1,0 +1,415 @@
+//! The 3D VAE of `shared/spec/vae3d.md`: encoder, decoder, `quant_conv` and
+//! `post_quant_conv`, with var paths equal to the reference `state_dict` keys
+//! so safetensors weights move between PyTorch and radvox unchanged.
+//!
+//! Both halves are flat lists of units (conv_in, each block, the output
+//! head) so gradient checkpointing can cut them into segments.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
+
+use super::blocks::{level_stride, Conv3d, Downsample3d, Norm, ResBlock3d, SelfAttention3d, Upsample3d};
+use super::checkpoint::{self, Checkpointing};
+
+/// Architecture of a [`Vae3d`]; see the named presets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeConfig {
+    /// Input channels (4: occupancy, intensity, Doppler, var/mask).
+    pub in_channels: i64,
+    /// Output channels.
+    pub out_channels: i64,
+    /// Latent channels.
+    pub latent_dim: i64,
+    /// Channels of the first level.
+    pub base_channels: i64,
+    /// Channel multiplier per encoder level.
+    pub encoder_mult: Vec<i64>,
+    /// Channel multiplier per decoder level (the encoder's, reversed).
+    pub decoder_mult: Vec<i64>,
+    /// ResBlocks per encoder level (the decoder has one more).
+    pub num_res_blocks: usize,
+    /// Self-attention at the lowest level and in the middle blocks.
+    pub attention: bool,
+    /// Attention heads.
+    pub attention_heads: i64,
+    /// Dropout inside ResBlocks.
+    pub dropout: f64,
+    /// Weight of the KL term.
+    pub kl_weight: f64,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        VaeConfig::ultra_lightweight()
+    }
+}
+
+/// A setting [`VaeConfig::validate`] refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid VAE config: {0}")]
+pub struct ConfigError(pub String);
+
+impl VaeConfig {
+    fn preset(base: i64, mult: &[i64], res: usize, attention: bool) -> VaeConfig {
+        VaeConfig {
+            in_channels: 4,
+            out_channels: 4,
+            latent_dim: 4,
+            base_channels: base,
+            encoder_mult: mult.to_vec(),
+            decoder_mult: mult.iter().rev().copied().collect(),
+            num_res_blocks: res,
+            attention,
+            attention_heads: 4,
+            dropout: 0.0,
+            kl_weight: 1e-6,
+        }
+    }
+
+    /// The 0.69 M model that let the seed train on a 24 GB card (694,788 parameters).
+    pub fn ultra_lightweight() -> VaeConfig {
+        Self::preset(16, &[1, 2, 2], 1, false)
+    }
+
+    /// The 7.65 M model that ran out of memory (7,652,628 parameters).
+    pub fn seed_baseline() -> VaeConfig {
+        Self::preset(32, &[1, 2, 4], 1, false)
+    }
+
+    /// Base 24, mult (1, 2, 3): crashes in the reference (GroupNorm(32, 48)),
+    /// works here through [`super::blocks::norm_groups`].
+    pub fn lightweight() -> VaeConfig {
+        Self::preset(24, &[1, 2, 3], 1, false)
+    }
+
+    /// The full model with attention (40,847,092 parameters).
+    pub fn standard() -> VaeConfig {
+        Self::preset(64, &[1, 2, 4], 2, true)
+    }
+
+    /// A preset by name: `ultra_lightweight`, `seed_baseline`, `lightweight`, `standard`.
+    pub fn named(name: &str) -> Result<VaeConfig, ConfigError> {
+        match name.replace('-', "_").as_str() {
+            "ultra_lightweight" | "ultra" => Ok(Self::ultra_lightweight()),
+            "seed_baseline" => Ok(Self::seed_baseline()),
+            "lightweight" => Ok(Self::lightweight()),
+            "standard" => Ok(Self::standard()),
+            other => Err(ConfigError(format!(
+                "unknown VAE preset {other:?}: use ultra_lightweight, seed_baseline, lightweight or standard"
+            ))),
+        }
+    }
+
+    /// Channels of encoder level `i`.
+    pub fn level_channels(&self, i: usize) -> i64 {
+        self.base_channels * self.encoder_mult[i]
+    }
+
+    /// Refuses settings that cannot build or run, before any weight exists.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        for (name, v) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_dim", self.latent_dim),
+            ("base_channels", self.base_channels),
+        ] {
+            if v <= 0 {
+                return err(format!("{name} must be > 0, got {v}"));
+            }
+        }
+        if self.encoder_mult.is_empty() {
+            return err("encoder_mult must have at least one level".into());
+        }
+        if let Some(m) = self.encoder_mult.iter().chain(&self.decoder_mult).find(|&&m| m <= 0) {
+            return err(format!("channel multipliers must be > 0, got {m}"));
+        }
+        let reversed: Vec<i64> = self.encoder_mult.iter().rev().copied().collect();
+        if self.decoder_mult != reversed {
+            return err(format!(
+                "decoder_mult {:?} must be encoder_mult {:?} reversed, or the shapes do not mirror",
+                self.decoder_mult, self.encoder_mult
+            ));
+        }
+        if self.num_res_blocks == 0 {
+            return err("num_res_blocks must be >= 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err(format!("dropout must lie in [0, 1), got {}", self.dropout));
+        }
+        if !(self.kl_weight >= 0.0 && self.kl_weight.is_finite()) {
+            return err(format!("kl_weight must be finite and >= 0, got {}", self.kl_weight));
+        }
+        if self.attention {
+            let c = self.level_channels(self.encoder_mult.len() - 1);
+            if self.attention_heads <= 0 || c % self.attention_heads != 0 {
+                return err(format!(
+                    "attention_heads {} must divide the {c} channels it attends over",
+                    self.attention_heads
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Total downsampling factor `(D, H, W)` of the encoder.
+    pub fn downsampling(&self) -> [i64; 3] {
+        (0..self.encoder_mult.len() - 1).fold([1; 3], |acc, i| {
+            let s = level_stride(i);
+            [acc[0] * s[0], acc[1] * s[1], acc[2] * s[2]]
+        })
+    }
+}
+
+/// `norm_out`, SiLU, `conv_out`: the last unit of encoder and decoder.
+#[derive(Debug)]
+struct OutHead {
+    norm: Norm,
+    conv: Conv3d,
+}
+
+impl ModuleT for OutHead {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
+        x.apply(&self.norm).silu().apply(&self.conv)
+    }
+}
+
+/// A module that is only a 3x3x3 conv (`conv_in`).
+#[derive(Debug)]
+struct ConvUnit(Conv3d);
+
+impl ModuleT for ConvUnit {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
+        x.apply(&self.0)
+    }
+}
+
+type Unit = Box<dyn ModuleT>;
+
+fn mid_block(vs: &nn::Path, c: i64, cfg: &VaeConfig, units: &mut Vec<Unit>) {
+    let mid = vs / "mid_block";
+    units.push(Box::new(ResBlock3d::new(&mid / "0", c, c, cfg.dropout)));
+    if cfg.attention {
+        units.push(Box::new(SelfAttention3d::new(&mid / "1", c, cfg.attention_heads)));
+    }
+    units.push(Box::new(ResBlock3d::new(&mid / "2", c, c, cfg.dropout)));
+}
+
+fn encoder_units(vs: nn::Path, cfg: &VaeConfig) -> Vec<Unit> {
+    let levels = cfg.encoder_mult.len();
+    let mut units: Vec<Unit> =
+        vec![Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.in_channels, cfg.base_channels, 3, [1; 3])))];
+    let mut c = cfg.base_channels;
+    for i in 0..levels {
+        let out = cfg.level_channels(i);
+        let level = &vs / "down_blocks" / i;
+        let mut j = 0;
+        for _ in 0..cfg.num_res_blocks {
+            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)));
+            c = out;
+            j += 1;
+        }
+        if cfg.attention && i == levels - 1 {
+            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)));
+            j += 1;
+        }
+        if i != levels - 1 {
+            units.push(Box::new(Downsample3d::new(&level / j, c, level_stride(i))));
+        }
+    }
+    mid_block(&vs, c, cfg, &mut units);
+    units.push(Box::new(OutHead {
+        norm: Norm::new(&vs / "norm_out", c),
+        conv: Conv3d::new(&vs / "conv_out", c, 2 * cfg.latent_dim, 3, [1; 3]),
+    }));
+    units
+}
+
+fn decoder_units(vs: nn::Path, cfg: &VaeConfig) -> Vec<Unit> {
+    let levels = cfg.decoder_mult.len();
+    let mut c = cfg.base_channels * cfg.decoder_mult[0];
+    let mut units: Vec<Unit> = vec![Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.latent_dim, c, 3, [1; 3])))];
+    mid_block(&vs, c, cfg, &mut units);
+    for i in 0..levels {
+        let out = cfg.base_channels * cfg.decoder_mult[i];
+        let level = &vs / "up_blocks" / i;
+        let mut j = 0;
+        for _ in 0..=cfg.num_res_blocks {
+            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)));
+            c = out;
+            j += 1;
+        }
+        if cfg.attention && i == 0 {
+            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)));
+            j += 1;
+        }
+        if i != levels - 1 {
+            units.push(Box::new(Upsample3d::new(&level / j, c, level_stride(i))));
+        }
+    }
+    units.push(Box::new(OutHead {
+        norm: Norm::new(&vs / "norm_out", c),
+        conv: Conv3d::new(&vs / "conv_out", c, cfg.out_channels, 3, [1; 3]),
+    }));
+    units
+}
+
+/// The 3D VAE.
+#[derive(Debug)]
+pub struct Vae3d {
+    config: VaeConfig,
+    encoder: Vec<Unit>,
+    decoder: Vec<Unit>,
+    quant_conv: Conv3d,
+    post_quant_conv: Conv3d,
+}
+
+/// Encoder statistics of an input.
+#[derive(Debug)]
+pub struct Posterior {
+    /// Mean, `(B, latent, D', H', W')`.
+    pub mean: Tensor,
+    /// Log-variance, clamped to [-30, 20].
+    pub logvar: Tensor,
+}
+
+impl Posterior {
+    /// `mean` (eps `None`) or `mean + eps * exp(logvar / 2)`.
+    pub fn sample(&self, eps: Option<&Tensor>) -> Tensor {
+        match eps {
+            Some(e) => &self.mean + e * (&self.logvar * 0.5).exp(),
+            None => self.mean.shallow_clone(),
+        }
+    }
+
+    /// `-0.5 * mean(1 + logvar - mean^2 - exp(logvar))`, in float32.
+    pub fn kl(&self) -> Tensor {
+        let (m, lv) = (self.mean.to_kind(Kind::Float), self.logvar.to_kind(Kind::Float));
+        ((&lv + 1.0) - m.square() - lv.exp()).mean(Kind::Float) * -0.5
+    }
+}
+
+/// Loss values of one step (unscaled).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossParts {
+    /// Reconstruction loss.
+    pub recon: f64,
+    /// KL divergence (before `kl_weight`).
+    pub kl: f64,
+    /// `recon + kl_weight * kl`.
+    pub total: f64,
+}
+
+impl Vae3d {
+    /// Validates `config` and builds the model under `vs` (paths `encoder.*`,
+    /// `decoder.*`, `quant_conv`, `post_quant_conv`).
+    pub fn new(vs: &nn::Path, config: &VaeConfig) -> Result<Vae3d, ConfigError> {
+        config.validate()?;
+        let l = config.latent_dim;
+        Ok(Vae3d {
+            config: config.clone(),
+            encoder: encoder_units(vs / "encoder", config),
+            decoder: decoder_units(vs / "decoder", config),
+            quant_conv: Conv3d::new(vs / "quant_conv", l, l, 1, [1; 3]),
+            post_quant_conv: Conv3d::new(vs / "post_quant_conv", l, l, 1, [1; 3]),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// Encoder statistics of `x` `(B, C, D, H, W)`.
+    pub fn posterior(&self, x: &Tensor, train: bool) -> Posterior {
+        let h = run(&self.encoder, x, train);
+        moments(&h, self.config.latent_dim)
+    }
+
+    /// `quant_conv(mean)` (deterministic, `eps` None) or of a sample.
+    pub fn encode(&self, x: &Tensor, eps: Option<&Tensor>, train: bool) -> Tensor {
+        self.posterior(x, train).sample(eps).apply(&self.quant_conv)
+    }
+
+    /// Decodes a latent (after `quant_conv`) to a grid.
+    pub fn decode(&self, z: &Tensor, train: bool) -> Tensor {
+        run(&self.decoder, &z.apply(&self.post_quant_conv), train)
+    }
+
+    /// Reconstruction and posterior of `x`.
+    pub fn forward(&self, x: &Tensor, eps: Option<&Tensor>, train: bool) -> (Tensor, Posterior) {
+        let post = self.posterior(x, train);
+        let z = post.sample(eps).apply(&self.quant_conv);
+        (self.decode(&z, train), post)
+    }
+
+    /// Latent shape for an input shape `(B, C, D, H, W)`.
+    pub fn latent_shape(&self, input: [i64; 5]) -> [i64; 5] {
+        let f = self.config.downsampling();
+        [input[0], self.config.latent_dim, input[2] / f[0], input[3] / f[1], input[4] / f[2]]
+    }
+
+    /// Forward and backward of `scale * (recon_loss(recon, x) + kl_weight * kl)`,
+    /// accumulating parameter gradients. With checkpointing, only segment
+    /// boundaries are kept and each segment is recomputed during backward.
+    pub fn backward(
+        &self,
+        x: &Tensor,
+        eps: Option<&Tensor>,
+        checkpointing: Checkpointing,
+        scale: f64,
+        recon_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    ) -> LossParts {
+        let kl_w = self.config.kl_weight;
+        let latent = |h: &Tensor| {
+            let post = moments(h, self.config.latent_dim);
+            let z = post.sample(eps).apply(&self.quant_conv).apply(&self.post_quant_conv);
+            (z, post.kl())
+        };
+        if checkpointing == Checkpointing::Off {
+            let h = run(&self.encoder, x, true);
+            let (z, kl) = latent(&h);
+            let recon = run(&self.decoder, &z, true);
+            let rl = recon_loss(&recon, x);
+            let total = &rl + &kl * kl_w;
+            (&total * scale).backward();
+            return LossParts { recon: rl.double_value(&[]), kl: kl.double_value(&[]), total: total.double_value(&[]) };
+        }
+        let enc = checkpointing.segments(&self.encoder);
+        let dec = checkpointing.segments(&self.decoder);
+        let enc_bounds = checkpoint::forward_boundaries(&enc, x, true);
+        let h = enc_bounds.last().expect("input boundary").shallow_clone();
+        let z = tch::no_grad(|| latent(&h).0);
+        let dec_bounds = checkpoint::forward_boundaries(&dec, &z, true);
+        // Loss on the detached reconstruction gives the gradient that seeds the chain.
+        let recon = dec_bounds.last().expect("boundary").detach().set_requires_grad(true);
+        let rl = recon_loss(&recon, x);
+        (&rl * scale).backward();
+        let grad = checkpoint::backward_segments(&dec, &dec_bounds, recon.grad(), true, true).expect("input grad");
+        // Latent step: chain the decoder's gradient and add the KL term.
+        let hg = h.detach().set_requires_grad(true);
+        let (z, kl) = latent(&hg);
+        ((z * grad).sum(Kind::Float) + &kl * (kl_w * scale)).backward();
+        checkpoint::backward_segments(&enc, &enc_bounds, hg.grad(), false, true);
+        let (recon, kl) = (rl.double_value(&[]), kl.double_value(&[]));
+        LossParts { recon, kl, total: recon + kl_w * kl }
+    }
+}
+
+fn run(units: &[Unit], x: &Tensor, train: bool) -> Tensor {
+    units.iter().fold(x.shallow_clone(), |h, u| u.forward_t(&h, train))
+}
+
+fn moments(h: &Tensor, latent: i64) -> Posterior {
+    let parts = h.split(latent, 1);
+    Posterior { mean: parts[0].shallow_clone(), logvar: parts[1].clamp(-30.0, 20.0) }
+}
+
+impl ModuleT for Vae3d {
+    /// Deterministic reconstruction (posterior mean).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward(x, None, train).0
+    }
+}
