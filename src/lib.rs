@@ -11,13 +11,42 @@
 pub mod augment;
 pub mod dataset;
 pub mod layout;
+pub mod loss;
 pub mod memory;
 pub mod model;
 pub mod npy;
+pub mod optim;
+pub mod plot;
 pub mod prefetch;
 pub mod shim;
+pub mod train;
 pub mod weights;
 
 pub use dataset::{Dataset, DatasetConfig, DatasetError, FrameId, Modality, Split};
 pub use layout::Layout;
 pub use prefetch::{Batch, Loader, LoaderConfig, LoaderError};
+
+/// Routes `log` records (info and above, or `RADVOX_LOG=debug`) to stderr;
+/// for the examples and other binaries without a logger of their own.
+pub fn init_logging() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                eprintln!("[{}] {}", r.level().as_str().to_lowercase(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    let level = match std::env::var("RADVOX_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("warn") => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Info,
+    };
+    if log::set_logger(&Stderr).is_ok() {
+        log::set_max_level(level);
+    }
+}

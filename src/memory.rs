@@ -6,6 +6,23 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// The seed's CUDA caching-allocator settings: expandable segments avoid
+/// fragmentation, and a 128 MB split limit keeps large blocks whole.
+pub const CUDA_ALLOC_CONF: &str = "expandable_segments:True,max_split_size_mb:128";
+
+/// Sets `PYTORCH_CUDA_ALLOC_CONF` to [`CUDA_ALLOC_CONF`] unless the user set
+/// it; libtorch reads it at its first CUDA allocation, so call this before
+/// any CUDA use. Returns the value in effect.
+pub fn configure_cuda_allocator() -> String {
+    match std::env::var("PYTORCH_CUDA_ALLOC_CONF") {
+        Ok(v) => v,
+        Err(_) => {
+            std::env::set_var("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF);
+            CUDA_ALLOC_CONF.to_string()
+        }
+    }
+}
+
 /// Reads one `kB` field of `/proc/self/status` (e.g. `RssAnon`, `VmHWM`) in bytes.
 pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -354,6 +354,7 @@ impl Vae3d {
     /// Forward and backward of `scale * (recon_loss(recon, x) + kl_weight * kl)`,
     /// accumulating parameter gradients. With checkpointing, only segment
     /// boundaries are kept and each segment is recomputed during backward.
+    /// A non-finite loss is returned without any backward (no gradient changes).
     pub fn backward(
         &self,
         x: &Tensor,
@@ -374,8 +375,11 @@ impl Vae3d {
             let recon = run(&self.decoder, &z, true);
             let rl = recon_loss(&recon, x);
             let total = &rl + &kl * kl_w;
-            (&total * scale).backward();
-            return LossParts { recon: rl.double_value(&[]), kl: kl.double_value(&[]), total: total.double_value(&[]) };
+            let parts = LossParts { recon: rl.double_value(&[]), kl: kl.double_value(&[]), total: total.double_value(&[]) };
+            if parts.total.is_finite() {
+                (&total * scale).backward();
+            }
+            return parts;
         }
         let enc = checkpointing.segments(&self.encoder);
         let dec = checkpointing.segments(&self.decoder);
@@ -386,6 +390,11 @@ impl Vae3d {
         // Loss on the detached reconstruction gives the gradient that seeds the chain.
         let recon = dec_bounds.last().expect("boundary").detach().set_requires_grad(true);
         let rl = recon_loss(&recon, x);
+        let kl_value = tch::no_grad(|| moments(&h, self.config.latent_dim).kl()).double_value(&[]);
+        let (recon_value, total) = (rl.double_value(&[]), rl.double_value(&[]) + kl_w * kl_value);
+        if !total.is_finite() {
+            return LossParts { recon: recon_value, kl: kl_value, total };
+        }
         (&rl * scale).backward();
         let grad = checkpoint::backward_segments(&dec, &dec_bounds, recon.grad(), true, true).expect("input grad");
         // Latent step: chain the decoder's gradient and add the KL term.
@@ -393,8 +402,7 @@ impl Vae3d {
         let (z, kl) = latent(&hg);
         ((z * grad).sum(Kind::Float) + &kl * (kl_w * scale)).backward();
         checkpoint::backward_segments(&enc, &enc_bounds, hg.grad(), false, true);
-        let (recon, kl) = (rl.double_value(&[]), kl.double_value(&[]));
-        LossParts { recon, kl, total: recon + kl_w * kl }
+        LossParts { recon: recon_value, kl: kl_value, total }
     }
 }
 

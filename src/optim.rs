@@ -1,0 +1,219 @@
+//! Optimisation state that must survive a resume: AdamW with its own
+//! moments (tch's optimizers cannot save theirs), the dynamic loss scaler
+//! of mixed precision, gradient clipping and the cosine schedule.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// AdamW (decoupled weight decay, as `torch.optim.AdamW`) over named parameters.
+#[derive(Debug)]
+pub struct AdamW {
+    params: Vec<(String, Tensor)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Steps taken.
+    pub steps: u64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    betas: (f64, f64),
+    eps: f64,
+}
+
+impl AdamW {
+    /// AdamW over `params` (betas 0.9, 0.999; eps 1e-8).
+    pub fn new(params: Vec<(String, Tensor)>, weight_decay: f64) -> AdamW {
+        let zeros = |p: &Tensor| Tensor::zeros_like(p).to_kind(Kind::Float);
+        let m = params.iter().map(|(_, p)| zeros(p)).collect();
+        let v = params.iter().map(|(_, p)| zeros(p)).collect();
+        AdamW { params, m, v, steps: 0, weight_decay, betas: (0.9, 0.999), eps: 1e-8 }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> impl Iterator<Item = &Tensor> {
+        self.params.iter().map(|(_, p)| p)
+    }
+
+    /// Clears every gradient.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One update with learning rate `lr` from the current gradients.
+    pub fn step(&mut self, lr: f64) {
+        self.steps += 1;
+        let (b1, b2) = self.betas;
+        let bc1 = 1.0 - b1.powi(self.steps as i32);
+        let bc2 = 1.0 - b2.powi(self.steps as i32);
+        tch::no_grad(|| {
+            for (((_, p), m), v) in self.params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = g.to_kind(Kind::Float);
+                let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                let _ = v.g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
+                let update = (&*m / bc1) / ((&*v / bc2).sqrt() + self.eps) * lr;
+                let _ = p.g_sub_(&update.to_kind(p.kind()));
+            }
+        });
+    }
+
+    /// Moments as `(adamw.m.<name>, adamw.v.<name>)` tensors for a checkpoint.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (((name, _), m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+            out.push((format!("adamw.m.{name}"), m.shallow_clone()));
+            out.push((format!("adamw.v.{name}"), v.shallow_clone()));
+        }
+        out
+    }
+
+    /// Restores the moments from checkpoint tensors; every one must be present.
+    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, steps: u64) -> Result<(), String> {
+        for (((name, p), m), v) in self.params.iter().zip(&mut self.m).zip(&mut self.v) {
+            for (kind, dst) in [("m", &mut *m), ("v", &mut *v)] {
+                let key = format!("adamw.{kind}.{name}");
+                let src = tensors.get(&key).ok_or_else(|| format!("checkpoint lacks {key}"))?;
+                if src.size() != p.size() {
+                    return Err(format!("{key} has shape {:?}, parameter has {:?}", src.size(), p.size()));
+                }
+                *dst = src.to_device(p.device()).to_kind(Kind::Float);
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// Global L2 norm of all gradients (inf or NaN if any is).
+pub fn grad_norm<'a>(params: impl Iterator<Item = &'a Tensor>) -> f64 {
+    let sq: f64 = params
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float).double_value(&[]))
+        .sum();
+    sq.sqrt()
+}
+
+/// Scales all gradients by `factor`.
+pub fn scale_grads<'a>(params: impl Iterator<Item = &'a Tensor>, factor: f64) {
+    tch::no_grad(|| {
+        for p in params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.g_mul_scalar_(factor);
+            }
+        }
+    });
+}
+
+/// Dynamic loss scaling for float16 mixed precision (as `torch.amp.GradScaler`):
+/// the loss is multiplied by `scale`; a step whose gradients overflow is
+/// skipped and the scale halved; after `growth_interval` clean steps it doubles.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GradScaler {
+    /// Current scale (1 when disabled).
+    pub scale: f64,
+    /// Clean steps since the last change.
+    pub growth_tracker: u64,
+    /// Steps between doublings.
+    pub growth_interval: u64,
+    /// Whether scaling is on (CUDA float16 AMP).
+    pub enabled: bool,
+}
+
+impl GradScaler {
+    /// A scaler starting at `init_scale` (2^16 by default), or a disabled one.
+    pub fn new(enabled: bool, init_scale: f64, growth_interval: u64) -> GradScaler {
+        GradScaler { scale: if enabled { init_scale } else { 1.0 }, growth_tracker: 0, growth_interval, enabled }
+    }
+
+    /// After unscaling: records whether the step's gradients were finite,
+    /// adjusting the scale. Returns whether the optimizer may step.
+    pub fn update(&mut self, finite: bool) -> bool {
+        if !self.enabled {
+            return finite;
+        }
+        if finite {
+            self.growth_tracker += 1;
+            if self.growth_tracker >= self.growth_interval {
+                self.scale *= 2.0;
+                self.growth_tracker = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.growth_tracker = 0;
+        }
+        finite
+    }
+}
+
+/// Cosine annealing from `lr` at epoch 0 to `min_lr` at epoch `epochs`
+/// (as `CosineAnnealingLR(T_max=epochs, eta_min=min_lr)` stepped per epoch).
+pub fn cosine_lr(lr: f64, min_lr: f64, epoch: usize, epochs: usize) -> f64 {
+    let t = epoch.min(epochs) as f64 / epochs.max(1) as f64;
+    min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn adamw_matches_the_closed_form_first_step() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let mut opt = AdamW::new(vec![("p".into(), p.shallow_clone())], 0.1);
+        (&p * &Tensor::from_slice(&[3.0f32, 0.5])).sum(Kind::Float).backward();
+        opt.step(0.01);
+        // Step 1: m_hat = g, v_hat = g^2, update = lr * g / (|g| + eps) = lr * sign(g).
+        let want = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) - 0.01];
+        for (i, w) in want.iter().enumerate() {
+            assert!((p.double_value(&[i as i64]) - w).abs() < 1e-6);
+        }
+        let state = opt.state_tensors();
+        assert_eq!(state.len(), 2);
+        let mut fresh = AdamW::new(vec![("p".into(), p.shallow_clone())], 0.1);
+        let map = state.into_iter().collect();
+        fresh.load_state(&map, 1).unwrap();
+        assert!(fresh.m[0].equal(&opt.m[0]) && fresh.v[0].equal(&opt.v[0]) && fresh.steps == 1);
+        assert!(fresh.load_state(&Default::default(), 1).unwrap_err().contains("adamw.m.p"));
+    }
+
+    #[test]
+    fn scaler_halves_on_overflow_and_doubles_after_clean_steps() {
+        let mut s = GradScaler::new(true, 65536.0, 3);
+        assert!(!s.update(false));
+        assert_eq!(s.scale, 32768.0);
+        for _ in 0..3 {
+            assert!(s.update(true));
+        }
+        assert_eq!(s.scale, 65536.0);
+        let mut off = GradScaler::new(false, 65536.0, 3);
+        assert_eq!(off.scale, 1.0);
+        off.update(false);
+        assert_eq!(off.scale, 1.0);
+    }
+
+    #[test]
+    fn cosine_runs_from_lr_to_min() {
+        assert_eq!(cosine_lr(1e-4, 1e-6, 0, 10), 1e-4);
+        assert!((cosine_lr(1e-4, 1e-6, 10, 10) - 1e-6).abs() < 1e-15);
+        assert!((cosine_lr(1e-4, 1e-6, 5, 10) - (1e-4 + 1e-6) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn grad_norm_and_scaling() {
+        let p = Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        (&p * &Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
+        assert!((grad_norm([&p].into_iter()) - 5.0).abs() < 1e-6);
+        scale_grads([&p].into_iter(), 0.5);
+        assert!((grad_norm([&p].into_iter()) - 2.5).abs() < 1e-6);
+    }
+}
