@@ -25,12 +25,15 @@ fn loader(prefetch: usize, workers: usize) -> Loader {
     Loader::new(open(), LoaderConfig { prefetch, num_workers: workers, ..Default::default() }).unwrap()
 }
 
-/// Consumes `n` batches across as many epochs as needed.
-fn consume(l: &Loader, n: u64) {
+/// Consumes `n` batches across as many epochs as needed, holding each for
+/// `hold` (a training step) so the workers run ahead until the bound stops them.
+fn consume_slowly(l: &Loader, n: u64, hold: Duration) {
     let (mut left, mut epoch) = (n, 0);
     while left > 0 {
         for b in l.epoch(epoch) {
-            drop(b.unwrap());
+            let b = b.unwrap();
+            std::thread::sleep(hold);
+            drop(b);
             left -= 1;
             if left == 0 {
                 break;
@@ -72,7 +75,7 @@ fn throughput(c: &mut Criterion) {
         group.bench_function(format!("prefetch{prefetch}_workers{workers}"), |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();
-                consume(&l, iters);
+                consume_slowly(&l, iters, Duration::ZERO);
                 t.elapsed()
             })
         });
@@ -86,7 +89,11 @@ fn peak_rss(_c: &mut Criterion) {
     let probe = loader(1, 1);
     let batch = probe.batch_bytes() as u64;
     drop(probe);
-    println!("\npeak anonymous RSS over {batches} batches (batch 1 = {:.1} MiB), above the RSS before", mib(batch));
+    let hold = Duration::from_millis(150);
+    println!(
+        "\npeak anonymous RSS over {batches} batches (batch 1 = {:.1} MiB), consumer holding each batch {hold:?}, above the RSS before",
+        mib(batch)
+    );
     let measure = |f: &mut dyn FnMut()| {
         let before = rss_anon();
         let sampler = PeakSampler::start(Duration::from_millis(1));
@@ -103,7 +110,7 @@ fn peak_rss(_c: &mut Criterion) {
     );
     for (prefetch, workers) in CONFIGS {
         let l = loader(prefetch, workers);
-        let (peak, rate) = measure(&mut || consume(&l, batches));
+        let (peak, rate) = measure(&mut || consume_slowly(&l, batches, hold));
         let s = l.pool_stats();
         let bound = (prefetch + workers) as u64 * batch;
         println!(

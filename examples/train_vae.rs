@@ -16,7 +16,8 @@ use radvox::model::VaeConfig;
 use radvox::train::{summary_line, TrainConfig, VaeTrainer};
 use radvox::{Dataset, DatasetConfig, Split};
 
-const USAGE: &str = "usage: train_vae [--dataset-dir DIR] [--vae-type ultra_lightweight|seed_baseline|lightweight|standard] \
+const USAGE: &str =
+    "usage: train_vae [--dataset-dir DIR] [--vae-type ultra_lightweight|seed_baseline|lightweight|standard] \
 [--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing off|block|N] [--epochs N] [--lr X] \
 [--resample Z,H,W] [--device auto|cpu|cuda] [--resume CKPT] [--out DIR] [--seed N] [--num-workers N] \
 [--config FILE.json] [--loss-occupancy W] [--loss-edge W] [--loss-perceptual W] [--no-progress]";

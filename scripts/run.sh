@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/libtorch.sh
-cargo run --release --example inspect_dataset -- fixtures/ntu_mini "$@"
+cargo run --release --example train_vae -- "$@"

@@ -29,7 +29,14 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { mse: 1.0, occupancy_mse: 0.0, edge: 0.0, perceptual: 0.0, perceptual_seed: 0, perceptual_levels: [0.5, 1.0, 1.0, 0.5] }
+        LossConfig {
+            mse: 1.0,
+            occupancy_mse: 0.0,
+            edge: 0.0,
+            perceptual: 0.0,
+            perceptual_seed: 0,
+            perceptual_levels: [0.5, 1.0, 1.0, 0.5],
+        }
     }
 }
 
@@ -216,7 +223,7 @@ mod tests {
 
     #[test]
     fn occupancy_weights_follow_the_rule() {
-        let mut t = Tensor::zeros([1, 4, 5, 5, 5], (Kind::Float, Device::Cpu));
+        let t = Tensor::zeros([1, 4, 5, 5, 5], (Kind::Float, Device::Cpu));
         let _ = t.get(0).get(0).get(2).get(2).get(2).fill_(1.0);
         let w = occupancy_weights(&t);
         let at = |z: i64, y: i64, x: i64| w.double_value(&[0, 0, z, y, x]);

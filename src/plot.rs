@@ -127,7 +127,8 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series], log_y: bool) ->
     let (left, right, top, bottom) = (90i64, 20i64, 50i64, 60i64);
     let mut c = Canvas::new(w, h);
     c.text(left, 15, title, [0, 0, 0], 3);
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+    let pts: Vec<(f64, f64)> =
+        series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
     let log = log_y && !pts.is_empty() && pts.iter().all(|p| p.1 > 0.0);
     let ty = |y: f64| if log { y.log10() } else { y };
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);

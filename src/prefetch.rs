@@ -470,8 +470,8 @@ type Built = Result<(BufferPair, usize), LoaderError>;
 
 impl WorkerCtx {
     /// Fills a buffer pair with batch `b`; on failure the pair goes back.
-    fn build(&self, b: usize, pair: BufferPair) -> Built {
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.fill(b, &pair)));
+    fn build(&self, b: usize, mut pair: BufferPair) -> Built {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.fill(b, &mut pair)));
         match outcome {
             Ok(Ok(n)) => Ok((pair, n)),
             Ok(Err(source)) => {
@@ -490,11 +490,11 @@ impl WorkerCtx {
         }
     }
 
-    fn fill(&self, b: usize, pair: &BufferPair) -> Result<usize, DatasetError> {
+    fn fill(&self, b: usize, pair: &mut BufferPair) -> Result<usize, DatasetError> {
         let frames = &self.plan[b];
         let per: usize = self.shape.iter().product();
-        let target = tensor_slice(&pair.target);
-        let radar = tensor_slice(&pair.radar);
+        let target = tensor_slice(&mut pair.target);
+        let radar = tensor_slice(&mut pair.radar);
         for (s, &i) in frames.iter().enumerate() {
             if self.cancel.load(Ordering::Acquire) {
                 return Ok(0); // the epoch is being dropped: stop between frames
@@ -521,7 +521,7 @@ impl WorkerCtx {
 }
 
 /// The f16 elements of a pooled CPU buffer, writable.
-fn tensor_slice(t: &Tensor) -> &mut [f16] {
+fn tensor_slice(t: &mut Tensor) -> &mut [f16] {
     assert!(t.kind() == Kind::Half && t.device() == Device::Cpu && t.is_contiguous());
     let n = t.numel();
     // SAFETY: pooled buffers are contiguous CPU f16 tensors allocated by the
@@ -555,7 +555,7 @@ impl Epoch {
         self.next
     }
 
-    fn into_batch(&self, b: usize, built: Built) -> Result<Batch, LoaderError> {
+    fn make_batch(&self, b: usize, built: Built) -> Result<Batch, LoaderError> {
         let (pair, n) = built?;
         self.pool.state.lock().unwrap_or_else(|e| e.into_inner()).with_consumer += 1;
         let (target, radar) = if n == self.pool.shape[0] as usize {
@@ -585,7 +585,7 @@ impl Iterator for Epoch {
         self.next += 1;
         loop {
             if let Some(built) = self.pending.remove(&b) {
-                return Some(self.into_batch(b, built));
+                return Some(self.make_batch(b, built));
             }
             {
                 let st = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -70,6 +70,11 @@ pub struct TrainConfig {
     pub growth_interval: u64,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// Per-channel factor applied to inputs before the model, so channels
+    /// of very different ranges (intensity ~0-120, Doppler m/s) weigh
+    /// comparably in the loss; losses are in these scaled units. Channel 0
+    /// (occupancy, thresholded by the metrics) should stay 1.
+    pub channel_scale: Vec<f64>,
 }
 
 impl Default for TrainConfig {
@@ -99,6 +104,7 @@ impl Default for TrainConfig {
             init_scale: 65536.0,
             growth_interval: 2000,
             progress: true,
+            channel_scale: vec![1.0, 0.01, 0.25, 1.0],
         }
     }
 }
@@ -119,6 +125,14 @@ impl TrainConfig {
         }
         if self.max_nonfinite_streak == 0 || self.growth_interval == 0 {
             return bad("max_nonfinite_streak and growth_interval must be >= 1".into());
+        }
+        if self.channel_scale.len() != self.vae.in_channels as usize
+            || self.channel_scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return bad(format!(
+                "channel_scale {:?} needs {} positive factors, one per input channel",
+                self.channel_scale, self.vae.in_channels
+            ));
         }
         parse_device(&self.device)?;
         Ok(())
@@ -155,7 +169,9 @@ pub enum TrainError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
     /// Too many non-finite batches in a row.
-    #[error("{count} non-finite batches in a row, the last at epoch {epoch} batch {batch} (frames {frames}): stopping")]
+    #[error(
+        "{count} non-finite batches in a row, the last at epoch {epoch} batch {batch} (frames {frames}): stopping"
+    )]
     NonFinite {
         /// Consecutive failures.
         count: usize,
@@ -310,9 +326,12 @@ pub fn mix_seed(seed: u64, n: u64) -> u64 {
 
 const FORMAT: &str = "radvox-vae-checkpoint-1";
 
+/// `(step, loss, recon, kl)` of one optimizer step.
+type StepPoint = (f64, f64, f64, f64);
+
 #[derive(Default)]
 struct History {
-    steps: Vec<(f64, f64, f64, f64)>,
+    steps: Vec<StepPoint>,
     epochs: Vec<(f64, Occupancy)>,
 }
 
@@ -342,7 +361,12 @@ impl std::fmt::Debug for VaeTrainer {
 impl VaeTrainer {
     /// Validates the config, sets the CUDA allocator config, builds the model
     /// (seeded), loss, optimizer and loaders. Outputs go to `out`.
-    pub fn new(train: Dataset, val: Option<Dataset>, config: TrainConfig, out: &Path) -> Result<VaeTrainer, TrainError> {
+    pub fn new(
+        train: Dataset,
+        val: Option<Dataset>,
+        config: TrainConfig,
+        out: &Path,
+    ) -> Result<VaeTrainer, TrainError> {
         config.validate()?;
         crate::memory::configure_cuda_allocator();
         let device = parse_device(&config.device)?;
@@ -412,8 +436,12 @@ impl VaeTrainer {
             config.epochs = e;
         }
         let mut trainer = VaeTrainer::new(train, val, config, out)?;
-        let model: BTreeMap<String, Tensor> =
-            file.tensors.iter().filter(|(k, _)| !k.starts_with("adamw.")).map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+        let model: BTreeMap<String, Tensor> = file
+            .tensors
+            .iter()
+            .filter(|(k, _)| !k.starts_with("adamw."))
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect();
         weights::load_into(&trainer.vs, "", &model, checkpoint)?;
         trainer.opt.load_state(&file.tensors, state.step).map_err(fail)?;
         trainer.state = state;
@@ -449,8 +477,13 @@ impl VaeTrainer {
         &self.train
     }
 
-    fn input(&self, t: &Tensor) -> Tensor {
-        t.to_device(self.device).to_kind(Kind::Float)
+    /// A batch tensor on the device, float32, scaled per channel.
+    pub fn input(&self, t: &Tensor) -> Tensor {
+        let scale = Tensor::from_slice(&self.config.channel_scale)
+            .to_kind(Kind::Float)
+            .to_device(self.device)
+            .reshape([1, -1, 1, 1, 1]);
+        t.to_device(self.device).to_kind(Kind::Float) * scale
     }
 
     /// One micro-step (forward + backward, gradients accumulate). `None`:
@@ -463,7 +496,10 @@ impl VaeTrainer {
         }
         tch::manual_seed(mix_seed(self.config.seed, self.state.micro) as i64);
         let size = x.size();
-        let eps = Tensor::randn(self.vae.latent_shape([size[0], size[1], size[2], size[3], size[4]]), (Kind::Float, self.device));
+        let eps = Tensor::randn(
+            self.vae.latent_shape([size[0], size[1], size[2], size[3], size[4]]),
+            (Kind::Float, self.device),
+        );
         let scale = self.state.scaler.scale / self.config.grad_accum as f64;
         let (vae, loss, ck) = (&self.vae, &self.loss, self.config.checkpointing);
         let parts = self.amp.run(|| vae.backward(&x, Some(&eps), ck, scale, &|r, t| loss.compute(r, t)));
@@ -504,7 +540,7 @@ impl VaeTrainer {
         let (mut group, mut group_n) = ([0.0f64; 3], 0usize);
         let mut log = CsvLog::open(&self.out.join("train_log.csv"))?;
         let mut it = self.train.epoch_from(epoch as u64, self.state.cursor);
-        while let Some(batch) = it.next() {
+        for batch in it.by_ref() {
             let batch = batch?;
             let b = self.state.cursor;
             frames += batch.ids.len();
@@ -650,7 +686,7 @@ impl VaeTrainer {
     pub fn plot(&self) -> Result<(), TrainError> {
         let steps = &self.history.steps;
         let kl_w = self.config.vae.kl_weight;
-        let series = |name: &str, k: usize, f: &dyn Fn(&(f64, f64, f64, f64)) -> f64| Series {
+        let series = |name: &str, k: usize, f: &dyn Fn(&StepPoint) -> f64| Series {
             name: name.into(),
             points: steps.iter().map(|s| (s.0, f(s))).collect(),
             color: COLORS[k],

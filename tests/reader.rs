@@ -323,11 +323,8 @@ fn truncated_and_corrupt_files_are_refused_without_panic() {
     assert!(matches!(err, NpyError::Truncated { .. }), "{err}");
 }
 
-/// Path of an example binary that `cargo test` has built next to this test.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
-}
+mod common;
+use common::example;
 
 #[test]
 fn inspect_dataset_prints_the_numpy_lines() {

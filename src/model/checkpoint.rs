@@ -1,7 +1,10 @@
-//! Gradient checkpointing for chains of modules (tch has none): the forward
-//! pass keeps only segment boundaries; backward recomputes each segment with
-//! gradients on and chains them by back-propagating `sum(out * grad_out)`.
-//! Memory falls from all activations to one segment's plus the boundaries.
+//! Gradient checkpointing for chains of modules (tch has none). A
+//! checkpointed segment runs without building a graph: only its input is
+//! kept, and its output re-enters autograd as a fresh leaf. After the loss's
+//! backward fills that leaf's gradient, the segment is recomputed with
+//! gradients on and the chain continues by back-propagating
+//! `sum(out * grad_out)`, then `sum(input * grad_in)` into whatever produced
+//! its input. Units outside checkpointed segments keep their graph as usual.
 
 use serde::{Deserialize, Serialize};
 use tch::nn::ModuleT;
@@ -14,9 +17,10 @@ pub enum Checkpointing {
     /// Keep every activation (fastest, most memory).
     #[default]
     Off,
-    /// One segment per unit (each ResBlock, conv or head): least memory.
+    /// Each ResBlock (and attention block) is a segment; convolutions between
+    /// them keep their graph (as the reference's per-block checkpointing).
     PerBlock,
-    /// The chain cut into this many segments of consecutive units.
+    /// Each half of the model cut into this many segments covering every unit.
     Segments(usize),
 }
 
@@ -44,61 +48,84 @@ impl std::fmt::Display for Checkpointing {
     }
 }
 
-/// A run of consecutive units.
-pub type Segment<'a> = Vec<&'a dyn ModuleT>;
+/// A run of consecutive units and whether it is checkpointed.
+pub struct Segment<'a> {
+    /// The units, in order.
+    pub units: Vec<&'a dyn ModuleT>,
+    /// Recompute instead of keeping activations.
+    pub checkpointed: bool,
+}
 
 impl Checkpointing {
-    /// Cuts `units` into segments (all in one when `Off`).
-    pub fn segments<'a, M: AsRef<dyn ModuleT + 'a> + 'a>(&self, units: &'a [M]) -> Vec<Segment<'a>> {
-        let n = units.len().max(1);
-        let k = match *self {
-            Checkpointing::Off => 1,
-            Checkpointing::PerBlock => n,
-            Checkpointing::Segments(s) => s.clamp(1, n),
-        };
+    /// Cuts `units` into segments; `is_block[i]` marks the units that
+    /// [`Checkpointing::PerBlock`] checkpoints.
+    pub fn segments<'a, M: AsRef<dyn ModuleT + 'a> + 'a>(&self, units: &'a [M], is_block: &[bool]) -> Vec<Segment<'a>> {
         let refs: Vec<&dyn ModuleT> = units.iter().map(|u| u.as_ref()).collect();
-        (0..k).map(|i| refs[i * n / k..(i + 1) * n / k].to_vec()).collect()
+        let n = refs.len();
+        match *self {
+            Checkpointing::Off => vec![Segment { units: refs, checkpointed: false }],
+            Checkpointing::PerBlock => {
+                refs.into_iter().zip(is_block).map(|(u, &b)| Segment { units: vec![u], checkpointed: b }).collect()
+            }
+            Checkpointing::Segments(s) => {
+                let k = s.clamp(1, n.max(1));
+                (0..k)
+                    .map(|i| Segment { units: refs[i * n / k..(i + 1) * n / k].to_vec(), checkpointed: true })
+                    .collect()
+            }
+        }
     }
 }
 
-fn run(seg: &Segment, x: &Tensor, train: bool) -> Tensor {
-    seg.iter().fold(x.shallow_clone(), |h, u| u.forward_t(&h, train))
+struct Record<'a> {
+    units: Vec<&'a dyn ModuleT>,
+    input: Tensor,
+    leaf: Tensor,
 }
 
-/// Runs the segments without gradients; returns every boundary: the input,
-/// then each segment's output.
-pub fn forward_boundaries(segments: &[Segment], x: &Tensor, train: bool) -> Vec<Tensor> {
-    tch::no_grad(|| {
-        let mut bounds = vec![x.shallow_clone()];
+/// The checkpointed segments run so far, to be replayed by [`Chain::backward`].
+#[derive(Default)]
+pub struct Chain<'a> {
+    records: Vec<Record<'a>>,
+}
+
+fn run(units: &[&dyn ModuleT], x: &Tensor, train: bool) -> Tensor {
+    units.iter().fold(x.shallow_clone(), |h, u| u.forward_t(&h, train))
+}
+
+impl<'a> Chain<'a> {
+    /// Runs `segments` on `x`; checkpointed ones without a graph.
+    pub fn forward(&mut self, segments: Vec<Segment<'a>>, x: &Tensor, train: bool) -> Tensor {
+        let mut h = x.shallow_clone();
         for seg in segments {
-            let next = run(seg, bounds.last().expect("non-empty"), train);
-            bounds.push(next);
+            if seg.checkpointed {
+                let out = tch::no_grad(|| run(&seg.units, &h, train));
+                let leaf = out.set_requires_grad(true);
+                self.records.push(Record { units: seg.units, input: h, leaf: leaf.shallow_clone() });
+                h = leaf;
+            } else {
+                h = run(&seg.units, &h, train);
+            }
         }
-        bounds
-    })
-}
-
-/// Back-propagates `grad_out` (the gradient of the loss at the last
-/// boundary) through the segments in reverse, recomputing each; parameter
-/// gradients accumulate. Returns the gradient at the input when
-/// `need_input_grad`. Boundaries are freed as soon as they are used.
-pub fn backward_segments(
-    segments: &[Segment],
-    bounds: &[Tensor],
-    grad_out: Tensor,
-    need_input_grad: bool,
-    train: bool,
-) -> Option<Tensor> {
-    let mut grad = grad_out;
-    for (i, seg) in segments.iter().enumerate().rev() {
-        let want = i > 0 || need_input_grad;
-        let input = bounds[i].detach().set_requires_grad(want);
-        let out = run(seg, &input, train);
-        (out * &grad).sum(Kind::Float).backward();
-        if !want {
-            return None;
-        }
-        grad = input.grad();
+        h
     }
-    Some(grad)
+
+    /// After `loss.backward()`: recomputes each checkpointed segment, last
+    /// first, and carries its gradient on to its input's producers.
+    pub fn backward(self, train: bool) {
+        for rec in self.records.into_iter().rev() {
+            let grad = rec.leaf.grad();
+            if !grad.defined() {
+                continue; // no gradient reached this segment
+            }
+            // Upstream needs a gradient if the input came from parameters or an earlier leaf.
+            let upstream = rec.input.requires_grad();
+            let input = rec.input.detach().set_requires_grad(upstream);
+            let out = run(&rec.units, &input, train);
+            (out * &grad).sum(Kind::Float).backward();
+            if upstream {
+                (&rec.input * input.grad()).sum(Kind::Float).backward();
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
 use super::blocks::{level_stride, Conv3d, Downsample3d, Norm, ResBlock3d, SelfAttention3d, Upsample3d};
-use super::checkpoint::{self, Checkpointing};
+use super::checkpoint::{Chain, Checkpointing};
 
 /// Architecture of a [`Vae3d`]; see the named presets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,71 +188,89 @@ impl ModuleT for ConvUnit {
 
 type Unit = Box<dyn ModuleT>;
 
-fn mid_block(vs: &nn::Path, c: i64, cfg: &VaeConfig, units: &mut Vec<Unit>) {
-    let mid = vs / "mid_block";
-    units.push(Box::new(ResBlock3d::new(&mid / "0", c, c, cfg.dropout)));
-    if cfg.attention {
-        units.push(Box::new(SelfAttention3d::new(&mid / "1", c, cfg.attention_heads)));
-    }
-    units.push(Box::new(ResBlock3d::new(&mid / "2", c, c, cfg.dropout)));
+/// Units of one half of the model, with the per-block checkpointing mask
+/// (true for ResBlocks and attention, false for plain convolutions).
+#[derive(Debug, Default)]
+struct Units {
+    units: Vec<Unit>,
+    blocks: Vec<bool>,
 }
 
-fn encoder_units(vs: nn::Path, cfg: &VaeConfig) -> Vec<Unit> {
+impl Units {
+    fn push(&mut self, unit: Unit, block: bool) {
+        self.units.push(unit);
+        self.blocks.push(block);
+    }
+}
+
+fn mid_block(vs: &nn::Path, c: i64, cfg: &VaeConfig, units: &mut Units) {
+    let mid = vs / "mid_block";
+    units.push(Box::new(ResBlock3d::new(&mid / "0", c, c, cfg.dropout)), true);
+    if cfg.attention {
+        units.push(Box::new(SelfAttention3d::new(&mid / "1", c, cfg.attention_heads)), true);
+    }
+    units.push(Box::new(ResBlock3d::new(&mid / "2", c, c, cfg.dropout)), true);
+}
+
+fn encoder_units(vs: nn::Path, cfg: &VaeConfig) -> Units {
     let levels = cfg.encoder_mult.len();
-    let mut units: Vec<Unit> =
-        vec![Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.in_channels, cfg.base_channels, 3, [1; 3])))];
+    let mut units = Units::default();
+    units.push(Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.in_channels, cfg.base_channels, 3, [1; 3]))), false);
     let mut c = cfg.base_channels;
     for i in 0..levels {
         let out = cfg.level_channels(i);
         let level = &vs / "down_blocks" / i;
         let mut j = 0;
         for _ in 0..cfg.num_res_blocks {
-            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)));
+            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)), true);
             c = out;
             j += 1;
         }
         if cfg.attention && i == levels - 1 {
-            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)));
+            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)), true);
             j += 1;
         }
         if i != levels - 1 {
-            units.push(Box::new(Downsample3d::new(&level / j, c, level_stride(i))));
+            units.push(Box::new(Downsample3d::new(&level / j, c, level_stride(i))), false);
         }
     }
     mid_block(&vs, c, cfg, &mut units);
-    units.push(Box::new(OutHead {
+    let head = OutHead {
         norm: Norm::new(&vs / "norm_out", c),
         conv: Conv3d::new(&vs / "conv_out", c, 2 * cfg.latent_dim, 3, [1; 3]),
-    }));
+    };
+    units.push(Box::new(head), false);
     units
 }
 
-fn decoder_units(vs: nn::Path, cfg: &VaeConfig) -> Vec<Unit> {
+fn decoder_units(vs: nn::Path, cfg: &VaeConfig) -> Units {
     let levels = cfg.decoder_mult.len();
     let mut c = cfg.base_channels * cfg.decoder_mult[0];
-    let mut units: Vec<Unit> = vec![Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.latent_dim, c, 3, [1; 3])))];
+    let mut units = Units::default();
+    units.push(Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.latent_dim, c, 3, [1; 3]))), false);
     mid_block(&vs, c, cfg, &mut units);
     for i in 0..levels {
         let out = cfg.base_channels * cfg.decoder_mult[i];
         let level = &vs / "up_blocks" / i;
         let mut j = 0;
         for _ in 0..=cfg.num_res_blocks {
-            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)));
+            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)), true);
             c = out;
             j += 1;
         }
         if cfg.attention && i == 0 {
-            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)));
+            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)), true);
             j += 1;
         }
         if i != levels - 1 {
-            units.push(Box::new(Upsample3d::new(&level / j, c, level_stride(i))));
+            units.push(Box::new(Upsample3d::new(&level / j, c, level_stride(i))), false);
         }
     }
-    units.push(Box::new(OutHead {
+    let head = OutHead {
         norm: Norm::new(&vs / "norm_out", c),
         conv: Conv3d::new(&vs / "conv_out", c, cfg.out_channels, 3, [1; 3]),
-    }));
+    };
+    units.push(Box::new(head), false);
     units
 }
 
@@ -260,8 +278,8 @@ fn decoder_units(vs: nn::Path, cfg: &VaeConfig) -> Vec<Unit> {
 #[derive(Debug)]
 pub struct Vae3d {
     config: VaeConfig,
-    encoder: Vec<Unit>,
-    decoder: Vec<Unit>,
+    encoder: Units,
+    decoder: Units,
     quant_conv: Conv3d,
     post_quant_conv: Conv3d,
 }
@@ -324,7 +342,7 @@ impl Vae3d {
 
     /// Encoder statistics of `x` `(B, C, D, H, W)`.
     pub fn posterior(&self, x: &Tensor, train: bool) -> Posterior {
-        let h = run(&self.encoder, x, train);
+        let h = run(&self.encoder.units, x, train);
         moments(&h, self.config.latent_dim)
     }
 
@@ -335,7 +353,7 @@ impl Vae3d {
 
     /// Decodes a latent (after `quant_conv`) to a grid.
     pub fn decode(&self, z: &Tensor, train: bool) -> Tensor {
-        run(&self.decoder, &z.apply(&self.post_quant_conv), train)
+        run(&self.decoder.units, &z.apply(&self.post_quant_conv), train)
     }
 
     /// Reconstruction and posterior of `x`.
@@ -364,45 +382,27 @@ impl Vae3d {
         recon_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
     ) -> LossParts {
         let kl_w = self.config.kl_weight;
-        let latent = |h: &Tensor| {
-            let post = moments(h, self.config.latent_dim);
-            let z = post.sample(eps).apply(&self.quant_conv).apply(&self.post_quant_conv);
-            (z, post.kl())
-        };
-        if checkpointing == Checkpointing::Off {
-            let h = run(&self.encoder, x, true);
-            let (z, kl) = latent(&h);
-            let recon = run(&self.decoder, &z, true);
-            let rl = recon_loss(&recon, x);
-            let total = &rl + &kl * kl_w;
-            let parts = LossParts { recon: rl.double_value(&[]), kl: kl.double_value(&[]), total: total.double_value(&[]) };
-            if parts.total.is_finite() {
-                (&total * scale).backward();
-            }
-            return parts;
-        }
-        let enc = checkpointing.segments(&self.encoder);
-        let dec = checkpointing.segments(&self.decoder);
-        let enc_bounds = checkpoint::forward_boundaries(&enc, x, true);
-        let h = enc_bounds.last().expect("input boundary").shallow_clone();
-        let z = tch::no_grad(|| latent(&h).0);
-        let dec_bounds = checkpoint::forward_boundaries(&dec, &z, true);
-        // Loss on the detached reconstruction gives the gradient that seeds the chain.
-        let recon = dec_bounds.last().expect("boundary").detach().set_requires_grad(true);
+        let latent = self.config.latent_dim;
+        // The encoder output re-enters autograd as a leaf, and the KL term
+        // gets its own copy of the (cheap) moment ops: the loss's backward
+        // and the decoder's chained backward then never share a graph.
+        let mut enc_chain = Chain::default();
+        let h = enc_chain.forward(checkpointing.segments(&self.encoder.units, &self.encoder.blocks), x, true);
+        let h_leaf = h.detach().set_requires_grad(true);
+        let kl = moments(&h_leaf, latent).kl();
+        let z = moments(&h_leaf, latent).sample(eps).apply(&self.quant_conv).apply(&self.post_quant_conv);
+        let mut dec_chain = Chain::default();
+        let recon = dec_chain.forward(checkpointing.segments(&self.decoder.units, &self.decoder.blocks), &z, true);
         let rl = recon_loss(&recon, x);
-        let kl_value = tch::no_grad(|| moments(&h, self.config.latent_dim).kl()).double_value(&[]);
-        let (recon_value, total) = (rl.double_value(&[]), rl.double_value(&[]) + kl_w * kl_value);
-        if !total.is_finite() {
-            return LossParts { recon: recon_value, kl: kl_value, total };
+        let total = &rl + &kl * kl_w;
+        let parts = LossParts { recon: rl.double_value(&[]), kl: kl.double_value(&[]), total: total.double_value(&[]) };
+        if parts.total.is_finite() {
+            (&total * scale).backward();
+            dec_chain.backward(true);
+            (h * h_leaf.grad()).sum(Kind::Float).backward();
+            enc_chain.backward(true);
         }
-        (&rl * scale).backward();
-        let grad = checkpoint::backward_segments(&dec, &dec_bounds, recon.grad(), true, true).expect("input grad");
-        // Latent step: chain the decoder's gradient and add the KL term.
-        let hg = h.detach().set_requires_grad(true);
-        let (z, kl) = latent(&hg);
-        ((z * grad).sum(Kind::Float) + &kl * (kl_w * scale)).backward();
-        checkpoint::backward_segments(&enc, &enc_bounds, hg.grad(), false, true);
-        LossParts { recon: recon_value, kl: kl_value, total }
+        parts
     }
 }
 

@@ -1,0 +1,91 @@
+//! Seconds per VAE micro-step (forward + backward, batch 1) and peak RSS on
+//! CPU, radvox beside the PyTorch reference (`benches/reference/`), each
+//! configuration in its own process so its peak RSS is its own.
+//!
+//! `cargo bench --bench vae_step` (grid `RADVOX_GRID=Z,H,W`, default 32,128,128;
+//! `RADVOX_STEPS=N` timed steps, default 3).
+
+use std::process::Command;
+use std::time::Instant;
+
+use radvox::model::{Checkpointing, Vae3d, VaeConfig};
+use radvox::train::Amp;
+use tch::{nn, Device, Kind, Tensor};
+
+fn child(mode: &str, grid: [i64; 3], steps: usize) {
+    let (ck, amp) = match mode {
+        "plain" => (Checkpointing::Off, Amp::Off),
+        "block" => (Checkpointing::PerBlock, Amp::Off),
+        "segments4" => (Checkpointing::Segments(4), Amp::Off),
+        "bf16" => (Checkpointing::Off, Amp::CpuBf16),
+        "bf16_block" => (Checkpointing::PerBlock, Amp::CpuBf16),
+        m => panic!("unknown mode {m}"),
+    };
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight()).unwrap();
+    let x = Tensor::randn([1, 4, grid[0], grid[1], grid[2]], (Kind::Float, Device::Cpu));
+    let eps = Tensor::randn(vae.latent_shape([1, 4, grid[0], grid[1], grid[2]]), (Kind::Float, Device::Cpu));
+    let mse = |r: &Tensor, t: &Tensor| r.to_kind(Kind::Float).mse_loss(t, tch::Reduction::Mean);
+    let mut times = Vec::new();
+    for _ in 0..=steps {
+        let t = Instant::now();
+        amp.run(|| vae.backward(&x, Some(&eps), ck, 1.0 / 8.0, &mse));
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let mut timed = times[1..].to_vec();
+    timed.sort_by(f64::total_cmp);
+    let peak = radvox::memory::proc_status_bytes("VmHWM").unwrap_or(0);
+    println!(r#"{{"impl": "radvox", "mode": "{mode}", "seconds": {}, "peak_rss": {peak}}}"#, timed[timed.len() / 2]);
+}
+
+fn main() {
+    let grid: Vec<i64> =
+        std::env::var("RADVOX_GRID").unwrap_or("32,128,128".into()).split(',').map(|v| v.parse().unwrap()).collect();
+    let grid = [grid[0], grid[1], grid[2]];
+    let steps: usize = std::env::var("RADVOX_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    if let Ok(mode) = std::env::var("RADVOX_VAE_STEP_CHILD") {
+        return child(&mode, grid, steps);
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference/vae3d_reference.py");
+    println!(
+        "VAE micro-step, ultra_lightweight, batch 1, grid {grid:?}, CPU ({} threads), median of {steps}",
+        tch::get_num_threads()
+    );
+    let mut rows = Vec::new();
+    let runs: Vec<(String, Command)> = ["plain", "checkpoint"]
+        .iter()
+        .map(|m| {
+            let mut c = Command::new(python);
+            c.arg(script).arg(m).args(grid.map(|v| v.to_string())).arg(steps.to_string());
+            (format!("pytorch {m}"), c)
+        })
+        .chain(["plain", "block", "segments4", "bf16", "bf16_block"].iter().map(|m| {
+            let mut c = Command::new(&me);
+            c.env("RADVOX_VAE_STEP_CHILD", m);
+            (format!("radvox {m}"), c)
+        }))
+        .collect();
+    for (name, mut cmd) in runs {
+        let out = cmd.output().expect("spawn");
+        let line = String::from_utf8_lossy(&out.stdout);
+        let Some(json) = line.lines().find(|l| l.starts_with('{')) else {
+            println!("{name:<22} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let (s, rss) = (v["seconds"].as_f64().unwrap(), v["peak_rss"].as_f64().unwrap() / 1e9);
+        rows.push((name.clone(), s, rss));
+    }
+    let base = rows.iter().find(|r| r.0 == "pytorch plain").map(|r| (r.1, r.2));
+    println!("{:<22} {:>10} {:>12} {:>14} {:>14}", "run", "s/step", "peak RSS GB", "time vs torch", "RSS vs torch");
+    for (name, s, rss) in &rows {
+        let (rt, rm) = base.map(|(bs, br)| (s / bs, rss / br)).unwrap_or((f64::NAN, f64::NAN));
+        println!("{name:<22} {s:>10.3} {rss:>12.3} {rt:>13.2}x {rm:>13.2}x");
+    }
+}
