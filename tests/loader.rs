@@ -1,5 +1,6 @@
 //! The prefetching loader on the numpy fixtures: contents, order, bounded
 //! and recycled memory, errors through the queue, prompt shutdown, sharding.
+#![allow(clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
