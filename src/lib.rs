@@ -13,9 +13,14 @@
 
 pub mod augment;
 pub mod dataset;
+pub mod diffusion;
+pub mod export;
+pub mod latents;
 pub mod layout;
+pub mod ldm;
 pub mod loss;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod optim;

@@ -17,6 +17,25 @@ pub fn memory_owners(t: &Tensor) -> i64 {
     unsafe { radvox_memory_owners(t.as_ptr()) }
 }
 
+/// `t.backward()` keeping the graph, so other backward passes may still
+/// traverse it (gradient checkpointing inside arbitrary graphs).
+pub fn backward_keep_graph(t: &Tensor) -> Result<(), String> {
+    // SAFETY: `as_ptr` is a live tensor for the borrow; at_backward does not
+    // take ownership. Errors are reported through libtorch's last-error slot,
+    // which we read and free exactly as tch does.
+    unsafe {
+        torch_sys::at_backward(t.as_ptr() as *mut _, 1, 0);
+        let err = torch_sys::get_and_reset_last_err();
+        if err.is_null() {
+            Ok(())
+        } else {
+            let msg = std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned();
+            libc::free(err as *mut libc::c_void);
+            Err(msg)
+        }
+    }
+}
+
 /// Turns libtorch's CPU autocast (bfloat16) on or off for this thread.
 pub fn set_cpu_autocast(enabled: bool) {
     // SAFETY: plain calls into libtorch's thread-local autocast state.

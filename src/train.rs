@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::dataset::{Dataset, DatasetError};
 use crate::loss::{LossConfig, ReconLoss};
+pub use crate::metrics::Occupancy;
 use crate::model::vae::LossParts;
 use crate::model::{Checkpointing, Vae3d, VaeConfig};
 use crate::optim::{cosine_lr, grad_norm, scale_grads, AdamW, GradScaler};
@@ -219,37 +220,6 @@ pub struct TrainState {
     pub skipped: u64,
     /// Loss scaler.
     pub scaler: GradScaler,
-}
-
-/// Validation metrics at the occupancy threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Occupancy {
-    /// True positives / (TP + FP + FN); 1 when both grids are empty.
-    pub iou: f64,
-    /// TP / (TP + FP); 1 when nothing is predicted.
-    pub precision: f64,
-    /// TP / (TP + FN); 1 when nothing is occupied.
-    pub recall: f64,
-    /// 2 precision recall / (precision + recall).
-    pub f1: f64,
-}
-
-impl Occupancy {
-    /// Metrics from voxel counts.
-    pub fn from_counts(tp: f64, fp: f64, fn_: f64) -> Occupancy {
-        let ratio = |a: f64, b: f64| if b == 0.0 { 1.0 } else { a / b };
-        let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
-        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-        Occupancy { iou: ratio(tp, tp + fp + fn_), precision, recall, f1 }
-    }
-
-    /// `(TP, FP, FN)` of channel 0 of two `(B, C, ...)` grids at `threshold`.
-    pub fn counts(pred: &Tensor, truth: &Tensor, threshold: f64) -> (f64, f64, f64) {
-        let p = pred.select(1, 0).gt(threshold);
-        let t = truth.select(1, 0).gt(threshold);
-        let count = |m: Tensor| m.sum(Kind::Int64).int64_value(&[]) as f64;
-        (count(p.logical_and(&t)), count(p.logical_and(&t.logical_not())), count(p.logical_not().logical_and(&t)))
-    }
 }
 
 /// One epoch's summary.
@@ -538,7 +508,7 @@ impl VaeTrainer {
         let (t0, mut frames, mut streak, mut skipped) = (Instant::now(), 0usize, 0usize, 0usize);
         let (mut sum, mut count) = ([0.0f64; 3], 0usize);
         let (mut group, mut group_n) = ([0.0f64; 3], 0usize);
-        let mut log = CsvLog::open(&self.out.join("train_log.csv"))?;
+        let mut log = CsvLog::open(&self.out.join("train_log.csv"), CSV_HEADER)?;
         let mut it = self.train.epoch_from(epoch as u64, self.state.cursor);
         for batch in it.by_ref() {
             let batch = batch?;
@@ -731,7 +701,7 @@ pub fn summary_line(r: &EpochReport) -> String {
     )
 }
 
-fn progress_bar(n: usize, start: usize, epoch: usize, enabled: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(n: usize, start: usize, epoch: usize, enabled: bool) -> indicatif::ProgressBar {
     let bar = if enabled { indicatif::ProgressBar::new(n as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}")
@@ -744,7 +714,7 @@ fn progress_bar(n: usize, start: usize, epoch: usize, enabled: bool) -> indicati
 }
 
 /// Appends rows to a CSV log, writing the header when the file is new.
-struct CsvLog {
+pub(crate) struct CsvLog {
     file: std::fs::File,
     path: PathBuf,
 }
@@ -753,17 +723,17 @@ const CSV_HEADER: &str =
     "epoch,step,micro_step,lr,loss,recon,kl,grad_norm,loss_scale,skipped_total,frames_per_s,rss_anon_mib,elapsed_s";
 
 impl CsvLog {
-    fn open(path: &Path) -> Result<CsvLog, TrainError> {
+    pub(crate) fn open(path: &Path, header: &str) -> Result<CsvLog, TrainError> {
         let io = |source| TrainError::Io { path: path.into(), source };
         let new = !path.exists();
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
         if new {
-            writeln!(file, "{CSV_HEADER}").map_err(io)?;
+            writeln!(file, "{header}").map_err(io)?;
         }
         Ok(CsvLog { file, path: path.into() })
     }
 
-    fn row(&mut self, values: &[f64]) -> Result<(), TrainError> {
+    pub(crate) fn row(&mut self, values: &[f64]) -> Result<(), TrainError> {
         let line = values.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",");
         writeln!(self.file, "{line}").map_err(|source| TrainError::Io { path: self.path.clone(), source })
     }

@@ -129,3 +129,41 @@ impl<'a> Chain<'a> {
         }
     }
 }
+
+type Recompute<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
+
+/// Checkpointing inside an arbitrary graph (skip connections, a shared
+/// embedding): each checkpointed call keeps only its input; every backward
+/// keeps the graph so the replays may traverse shared parts again, each
+/// carrying its own gradient contribution. Replays run in reverse order of
+/// the calls, which is a reverse topological order.
+#[derive(Default)]
+pub struct Recorder<'a> {
+    records: Vec<(Recompute<'a>, Tensor, Tensor)>,
+}
+
+impl<'a> Recorder<'a> {
+    /// Runs `f(x)` without a graph and returns its output as a leaf.
+    pub fn checkpoint(&mut self, f: impl Fn(&Tensor) -> Tensor + 'a, x: &Tensor) -> Tensor {
+        let leaf = tch::no_grad(|| f(x)).set_requires_grad(true);
+        self.records.push((Box::new(f), x.shallow_clone(), leaf.shallow_clone()));
+        leaf
+    }
+
+    /// Back-propagates `loss`, then replays every checkpointed call.
+    pub fn backward(self, loss: &Tensor) {
+        crate::shim::backward_keep_graph(loss).expect("backward");
+        for (f, input, leaf) in self.records.into_iter().rev() {
+            let grad = leaf.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let upstream = input.requires_grad();
+            let x = input.detach().set_requires_grad(upstream);
+            crate::shim::backward_keep_graph(&(f(&x) * &grad).sum(Kind::Float)).expect("replay");
+            if upstream {
+                crate::shim::backward_keep_graph(&(&input * x.grad()).sum(Kind::Float)).expect("chain");
+            }
+        }
+    }
+}

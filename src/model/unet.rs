@@ -1,0 +1,284 @@
+//! The latent 3D UNet of the diffusion stage: input = noised target latent
+//! concatenated with the radar latent, output = the network part `F` of the
+//! EDM denoiser. Sinusoidal noise embedding -> MLP (4x channels) added in
+//! every ResBlock; downsampling halves Z only while Z is large (asymmetric
+//! strides, as in the VAE); the up path upsamples to each skip's size.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
+
+use super::blocks::{Conv3d, Norm, SelfAttention3d};
+use super::checkpoint::Recorder;
+use super::vae::ConfigError;
+
+/// Architecture of a [`Unet3d`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnetConfig {
+    /// Channels of the latent being denoised.
+    pub latent_channels: i64,
+    /// Channels of the condition latent concatenated to it.
+    pub cond_channels: i64,
+    /// Channels of the first level.
+    pub model_channels: i64,
+    /// Channel multiplier per level.
+    pub channel_mult: Vec<i64>,
+    /// ResBlocks per level on the way down (one more on the way up).
+    pub num_res_blocks: usize,
+    /// Self-attention at the lowest level and in the middle.
+    pub attention: bool,
+    /// Attention heads.
+    pub attention_heads: i64,
+    /// Dropout in ResBlocks.
+    pub dropout: f64,
+    /// Z is halved by a downsample only while it is at least this large.
+    pub min_z_to_halve: i64,
+}
+
+impl Default for UnetConfig {
+    /// model_channels 32, channel_mult (1, 2, 3), one ResBlock per level, no attention.
+    fn default() -> Self {
+        UnetConfig {
+            latent_channels: 4,
+            cond_channels: 4,
+            model_channels: 32,
+            channel_mult: vec![1, 2, 3],
+            num_res_blocks: 1,
+            attention: false,
+            attention_heads: 4,
+            dropout: 0.0,
+            min_z_to_halve: 8,
+        }
+    }
+}
+
+impl UnetConfig {
+    /// Refuses settings that cannot build.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if self.latent_channels <= 0 || self.cond_channels < 0 || self.model_channels <= 0 {
+            return err("latent_channels and model_channels must be > 0, cond_channels >= 0".into());
+        }
+        if self.channel_mult.is_empty() || self.channel_mult.iter().any(|&m| m <= 0) {
+            return err(format!("channel_mult {:?} needs >= 1 positive entries", self.channel_mult));
+        }
+        if self.num_res_blocks == 0 {
+            return err("num_res_blocks must be >= 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err(format!("dropout must lie in [0, 1), got {}", self.dropout));
+        }
+        let last = self.model_channels * self.channel_mult[self.channel_mult.len() - 1];
+        if self.attention && (self.attention_heads <= 0 || last % self.attention_heads != 0) {
+            return err(format!("attention_heads {} must divide {last}", self.attention_heads));
+        }
+        if self.min_z_to_halve < 2 {
+            return err("min_z_to_halve must be >= 2".into());
+        }
+        Ok(())
+    }
+
+    fn emb_channels(&self) -> i64 {
+        4 * self.model_channels
+    }
+}
+
+/// Sinusoidal embedding of a `(B,)` noise level into `(B, dim)`.
+pub fn sinusoidal(c_noise: &Tensor, dim: i64) -> Tensor {
+    let half = dim / 2;
+    let freqs = (Tensor::arange(half, (Kind::Float, c_noise.device())) * (-(10000f64.ln()) / half as f64)).exp();
+    let args = c_noise.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
+    Tensor::cat(&[args.cos(), args.sin()], 1)
+}
+
+/// ResBlock with the noise embedding added after the first convolution.
+#[derive(Debug)]
+struct EmbResBlock {
+    norm1: Norm,
+    conv1: Conv3d,
+    emb: nn::Linear,
+    norm2: Norm,
+    conv2: Conv3d,
+    skip: Option<Conv3d>,
+    dropout: f64,
+}
+
+impl EmbResBlock {
+    fn new(vs: nn::Path, cin: i64, cout: i64, emb: i64, dropout: f64) -> Self {
+        EmbResBlock {
+            norm1: Norm::new(&vs / "norm1", cin),
+            conv1: Conv3d::new(&vs / "conv1", cin, cout, 3, [1; 3]),
+            emb: nn::linear(&vs / "emb_proj", emb, cout, Default::default()),
+            norm2: Norm::new(&vs / "norm2", cout),
+            conv2: Conv3d::new(&vs / "conv2", cout, cout, 3, [1; 3]),
+            skip: (cin != cout).then(|| Conv3d::new(&vs / "skip", cin, cout, 1, [1; 3])),
+            dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
+        let h = x.apply(&self.norm1).silu().apply(&self.conv1);
+        let e = emb.silu().apply(&self.emb).to_kind(h.kind());
+        let h = h + e.view([e.size()[0], e.size()[1], 1, 1, 1]);
+        let h = h.apply(&self.norm2).silu().dropout(self.dropout, train).apply(&self.conv2);
+        match &self.skip {
+            Some(s) => x.apply(s) + h,
+            None => x + h,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Layer {
+    Res(EmbResBlock),
+    Attn(SelfAttention3d),
+    Down(Conv3d),
+    Up(Conv3d),
+}
+
+/// The latent denoiser network.
+#[derive(Debug)]
+pub struct Unet3d {
+    config: UnetConfig,
+    time1: nn::Linear,
+    time2: nn::Linear,
+    conv_in: Conv3d,
+    down: Vec<(Layer, bool)>,
+    mid: Vec<Layer>,
+    up: Vec<(Layer, bool)>,
+    norm_out: Norm,
+    conv_out: Conv3d,
+}
+
+impl Unet3d {
+    /// Validates and builds the network under `vs`.
+    pub fn new(vs: &nn::Path, config: &UnetConfig) -> Result<Unet3d, ConfigError> {
+        config.validate()?;
+        let (mc, emb, dp) = (config.model_channels, config.emb_channels(), config.dropout);
+        let levels = config.channel_mult.len();
+        let mut down = Vec::new();
+        let mut skips = vec![mc];
+        let mut c = mc;
+        for (i, &m) in config.channel_mult.iter().enumerate() {
+            let out = mc * m;
+            let p = vs / "down" / i;
+            for j in 0..config.num_res_blocks {
+                down.push((Layer::Res(EmbResBlock::new(&p / "res" / j, c, out, emb, dp)), true));
+                c = out;
+                skips.push(c);
+            }
+            if config.attention && i == levels - 1 {
+                down.push((Layer::Attn(SelfAttention3d::new(&p / "attn", c, config.attention_heads)), false));
+            }
+            if i != levels - 1 {
+                // Stride (2,2,2) or (1,2,2) is chosen by Z at run time (the weights do not depend on it).
+                down.push((Layer::Down(Conv3d::new(&p / "downsample", c, c, 3, [2, 2, 2])), true));
+                skips.push(c);
+            }
+        }
+        let mut mid = vec![Layer::Res(EmbResBlock::new(vs / "mid" / "res0", c, c, emb, dp))];
+        if config.attention {
+            mid.push(Layer::Attn(SelfAttention3d::new(vs / "mid" / "attn", c, config.attention_heads)));
+        }
+        mid.push(Layer::Res(EmbResBlock::new(vs / "mid" / "res1", c, c, emb, dp)));
+        let mut up = Vec::new();
+        for (i, &m) in config.channel_mult.iter().enumerate().rev() {
+            let out = mc * m;
+            let p = vs / "up" / (levels - 1 - i);
+            for j in 0..=config.num_res_blocks {
+                let skip = skips.pop().expect("one skip per down output");
+                up.push((Layer::Res(EmbResBlock::new(&p / "res" / j, c + skip, out, emb, dp)), true));
+                c = out;
+            }
+            if config.attention && i == levels - 1 {
+                up.push((Layer::Attn(SelfAttention3d::new(&p / "attn", c, config.attention_heads)), false));
+            }
+            if i != 0 {
+                up.push((Layer::Up(Conv3d::new(&p / "upsample", c, c, 3, [1; 3])), false));
+            }
+        }
+        Ok(Unet3d {
+            config: config.clone(),
+            time1: nn::linear(vs / "time_mlp" / "0", mc, emb, Default::default()),
+            time2: nn::linear(vs / "time_mlp" / "2", emb, emb, Default::default()),
+            conv_in: Conv3d::new(vs / "conv_in", config.latent_channels + config.cond_channels, mc, 3, [1; 3]),
+            down,
+            mid,
+            up,
+            norm_out: Norm::new(vs / "norm_out", c),
+            conv_out: Conv3d::new(vs / "conv_out", c, config.latent_channels, 3, [1; 3]),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &UnetConfig {
+        &self.config
+    }
+
+    /// `F(x, c_noise)`: `x` is `(B, latent + cond, D, H, W)`, `c_noise` `(B,)`.
+    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, train: bool) -> Tensor {
+        self.run(x, c_noise, train, None)
+    }
+
+    /// Training forward with every ResBlock checkpointed into `rec`; call
+    /// `rec.backward(loss)` instead of `loss.backward()`.
+    pub fn forward_checkpointed<'a>(&'a self, x: &Tensor, c_noise: &Tensor, rec: &mut Recorder<'a>) -> Tensor {
+        self.run(x, c_noise, true, Some(rec))
+    }
+
+    fn run<'a>(&'a self, x: &Tensor, c_noise: &Tensor, train: bool, mut rec: Option<&mut Recorder<'a>>) -> Tensor {
+        let emb = sinusoidal(c_noise, self.config.model_channels).apply(&self.time1).silu().apply(&self.time2);
+        let mut h = x.apply(&self.conv_in);
+        let mut skips = vec![h.shallow_clone()];
+        for (layer, keep) in &self.down {
+            h = self.layer(layer, &h, &emb, None, train, rec.as_deref_mut());
+            if *keep {
+                skips.push(h.shallow_clone());
+            }
+        }
+        for layer in &self.mid {
+            h = self.layer(layer, &h, &emb, None, train, rec.as_deref_mut());
+        }
+        for (layer, takes_skip) in &self.up {
+            if *takes_skip {
+                let s = skips.pop().expect("skip");
+                h = Tensor::cat(&[h, s], 1);
+                h = self.layer(layer, &h, &emb, None, train, rec.as_deref_mut());
+            } else {
+                let target = skips.last().map(|s| s.size());
+                h = self.layer(layer, &h, &emb, target, train, rec.as_deref_mut());
+            }
+        }
+        h.apply(&self.norm_out).silu().apply(&self.conv_out)
+    }
+
+    fn layer<'a>(
+        &'a self,
+        layer: &'a Layer,
+        h: &Tensor,
+        emb: &Tensor,
+        size: Option<Vec<i64>>,
+        train: bool,
+        rec: Option<&mut Recorder<'a>>,
+    ) -> Tensor {
+        match layer {
+            Layer::Res(r) => match rec {
+                Some(rec) => {
+                    let e = emb.shallow_clone();
+                    rec.checkpoint(move |x| r.forward(x, &e, true), h)
+                }
+                None => r.forward(h, emb, train),
+            },
+            Layer::Attn(a) => a.forward_t(h, train),
+            Layer::Down(conv) => {
+                let sz = if h.size()[2] >= self.config.min_z_to_halve { 2 } else { 1 };
+                h.conv3d(&conv.weight, Some(&conv.bias), [sz, 2, 2], [1; 3], [1; 3], 1)
+            }
+            Layer::Up(conv) => {
+                let s = size.expect("upsample target size");
+                h.upsample_trilinear3d([s[2], s[3], s[4]], false, None, None, None).apply(conv)
+            }
+        }
+    }
+}
