@@ -749,7 +749,9 @@ pub fn write_npz(path: &Path, frame: &SparseFrame, compressed: bool) -> io::Resu
     let features: Vec<f32> = frame.features.iter().map(|&v| v as f32).collect();
     let shape: Vec<i64> = frame.shape.iter().map(|&d| d as i64).collect();
     let method = if compressed { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
-    let options = zip::write::FileOptions::default().compression_method(method);
+    // A fixed timestamp (1980-01-01) keeps the file a function of its content.
+    let options =
+        zip::write::FileOptions::default().compression_method(method).last_modified_time(zip::DateTime::default());
     let mut zip = zip::ZipWriter::new(io::BufWriter::new(File::create(path)?));
     for (name, bytes) in [
         ("coords.npy", encode_npy(&[frame.len(), 3], &coords)),

@@ -1,0 +1,253 @@
+//! The latent diffusion stage on the fixtures: UNet, checkpointing,
+//! denoiser limits, the latent cache and its VAE hash, training, and the
+//! sample example end to end (sparse npz readable by the reader and numpy).
+
+use std::path::Path;
+use std::process::Command;
+
+use radvox::diffusion::{EdmConfig, Solver};
+use radvox::latents::{precompute, FrozenVae, LatentCache};
+use radvox::layout::Layout;
+use radvox::ldm::{LatentSource, LdmConfig, LdmTrainer, Sampler};
+use radvox::model::checkpoint::Recorder;
+use radvox::model::{Unet3d, UnetConfig, VaeConfig};
+use radvox::train::{TrainConfig, VaeTrainer};
+use radvox::{Dataset, DatasetConfig, Split};
+use tch::{nn, Device, Kind, Tensor};
+
+mod common;
+use common::{example, mini};
+
+const GRID: [usize; 3] = [8, 32, 16];
+
+fn ds(split: Split) -> Dataset {
+    Dataset::open(mini(), split, &DatasetConfig { layout: Layout::Resample { zhw: GRID }, ..Default::default() })
+        .unwrap()
+}
+
+/// A VAE trained for two quick epochs, saved under `dir`.
+fn vae_checkpoint(dir: &Path) -> std::path::PathBuf {
+    let cfg = TrainConfig {
+        epochs: 2,
+        grad_accum: 1,
+        lr: 2e-3,
+        amp: false,
+        device: "cpu".into(),
+        progress: false,
+        ..Default::default()
+    };
+    let mut t = VaeTrainer::new(ds(Split::Train), Some(ds(Split::Val)), cfg, dir).unwrap();
+    t.fit().unwrap();
+    dir.join("last.safetensors")
+}
+
+#[test]
+fn unet_shapes_parameter_count_and_validation() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let unet = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
+    let params: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+    assert_eq!(params, 4_595_844, "ours; the reference of the same settings has 4,732,356");
+    for shape in [[1, 8, 16, 32, 32], [2, 8, 4, 8, 4], [1, 8, 3, 8, 8]] {
+        let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let c = Tensor::from_slice(&vec![0.1f32; shape[0] as usize]);
+        let y = tch::no_grad(|| unet.forward(&x, &c, false));
+        assert_eq!(y.size(), [shape[0], 4, shape[2], shape[3], shape[4]]);
+    }
+    for (cfg, needle) in [
+        (UnetConfig { channel_mult: vec![], ..Default::default() }, "channel_mult"),
+        (UnetConfig { num_res_blocks: 0, ..Default::default() }, "num_res_blocks"),
+        (UnetConfig { attention: true, attention_heads: 5, ..Default::default() }, "attention_heads"),
+        (UnetConfig { dropout: 1.5, ..Default::default() }, "dropout"),
+    ] {
+        assert!(cfg.validate().unwrap_err().to_string().contains(needle), "{needle}");
+    }
+    let attn = UnetConfig { attention: true, ..Default::default() };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let u = Unet3d::new(&vs.root(), &attn).unwrap();
+    let x = Tensor::randn([1, 8, 4, 8, 8], (Kind::Float, Device::Cpu));
+    assert_eq!(tch::no_grad(|| u.forward(&x, &Tensor::from_slice(&[0.0f32]), false)).size(), [1, 4, 4, 8, 8]);
+}
+
+#[test]
+fn checkpointed_unet_gradients_equal_the_plain_path() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let unet = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
+    let y = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    let c = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    let edm = EdmConfig::default();
+    let grads = |ck: bool| {
+        for (_, mut t) in vs.variables() {
+            t.zero_grad();
+        }
+        tch::manual_seed(11);
+        let mut rec = Recorder::default();
+        let l = edm.loss(&unet, &y, &c, ck.then_some(&mut rec));
+        if ck {
+            rec.backward(&l);
+        } else {
+            l.backward();
+        }
+        let mut g: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.grad().copy())).collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        (l.double_value(&[]), g)
+    };
+    let (l0, g0) = grads(false);
+    let (l1, g1) = grads(true);
+    assert!((l0 - l1).abs() <= 1e-6 * l0.abs());
+    // Biases right before a GroupNorm have (mathematically) zero gradient, so
+    // their rounding noise is measured against the largest gradient.
+    let global = g0.iter().map(|(_, g)| g.abs().max().double_value(&[])).fold(0.0, f64::max);
+    for ((name, a), (_, b)) in g0.iter().zip(&g1) {
+        let scale = a.abs().max().double_value(&[]);
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5 * scale + 1e-7 * global, "{name}: {diff} vs scale {scale} (global {global})");
+    }
+}
+
+#[test]
+fn the_denoiser_recovers_a_clean_latent_at_small_sigma() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let unet = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
+    let edm = EdmConfig::default();
+    let y = Tensor::randn([1, 4, 4, 8, 4], (Kind::Float, Device::Cpu)) * 0.5;
+    let cond = Tensor::randn([1, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    // |D - y| <= |c_skip - 1| |y| + c_skip sigma |n| + c_out |F|, all O(sigma):
+    // the error vanishes with sigma even for an untrained network.
+    let err = |sigma: f64| {
+        let noisy = &y + y.randn_like() * sigma;
+        let d = tch::no_grad(|| edm.denoise(&unet, &noisy, &Tensor::from_slice(&[sigma as f32]), &cond, false));
+        (&d - &y).abs().max().double_value(&[])
+    };
+    let (small, larger) = (err(0.002), err(0.02));
+    assert!(small < 0.01, "sigma 0.002: max error {small}");
+    assert!(small < larger / 5.0, "error shrinks with sigma: {small} vs {larger}");
+    // At large sigma the skip vanishes: D is the network's (scaled) guess, not the input.
+    let noisy = &y + y.randn_like() * 80.0;
+    let d = tch::no_grad(|| edm.denoise(&unet, &noisy, &Tensor::from_slice(&[80f32]), &cond, false));
+    assert!((&d - &noisy).abs().mean(Kind::Float).double_value(&[]) > 10.0);
+}
+
+#[test]
+fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = vae_checkpoint(&dir.path().join("vae"));
+    let vae = FrozenVae::load(&ckpt, Some(&VaeConfig::ultra_lightweight()), Device::Cpu).unwrap();
+    let err = FrozenVae::load(&ckpt, Some(&VaeConfig::seed_baseline()), Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("VAE config differs") && err.contains("\"base_channels\":16"), "{err}");
+    let train = ds(Split::Train);
+    let cache_dir = dir.path().join("latents");
+    let m = precompute(&vae, &ds(Split::All), &cache_dir, &ckpt).unwrap();
+    assert_eq!(m.latent_shape, [4, 4, 8, 4]);
+    let cache = LatentCache::open(&cache_dir, &vae.hash, &train).unwrap();
+    let (t, r) = cache.read(&train.frames()[0].id).unwrap();
+    let want = vae.encode(&{
+        let g = train.read(0, radvox::Modality::Target).unwrap();
+        Tensor::from_slice(&g.data).view(g.shape.map(|d| d as i64)).unsqueeze(0)
+    });
+    assert!((t - want.squeeze_dim(0)).abs().max().double_value(&[]) < 1e-2, "cached latent = f16 of the encoding");
+    assert_eq!(r.size(), [4, 4, 8, 4]);
+    let err = LatentCache::open(&cache_dir, "0123456789abcdef", &train).unwrap_err().to_string();
+    assert!(err.contains("not by this VAE 0123456789abcdef"), "{err}");
+
+    // Train on the cache; the loss falls (seeded, so this is deterministic).
+    let cfg = LdmConfig {
+        epochs: 12,
+        grad_accum: 1,
+        lr: 1e-3,
+        amp: false,
+        device: "cpu".into(),
+        progress: false,
+        ..Default::default()
+    };
+    let out = dir.path().join("ldm");
+    let mut trainer = LdmTrainer::new(train, LatentSource::Cache(cache), &vae.hash, cfg, &out).unwrap();
+    let losses = trainer.fit().unwrap();
+    let (first, last) = (losses[..3].iter().sum::<f64>() / 3.0, losses[9..].iter().sum::<f64>() / 3.0);
+    assert!(last < first, "EDM loss {losses:?}");
+    assert!(out.join("loss.png").exists() && out.join("ldm_log.csv").exists());
+
+    let sampler = Sampler::load(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap();
+    let cond = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    let a = sampler.sample(&cond, 18, Solver::Heun, 5);
+    assert!(a.equal(&sampler.sample(&cond, 18, Solver::Heun, 5)), "same seed, same sample");
+    assert!(!a.equal(&sampler.sample(&cond, 18, Solver::Heun, 6)));
+    assert!(!a.equal(&sampler.sample(&cond, 18, Solver::Euler, 5)));
+    assert!(
+        Sampler::load(&out.join("last.safetensors"), "ffffffffffffffff", Device::Cpu).is_err(),
+        "other VAE refused"
+    );
+}
+
+#[test]
+fn sample_example_writes_npz_ply_png_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = vae_checkpoint(&dir.path().join("vae"));
+    let ldm = dir.path().join("ldm");
+    let run = |exe: &str, args: &[&str]| {
+        let out = Command::new(example(exe)).args(args).output().unwrap();
+        assert!(out.status.success(), "{exe}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (v, m) = (ckpt.to_str().unwrap(), mini());
+    let m = m.to_str().unwrap();
+    run(
+        "train_ldm",
+        &[
+            "--vae",
+            v,
+            "--dataset-dir",
+            m,
+            "--resample",
+            "8,32,16",
+            "--epochs",
+            "1",
+            "--grad-accum",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            ldm.to_str().unwrap(),
+        ],
+    );
+    let ldm_ckpt = ldm.join("last.safetensors");
+    let samples = dir.path().join("samples");
+    let args = [
+        "--vae",
+        v,
+        "--ldm",
+        ldm_ckpt.to_str().unwrap(),
+        "--dataset-dir",
+        m,
+        "--resample",
+        "8,32,16",
+        "--device",
+        "cpu",
+        "--threshold",
+        "0.05",
+        "--out",
+        samples.to_str().unwrap(),
+    ];
+    let stdout = run("sample", &args);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("beta/000000")) && stdout.lines().any(|l| l.starts_with("ALL")),
+        "{stdout}"
+    );
+    for f in ["beta_000000.npz", "beta_000000.ply", "beta_000000.png", "beta_000001.npz", "metrics.csv"] {
+        assert!(samples.join(f).exists(), "{f}");
+    }
+    let frame = radvox::npy::read_npz(&samples.join("beta_000000.npz")).unwrap();
+    assert_eq!(frame.shape, [32, 16, 8, 4]);
+    // Same seed, same files.
+    let first = std::fs::read(samples.join("beta_000000.npz")).unwrap();
+    run("sample", &args);
+    assert!(std::fs::read(samples.join("beta_000000.npz")).unwrap() == first, "same seed, same bytes");
+    // numpy reads it too (the test command installs numpy with libtorch).
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-python");
+    if py.exists() {
+        let code = "import numpy as np,sys; z=np.load(sys.argv[1]); print(z['coords'].shape[0], tuple(int(d) for d in z['shape']))";
+        let out = Command::new(py).args(["-c", code]).arg(samples.join("beta_000000.npz")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{} (32, 16, 8, 4)", frame.len()));
+    }
+}
