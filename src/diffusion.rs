@@ -95,21 +95,33 @@ impl EdmConfig {
         &p.c_skip * x + &p.c_out * f
     }
 
-    /// The EDM training loss for clean latents `y` with condition `cond`:
+    /// Draws a training step's randomness for latents shaped like `y`:
+    /// per-sample sigmas and the unit noise, seeded.
+    pub fn draw(&self, y: &Tensor, seed: u64) -> (Tensor, Tensor) {
+        crate::train::with_torch_seed(seed, || (self.training_sigmas(y.size()[0], y.device()), y.randn_like()))
+    }
+
+    /// The EDM training loss for clean latents `y` with condition `cond`
+    /// and the draws of [`EdmConfig::draw`]:
     /// `mean(weight(sigma) * (D(y + sigma n) - y)^2)`. With `rec`, the UNet's
     /// ResBlocks are checkpointed into it.
-    pub fn loss<'a>(&self, unet: &'a Unet3d, y: &Tensor, cond: &Tensor, rec: Option<&mut Recorder<'a>>) -> Tensor {
-        let b = y.size()[0];
-        let sigma = self.training_sigmas(b, y.device());
-        let noisy = y + y.randn_like() * sigma.view([-1, 1, 1, 1, 1]);
-        let p = self.precond(&sigma);
+    pub fn loss<'a>(
+        &self,
+        unet: &'a Unet3d,
+        y: &Tensor,
+        cond: &Tensor,
+        (sigma, noise): &(Tensor, Tensor),
+        rec: Option<&mut Recorder<'a>>,
+    ) -> Tensor {
+        let noisy = y + noise * sigma.view([-1, 1, 1, 1, 1]);
+        let p = self.precond(sigma);
         let input = Tensor::cat(&[&p.c_in * &noisy, cond.to_kind(Kind::Float)], 1);
         let f = match rec {
             Some(rec) => unet.forward_checkpointed(&input, &p.c_noise, rec),
             None => unet.forward(&input, &p.c_noise, true),
         };
         let d = &p.c_skip * &noisy + &p.c_out * f.to_kind(Kind::Float);
-        let w = self.loss_weight(&sigma).view([-1, 1, 1, 1, 1]);
+        let w = self.loss_weight(sigma).view([-1, 1, 1, 1, 1]);
         ((d - y).square() * w).mean(Kind::Float)
     }
 }
@@ -148,9 +160,7 @@ pub fn sample(
     denoise: &dyn Fn(&Tensor, f64) -> Tensor,
 ) -> Tensor {
     let sigmas = edm.karras_sigmas(steps);
-    let gen_seed = seed as i64;
-    tch::manual_seed(gen_seed);
-    let mut x = Tensor::randn(shape, (Kind::Float, device)) * sigmas[0];
+    let mut x = crate::train::with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, device))) * sigmas[0];
     tch::no_grad(|| {
         for w in sigmas.windows(2) {
             let (s, s_next) = (w[0], w[1]);
@@ -197,8 +207,7 @@ mod tests {
             assert!((w - den / (s * 0.5).powi(2)).abs() < 1e-3 * w);
         }
         // Training sigmas are log-normal(P_mean, P_std).
-        tch::manual_seed(0);
-        let ln = edm.training_sigmas(20000, Device::Cpu).log();
+        let ln = crate::train::with_torch_seed(0, || edm.training_sigmas(20000, Device::Cpu)).log();
         assert!((ln.mean(Kind::Float).double_value(&[]) + 1.2).abs() < 0.05);
         assert!((ln.std(true).double_value(&[]) - 1.2).abs() < 0.05);
     }

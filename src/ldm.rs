@@ -148,9 +148,9 @@ impl LdmTrainer {
         }
         crate::memory::configure_cuda_allocator();
         let device = parse_device(&config.device)?;
-        tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
-        let unet = Unet3d::new(&vs.root(), &config.unet).map_err(|e| TrainError::Config(e.to_string()))?;
+        let unet = crate::train::with_torch_seed(config.seed, || Unet3d::new(&vs.root(), &config.unet))
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         let mut ema_vs = nn::VarStore::new(device);
         let ema = Unet3d::new(&ema_vs.root(), &config.unet).map_err(|e| TrainError::Config(e.to_string()))?;
         ema_vs.copy(&vs).map_err(|e| TrainError::Config(e.to_string()))?;
@@ -233,12 +233,12 @@ impl LdmTrainer {
             let (y, c) = (Tensor::stack(&ys, 0).to_device(self.device), Tensor::stack(&cs, 0).to_device(self.device));
             frames += idx.len();
             self.state.micro += 1;
-            tch::manual_seed(mix_seed(self.config.seed, self.state.micro) as i64);
+            let draws = self.config.edm.draw(&y, mix_seed(self.config.seed, self.state.micro));
             let scale = self.state.scaler.scale / self.config.grad_accum as f64;
             let (unet, edm, ck) = (&self.unet, self.config.edm, self.config.checkpointing);
             let loss = self.amp.run(|| {
                 let mut rec = Recorder::default();
-                let l = edm.loss(unet, &y, &c, ck.then_some(&mut rec));
+                let l = edm.loss(unet, &y, &c, &draws, ck.then_some(&mut rec));
                 let v = l.double_value(&[]);
                 if v.is_finite() {
                     if ck {

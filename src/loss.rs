@@ -215,9 +215,14 @@ mod tests {
     use super::*;
 
     fn grid(seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        let occ = Tensor::rand([1, 1, 8, 16, 16], (Kind::Float, Device::Cpu)).gt(0.8).to_kind(Kind::Float);
-        let feats = Tensor::randn([1, 3, 8, 16, 16], (Kind::Float, Device::Cpu)) * &occ;
+        let (occ, feats) = crate::train::with_torch_seed(seed as u64, || {
+            (
+                Tensor::rand([1, 1, 8, 16, 16], (Kind::Float, Device::Cpu)),
+                Tensor::randn([1, 3, 8, 16, 16], (Kind::Float, Device::Cpu)),
+            )
+        });
+        let occ = occ.gt(0.8).to_kind(Kind::Float);
+        let feats = feats * &occ;
         Tensor::cat(&[occ, feats], 1)
     }
 

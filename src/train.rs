@@ -286,6 +286,17 @@ impl Amp {
     }
 }
 
+/// Runs `f` with libtorch's global generator seeded to `seed`, holding a
+/// process-wide lock: the generator is shared by every thread, so without
+/// the lock concurrent runs (tests, two trainers) would interleave draws
+/// and lose reproducibility. Keep `f` to the random draws themselves.
+pub fn with_torch_seed<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed as i64);
+    f()
+}
+
 /// SplitMix64 mixing of a seed and a counter.
 pub fn mix_seed(seed: u64, n: u64) -> u64 {
     let mut z = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -340,9 +351,9 @@ impl VaeTrainer {
         config.validate()?;
         crate::memory::configure_cuda_allocator();
         let device = parse_device(&config.device)?;
-        tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
-        let vae = Vae3d::new(&vs.root(), &config.vae).map_err(|e| TrainError::Config(e.to_string()))?;
+        let vae = with_torch_seed(config.seed, || Vae3d::new(&vs.root(), &config.vae))
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         let loss = ReconLoss::new(&config.loss, config.vae.out_channels, device).map_err(TrainError::Config)?;
         let opt = AdamW::new(weights::named_variables(&vs), config.weight_decay);
         let amp = Amp::for_device(config.amp, device);
@@ -464,12 +475,11 @@ impl VaeTrainer {
         if x.isfinite().all().int64_value(&[]) == 0 {
             return None;
         }
-        tch::manual_seed(mix_seed(self.config.seed, self.state.micro) as i64);
         let size = x.size();
-        let eps = Tensor::randn(
-            self.vae.latent_shape([size[0], size[1], size[2], size[3], size[4]]),
-            (Kind::Float, self.device),
-        );
+        let shape = self.vae.latent_shape([size[0], size[1], size[2], size[3], size[4]]);
+        let eps = with_torch_seed(mix_seed(self.config.seed, self.state.micro), || {
+            Tensor::randn(shape, (Kind::Float, self.device))
+        });
         let scale = self.state.scaler.scale / self.config.grad_accum as f64;
         let (vae, loss, ck) = (&self.vae, &self.loss, self.config.checkpointing);
         let parts = self.amp.run(|| vae.backward(&x, Some(&eps), ck, scale, &|r, t| loss.compute(r, t)));

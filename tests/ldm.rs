@@ -79,9 +79,9 @@ fn checkpointed_unet_gradients_equal_the_plain_path() {
         for (_, mut t) in vs.variables() {
             t.zero_grad();
         }
-        tch::manual_seed(11);
+        let draws = edm.draw(&y, 11);
         let mut rec = Recorder::default();
-        let l = edm.loss(&unet, &y, &c, ck.then_some(&mut rec));
+        let l = edm.loss(&unet, &y, &c, &draws, ck.then_some(&mut rec));
         if ck {
             rec.backward(&l);
         } else {

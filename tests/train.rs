@@ -133,17 +133,6 @@ fn three_non_finite_batches_in_a_row_stop_with_the_place() {
 }
 
 #[test]
-fn cuda_allocator_config_is_set_unless_the_user_did() {
-    std::env::remove_var("PYTORCH_CUDA_ALLOC_CONF");
-    let dir = tempfile::tempdir().unwrap();
-    let _t = trainer(config(), dir.path());
-    assert_eq!(std::env::var("PYTORCH_CUDA_ALLOC_CONF").unwrap(), "expandable_segments:True,max_split_size_mb:128");
-    std::env::set_var("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64");
-    let _t = trainer(config(), dir.path());
-    assert_eq!(std::env::var("PYTORCH_CUDA_ALLOC_CONF").unwrap(), "max_split_size_mb:64");
-}
-
-#[test]
 fn cpu_amp_runs_convs_in_bf16_and_norms_in_f32() {
     assert_eq!(Amp::for_device(true, Device::Cpu), Amp::CpuBf16);
     assert_eq!(Amp::for_device(true, Device::Cuda(0)), Amp::CudaF16);
