@@ -210,10 +210,13 @@ fn checkpointed_gradients_equal_the_plain_path() {
             None => reference = Some((parts, g)),
             Some((p0, g0)) => {
                 assert!((parts.total - p0.total).abs() <= 1e-6 * p0.total.abs(), "{ck}: loss {parts:?} vs {p0:?}");
+                // conv1 biases feed a GroupNorm that removes them: their gradient is
+                // rounding noise, measured against the largest gradient instead.
+                let global = g0.iter().map(|(_, g)| g.abs().max().double_value(&[])).fold(0.0, f64::max);
                 for ((name, a), (_, b)) in g.iter().zip(g0) {
-                    let scale = b.abs().max().double_value(&[]).max(1e-12);
+                    let scale = b.abs().max().double_value(&[]);
                     let diff = (a - b).abs().max().double_value(&[]);
-                    assert!(diff <= 1e-5 * scale, "{ck}: {name} differs by {diff} (scale {scale})");
+                    assert!(diff <= 1e-5 * scale + 1e-6 * global, "{ck}: {name} differs by {diff} (scale {scale})");
                 }
             }
         }
