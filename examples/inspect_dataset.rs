@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use radvox::{Dataset, DatasetConfig, Layout, Modality, Split};
 
+mod common;
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut root, mut split, mut config) = (None, Split::All, DatasetConfig::default());
@@ -47,11 +49,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with(run)
 }

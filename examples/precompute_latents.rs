@@ -11,13 +11,14 @@ use radvox::layout::{parse_zhw, Layout};
 use radvox::train::parse_device;
 use radvox::{Dataset, DatasetConfig, Split};
 
+mod common;
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    radvox::init_logging();
     let (mut vae, mut dir, mut out, mut split, mut device) = (None, None, None, Split::All, "auto".to_string());
     let mut ds_cfg = DatasetConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || common::value(&mut args, &flag);
         match flag.as_str() {
             "--vae" => vae = Some(PathBuf::from(value()?)),
             "--dataset-dir" => dir = Some(PathBuf::from(value()?)),
@@ -46,11 +47,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with(run)
 }

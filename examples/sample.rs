@@ -20,8 +20,9 @@ use radvox::train::parse_device;
 use radvox::{Dataset, DatasetConfig, Modality, Split};
 use tch::Tensor;
 
+mod common;
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    radvox::init_logging();
     let (mut vae, mut ldm, mut dir, mut split) = (None, None, None, Split::Val);
     let (mut out, mut steps, mut solver, mut seed, mut threshold) =
         (PathBuf::from("runs/samples"), 18, Solver::Heun, 0u64, 0.5);
@@ -29,7 +30,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut ds_cfg = DatasetConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || common::value(&mut args, &flag);
         match flag.as_str() {
             "--vae" => vae = Some(PathBuf::from(value()?)),
             "--ldm" => ldm = Some(PathBuf::from(value()?)),
@@ -115,11 +116,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with(run)
 }

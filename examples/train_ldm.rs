@@ -14,15 +14,16 @@ use radvox::ldm::{LatentSource, LdmConfig, LdmTrainer};
 use radvox::train::parse_device;
 use radvox::{Dataset, DatasetConfig, Split};
 
+mod common;
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    radvox::init_logging();
     let mut cfg = LdmConfig::default();
     let (mut vae, mut dir, mut latents, mut resume) = (None, None, None, None);
     let mut out = PathBuf::from("runs/ldm");
     let mut ds_cfg = DatasetConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || common::value(&mut args, &flag);
         match flag.as_str() {
             "--vae" => vae = Some(PathBuf::from(value()?)),
             "--dataset-dir" => dir = Some(PathBuf::from(value()?)),
@@ -69,11 +70,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with(run)
 }

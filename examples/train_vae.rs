@@ -16,6 +16,8 @@ use radvox::model::VaeConfig;
 use radvox::train::{summary_line, TrainConfig, VaeTrainer};
 use radvox::{Dataset, DatasetConfig, Split};
 
+mod common;
+
 const USAGE: &str =
     "usage: train_vae [--dataset-dir DIR] [--vae-type ultra_lightweight|seed_baseline|lightweight|standard] \
 [--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing off|block|N] [--epochs N] [--lr X] \
@@ -23,13 +25,12 @@ const USAGE: &str =
 [--config FILE.json] [--loss-occupancy W] [--loss-edge W] [--loss-perceptual W] [--no-progress]";
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    radvox::init_logging();
     let mut cfg = TrainConfig::default();
     let mut dataset_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ntu_mini"));
     let (mut out, mut resume, mut resample, mut epochs_flag) = (PathBuf::from("runs/vae"), None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || common::value(&mut args, &flag);
         match flag.as_str() {
             "--dataset-dir" => dataset_dir = value()?.into(),
             "--vae-type" => cfg.vae = VaeConfig::named(&value()?)?,
@@ -105,11 +106,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with(run)
 }

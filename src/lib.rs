@@ -5,7 +5,22 @@
 //! `.npy`, sparse `.npz`), [`layout`] turns them into padded or resampled
 //! f16 `(C, Z, H, W)` grids, [`augment`] perturbs radar/target pairs and
 //! [`prefetch`] batches them into f16 tensors on worker threads with
-//! bounded, recycled memory. [`shim`] reaches libtorch calls tch lacks.
+//! bounded, recycled memory. [`model`] holds the 3D VAE and the latent UNet,
+//! [`train`] and [`ldm`] train them, [`diffusion`] samples.
+//!
+//! ```no_run
+//! use radvox::model::{Vae3d, VaeConfig};
+//! use radvox::{Dataset, DatasetConfig, Modality, Split};
+//! use tch::{nn, Device, Tensor};
+//!
+//! let ds = Dataset::open("NTU4DRadLM_Pre", Split::Val, &DatasetConfig::default())?;
+//! let grid = ds.read(0, Modality::Target)?; // f16 (4, 96, 608, 224)
+//! let vs = nn::VarStore::new(Device::cuda_if_available());
+//! let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight())?;
+//! let x = Tensor::from_slice(&grid.data).view([1, 4, 96, 608, 224]).to_kind(tch::Kind::Float);
+//! let z = tch::no_grad(|| vae.encode(&x.to_device(vs.device()), None, false)); // (1, 4, 48, 152, 56)
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs)]
 // Errors carry the file, shape and dtype they are about (by design); they
 // are the cold path, so their size does not matter.
@@ -58,3 +73,8 @@ pub fn init_logging() {
         log::set_max_level(level);
     }
 }
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,7 +2,6 @@
 //! and recycled memory, errors through the queue, prompt shutdown, sharding.
 #![allow(clippy::result_large_err)]
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use radvox::augment::{Augmentation, VoxelAugmentation};
@@ -10,9 +9,8 @@ use radvox::prefetch::PoolStats;
 use radvox::{Dataset, DatasetConfig, Loader, LoaderConfig, LoaderError, Modality, Split};
 use tch::{Kind, Tensor};
 
-fn mini() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ntu_mini")
-}
+mod common;
+use common::{copy_tree, mini};
 
 fn dataset(split: Split) -> Dataset {
     Dataset::open(mini(), split, &DatasetConfig::default()).unwrap()
@@ -263,17 +261,4 @@ fn bad_augmentation_for_the_grid_is_refused() {
     let err = Loader::new(dataset(Split::Train), LoaderConfig { augmentation: Some(mixup), ..Default::default() })
         .unwrap_err();
     assert!(err.to_string().contains("batch_size >= 2"), "{err}");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }

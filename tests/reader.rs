@@ -113,19 +113,6 @@ fn eighty_twenty_scene_split_sorted_by_name() {
     assert!(f1.radar.path().ends_with("000001.npy") && f1.target.path().ends_with("000001.npz"));
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn scene_split_for_five_scenes_and_for_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -324,7 +311,7 @@ fn truncated_and_corrupt_files_are_refused_without_panic() {
 }
 
 mod common;
-use common::example;
+use common::{copy_tree, example};
 
 #[test]
 fn inspect_dataset_prints_the_numpy_lines() {

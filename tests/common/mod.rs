@@ -21,3 +21,17 @@ pub fn example(name: &str) -> PathBuf {
     assert!(cmd.status().unwrap().success(), "building example {name} failed");
     profile_dir.join("examples").join(name)
 }
+
+/// Copies a directory tree (fixtures into a scratch dir a test may change).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
