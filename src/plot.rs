@@ -157,7 +157,10 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series], log_y: bool) ->
         let fx = x0 + (x1 - x0) * k as f64 / 4.0;
         let xx = left + pw * k / 4;
         c.line((xx, top), (xx, top + ph), grey, 1);
-        c.text(xx - 10, top + ph + 8, &label(fx), [0, 0, 0], 2);
+        let text = label(fx);
+        let width = 12 * text.len() as i64; // 6 px per glyph at scale 2
+        let x_text = if k == 4 { xx - width } else { xx - width / 2 };
+        c.text(x_text, top + ph + 8, &text, [0, 0, 0], 2);
     }
     c.line((left, top), (left, top + ph), [0, 0, 0], 2);
     c.line((left, top + ph), (left + pw, top + ph), [0, 0, 0], 2);
