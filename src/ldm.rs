@@ -15,7 +15,7 @@ use crate::diffusion::{sample, EdmConfig, Solver};
 use crate::latents::{FrozenVae, LatentCache, LatentError};
 use crate::model::checkpoint::Recorder;
 use crate::model::{Unet3d, UnetConfig};
-use crate::optim::{cosine_lr, grad_norm, scale_grads, AdamW, GradScaler};
+use crate::optim::{apply_accumulated, cosine_lr, AdamW, GradScaler};
 use crate::plot::{line_chart, Series, COLORS};
 use crate::train::{mix_seed, parse_device, progress_bar, Amp, CsvLog, TrainError};
 use crate::weights;
@@ -297,16 +297,8 @@ impl LdmTrainer {
     }
 
     fn optimizer_step(&mut self, lr: f64) -> f64 {
-        let scaler = &mut self.state.scaler;
-        if scaler.enabled {
-            scale_grads(self.opt.params(), 1.0 / scaler.scale);
-        }
-        let norm = grad_norm(self.opt.params());
-        if scaler.update(norm.is_finite()) {
-            if norm > self.config.clip_grad_norm {
-                scale_grads(self.opt.params(), self.config.clip_grad_norm / (norm + 1e-6));
-            }
-            self.opt.step(lr);
+        let (norm, stepped) = apply_accumulated(&mut self.opt, &mut self.state.scaler, self.config.clip_grad_norm, lr);
+        if stepped {
             self.state.step += 1;
             let d = self.config.ema_decay;
             let live = self.vs.variables();
@@ -316,7 +308,6 @@ impl LdmTrainer {
                 }
             });
         }
-        self.opt.zero_grad();
         norm
     }
 

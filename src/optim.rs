@@ -154,6 +154,28 @@ impl GradScaler {
     }
 }
 
+/// Ends an accumulation group: unscales the gradients (when the scaler is
+/// on), checks them, clips their global norm to `clip`, steps AdamW with
+/// `lr` unless they overflowed (the scaler then backs off), and clears
+/// them. Returns the gradient norm and whether the optimizer stepped.
+pub fn apply_accumulated(opt: &mut AdamW, scaler: &mut GradScaler, clip: f64, lr: f64) -> (f64, bool) {
+    if scaler.enabled {
+        scale_grads(opt.params(), 1.0 / scaler.scale);
+    }
+    let norm = grad_norm(opt.params());
+    let stepped = scaler.update(norm.is_finite());
+    if stepped {
+        if norm > clip {
+            scale_grads(opt.params(), clip / (norm + 1e-6));
+        }
+        opt.step(lr);
+    } else {
+        log::warn!("non-finite gradients (norm {norm}): step skipped, loss scale now {}", scaler.scale);
+    }
+    opt.zero_grad();
+    (norm, stepped)
+}
+
 /// Cosine annealing from `lr` at epoch 0 to `min_lr` at epoch `epochs`
 /// (as `CosineAnnealingLR(T_max=epochs, eta_min=min_lr)` stepped per epoch).
 pub fn cosine_lr(lr: f64, min_lr: f64, epoch: usize, epochs: usize) -> f64 {

@@ -18,7 +18,7 @@ use crate::loss::{LossConfig, ReconLoss};
 pub use crate::metrics::Occupancy;
 use crate::model::vae::LossParts;
 use crate::model::{Checkpointing, Vae3d, VaeConfig};
-use crate::optim::{cosine_lr, grad_norm, scale_grads, AdamW, GradScaler};
+use crate::optim::{apply_accumulated, cosine_lr, AdamW, GradScaler};
 use crate::plot::{line_chart, Canvas, Series, COLORS};
 use crate::prefetch::{Batch, Loader, LoaderConfig, LoaderError};
 use crate::weights::{self, WeightsError};
@@ -489,24 +489,10 @@ impl VaeTrainer {
     /// Unscales, checks, clips and applies the accumulated gradients.
     /// Returns the gradient norm and whether the step was taken.
     pub fn optimizer_step(&mut self, lr: f64) -> (f64, bool) {
-        let scaler = &mut self.state.scaler;
-        if scaler.enabled {
-            scale_grads(self.opt.params(), 1.0 / scaler.scale);
-        }
-        let norm = grad_norm(self.opt.params());
-        let ok = scaler.update(norm.is_finite());
-        if ok {
-            if norm > self.config.clip_grad_norm {
-                scale_grads(self.opt.params(), self.config.clip_grad_norm / (norm + 1e-6));
-            }
-            self.opt.step(lr);
-            self.state.step += 1;
-        } else {
-            log::warn!("non-finite gradients (norm {norm}): step skipped, loss scale now {}", scaler.scale);
-        }
-        self.opt.zero_grad();
+        let (norm, stepped) = apply_accumulated(&mut self.opt, &mut self.state.scaler, self.config.clip_grad_norm, lr);
+        self.state.step += stepped as u64;
         self.state.accum_phase = 0;
-        (norm, ok)
+        (norm, stepped)
     }
 
     /// Trains one epoch from the data cursor.
