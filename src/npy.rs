@@ -172,10 +172,6 @@ impl Scalar {
             Scalar::F64 | Scalar::I64 => 8,
         }
     }
-    /// Whether this is a floating-point type.
-    pub fn is_float(self) -> bool {
-        matches!(self, Scalar::F16 | Scalar::F32 | Scalar::F64)
-    }
 }
 
 /// A parsed `.npy` element type: the numpy spelling plus, when the reader
@@ -208,11 +204,6 @@ impl Dtype {
             _ => None,
         };
         Some(Dtype { descr: descr.to_string(), scalar, big_endian: ts.endianness() == Endianness::Big })
-    }
-
-    /// Little-endian float32, the preprocessing's own dtype.
-    pub fn f32_le() -> Dtype {
-        Dtype { descr: "<f4".into(), scalar: Some(Scalar::F32), big_endian: false }
     }
 }
 
@@ -498,10 +489,6 @@ impl MappedDense {
     /// Element bytes (after the header).
     pub fn data(&self) -> &[u8] {
         &self.mmap[self.file.header.offset..]
-    }
-    /// The file this maps.
-    pub fn file(&self) -> &DenseFile {
-        &self.file
     }
 }
 
