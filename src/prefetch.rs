@@ -47,6 +47,10 @@ pub struct LoaderConfig {
     pub rank: usize,
     /// Number of ranks.
     pub world_size: usize,
+    /// Decode the radar grids too (VAE training needs only the targets:
+    /// without radar, `Batch::radar` is an empty tensor and decode work and
+    /// batch memory halve).
+    pub load_radar: bool,
     /// Augmentation, applied on the train split only.
     pub augmentation: Option<Augmentation>,
     /// Test hook: a worker panics when it reaches this dataset index.
@@ -66,6 +70,7 @@ impl Default for LoaderConfig {
             pin_memory: false,
             rank: 0,
             world_size: 1,
+            load_radar: true,
             augmentation: None,
             fault_panic_on_frame: None,
         }
@@ -117,7 +122,8 @@ pub enum LoaderError {
     Augment(#[from] AugmentError),
 }
 
-/// One batch: f16 `(B, C, Z, H, W)` target and radar tensors plus frame ids.
+/// One batch: f16 `(B, C, Z, H, W)` target and radar tensors plus frame ids
+/// (radar is empty when the loader was told not to load it).
 /// Dropping it returns its memory to the loader's pool.
 pub struct Batch {
     /// Training targets.
@@ -182,15 +188,19 @@ struct Pool {
     cond: Condvar,
     shape: [i64; 5],
     pinned: bool,
+    radar: bool,
 }
 
 impl Pool {
-    fn new(capacity: usize, shape: [i64; 5], pinned: bool) -> Pool {
+    fn new(capacity: usize, shape: [i64; 5], pinned: bool, radar: bool) -> Pool {
         let state = PoolState { stats: PoolStats { capacity, ..Default::default() }, ..Default::default() };
-        Pool { state: Mutex::new(state), cond: Condvar::new(), shape, pinned }
+        Pool { state: Mutex::new(state), cond: Condvar::new(), shape, pinned, radar }
     }
 
-    fn alloc(&self) -> Tensor {
+    fn alloc(&self, used: bool) -> Tensor {
+        if !used {
+            return Tensor::empty([0], (Kind::Half, Device::Cpu));
+        }
         let t = Tensor::empty(self.shape, (Kind::Half, Device::Cpu));
         if self.pinned {
             t.pin_memory(Device::Cuda(0))
@@ -213,7 +223,7 @@ impl Pool {
             if st.stats.allocated - st.stats.escaped < st.stats.capacity {
                 st.stats.allocated += 1;
                 drop(st);
-                let pair = BufferPair { target: self.alloc(), radar: self.alloc() };
+                let pair = BufferPair { target: self.alloc(true), radar: self.alloc(self.radar) };
                 let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 return Some(Self::take(&mut st, pair));
             }
@@ -295,6 +305,9 @@ impl Loader {
         }
         let augment = match &config.augmentation {
             Some(a) if a.is_active() && dataset.split() == Split::Train => {
+                if !config.load_radar {
+                    return bad("augmentation moves target and radar together: it needs load_radar");
+                }
                 a.validate(Some((shape[2], shape[3])))?;
                 if a.mixup.as_ref().is_some_and(|m| m.prob > 0.0) && config.batch_size < 2 {
                     return Err(AugmentError::MixupNeedsBatch(config.batch_size).into());
@@ -308,7 +321,7 @@ impl Loader {
         let dims = [config.batch_size, shape[0], shape[1], shape[2], shape[3]].map(|d| d as i64);
         Ok(Loader {
             dataset: Arc::new(dataset),
-            pool: Arc::new(Pool::new(capacity, dims, pinned)),
+            pool: Arc::new(Pool::new(capacity, dims, pinned, config.load_radar)),
             config,
             shape,
             augment,
@@ -330,9 +343,10 @@ impl Loader {
         self.shape
     }
 
-    /// Bytes of one batch (target and radar).
+    /// Bytes of one batch (target, and radar when loaded).
     pub fn batch_bytes(&self) -> usize {
-        2 * 2 * self.config.batch_size * self.shape.iter().product::<usize>()
+        let grids = if self.config.load_radar { 2 } else { 1 };
+        grids * 2 * self.config.batch_size * self.shape.iter().product::<usize>()
     }
 
     /// Pool counters.
@@ -495,13 +509,18 @@ impl WorkerCtx {
         let per: usize = self.shape.iter().product();
         let target = tensor_slice(&mut pair.target);
         let radar = tensor_slice(&mut pair.radar);
+        let load_radar = !radar.is_empty();
         for (s, &i) in frames.iter().enumerate() {
             if self.cancel.load(Ordering::Acquire) {
                 return Ok(0); // the epoch is being dropped: stop between frames
             }
             assert!(self.fault != Some(i), "injected fault at frame {i}");
-            let (t, r) = (&mut target[s * per..(s + 1) * per], &mut radar[s * per..(s + 1) * per]);
+            let t = &mut target[s * per..(s + 1) * per];
             self.dataset.read_into(i, Modality::Target, t)?;
+            if !load_radar {
+                continue; // Loader::new refuses augmentation without radar
+            }
+            let r = &mut radar[s * per..(s + 1) * per];
             self.dataset.read_into(i, Modality::Radar, r)?;
             if let Some(aug) = &self.augment {
                 // Global position in the epoch's padded permutation: the same
@@ -511,7 +530,7 @@ impl WorkerCtx {
                 aug.apply_sample(self.shape, t, r, &mut rng);
             }
         }
-        if let Some(aug) = &self.augment {
+        if let (Some(aug), true) = (&self.augment, load_radar) {
             let n = frames.len();
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x5a5a, self.epoch, b as u64));
             aug.apply_batch(n, &mut target[..n * per], &mut radar[..n * per], &mut rng);
@@ -524,6 +543,9 @@ impl WorkerCtx {
 fn tensor_slice(t: &mut Tensor) -> &mut [f16] {
     assert!(t.kind() == Kind::Half && t.device() == Device::Cpu && t.is_contiguous());
     let n = t.numel();
+    if n == 0 {
+        return &mut []; // an unused (radar) buffer: its data pointer may be null
+    }
     // SAFETY: pooled buffers are contiguous CPU f16 tensors allocated by the
     // pool; the dispatcher hands each to exactly one job at a time and the
     // pool re-issues a buffer only when its storage has no other owner
@@ -558,11 +580,14 @@ impl Epoch {
     fn make_batch(&self, b: usize, built: Built) -> Result<Batch, LoaderError> {
         let (pair, n) = built?;
         self.pool.state.lock().unwrap_or_else(|e| e.into_inner()).with_consumer += 1;
-        let (target, radar) = if n == self.pool.shape[0] as usize {
-            (pair.target.shallow_clone(), pair.radar.shallow_clone())
-        } else {
-            (pair.target.narrow(0, 0, n as i64), pair.radar.narrow(0, 0, n as i64))
+        let view = |t: &Tensor| {
+            if n == self.pool.shape[0] as usize || t.numel() == 0 {
+                t.shallow_clone()
+            } else {
+                t.narrow(0, 0, n as i64)
+            }
         };
+        let (target, radar) = (view(&pair.target), view(&pair.radar));
         let indices = self.plan[b].clone();
         Ok(Batch {
             target,

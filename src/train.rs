@@ -364,6 +364,7 @@ impl VaeTrainer {
             num_workers: config.num_workers,
             prefetch: config.prefetch,
             pin_memory: config.pin_memory,
+            load_radar: false, // the VAE learns the targets alone
             ..Default::default()
         };
         let train = Loader::new(train, loader_cfg(config.shuffle))?;

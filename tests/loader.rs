@@ -251,6 +251,22 @@ fn ranks_get_disjoint_equal_slices() {
 }
 
 #[test]
+fn targets_only_when_radar_is_not_needed() {
+    let l = loader(Split::All, LoaderConfig { batch_size: 4, load_radar: false, ..Default::default() });
+    let full = loader(Split::All, LoaderConfig { batch_size: 4, ..Default::default() });
+    assert_eq!(l.batch_bytes() * 2, full.batch_bytes());
+    let (a, b): (Vec<_>, Vec<_>) =
+        (l.epoch(0).map(|b| b.unwrap()).collect(), full.epoch(0).map(|b| b.unwrap()).collect());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.radar.numel(), 0);
+        assert!(bits(&x.target) == bits(&y.target));
+    }
+    let aug = Augmentation { cutout: Some(Default::default()), ..Default::default() };
+    let cfg = LoaderConfig { load_radar: false, augmentation: Some(aug), ..Default::default() };
+    assert!(matches!(Loader::new(dataset(Split::Train), cfg), Err(LoaderError::Config(_))));
+}
+
+#[test]
 fn bad_augmentation_for_the_grid_is_refused() {
     // The fixture grid pads to H x W = 64 x 32: 90-degree rotations would change its shape.
     let aug = Augmentation { voxel: Some(VoxelAugmentation::default()), ..Default::default() };
