@@ -631,33 +631,29 @@ impl Iterator for Epoch {
     }
 }
 
+impl Epoch {
+    /// Returns the buffers of finished but unconsumed batches to the pool.
+    fn drain_results(&mut self) {
+        let pending = std::mem::take(&mut self.pending).into_values();
+        for (pair, _) in pending.chain(self.results.try_iter().map(|(_, built)| built)).flatten() {
+            self.pool.release(pair, false);
+        }
+    }
+}
+
 impl Drop for Epoch {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Release);
         self.pool.wake_all();
-        // Drain finished batches so their buffers return to the pool.
-        let pending = std::mem::take(&mut self.pending);
-        for (_, built) in pending {
-            if let Ok((pair, _)) = built {
-                self.pool.release(pair, false);
-            }
-        }
-        for t in self.threads.drain(..) {
-            // Workers finish at most the frame they are decoding, then see the flag.
+        for t in std::mem::take(&mut self.threads) {
+            // Workers finish at most the frame they are decoding, then see the flag;
+            // draining meanwhile lets the dispatcher's last job complete.
             while !t.is_finished() {
-                for (_, built) in self.results.try_iter() {
-                    if let Ok((pair, _)) = built {
-                        self.pool.release(pair, false);
-                    }
-                }
+                self.drain_results();
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let _ = t.join();
         }
-        for (_, built) in self.results.try_iter() {
-            if let Ok((pair, _)) = built {
-                self.pool.release(pair, false);
-            }
-        }
+        self.drain_results();
     }
 }
