@@ -18,7 +18,6 @@ use radvox::ldm::Sampler;
 use radvox::metrics::{chamfer, Occupancy};
 use radvox::train::parse_device;
 use radvox::{Dataset, DatasetConfig, Modality, Split};
-use tch::Tensor;
 
 mod common;
 
@@ -59,11 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "frame", "iou", "precision", "recall", "f1", "chamfer_m", "pred", "target"
     );
     for (i, f) in ds.frames().iter().enumerate() {
-        let grid = |m| -> Result<Tensor, Box<dyn std::error::Error>> {
-            let g = ds.read(i, m)?;
-            Ok(Tensor::from_slice(&g.data).view(g.shape.map(|d| d as i64)).unsqueeze(0))
-        };
-        let (radar, target) = (grid(Modality::Radar)?, grid(Modality::Target)?);
+        let (radar, target) = (ds.read(i, Modality::Radar)?.to_tensor(), ds.read(i, Modality::Target)?.to_tensor());
         let cond = vae.encode(&radar);
         let z = sampler.sample(&cond, steps, solver, seed.wrapping_add(i as u64));
         let pred = vae.decode(&z).squeeze_dim(0);

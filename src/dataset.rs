@@ -257,6 +257,11 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// The grid as an f16 `(1, C, Z, H, W)` tensor (a batch of one).
+    pub fn to_tensor(&self) -> tch::Tensor {
+        tch::Tensor::from_slice(&self.data).view(self.shape.map(|d| d as i64)).unsqueeze(0)
+    }
+
     /// Per-channel sums of the f16 values, accumulated in f64.
     pub fn channel_sums(&self) -> Vec<f64> {
         let plane = self.data.len() / self.shape[0].max(1);

@@ -174,7 +174,7 @@ pub fn precompute(vae: &FrozenVae, ds: &Dataset, dir: &Path, checkpoint: &Path) 
     for (i, f) in ds.frames().iter().enumerate() {
         for (modality, name) in [(Modality::Target, "target"), (Modality::Radar, "radar")] {
             let g = ds.read(i, modality)?;
-            let t = Tensor::from_slice(&g.data).view(g.shape.map(|d| d as i64)).unsqueeze(0);
+            let t = g.to_tensor();
             let z = vae.encode(&t).squeeze_dim(0).to_kind(Kind::Half).to_device(Device::Cpu).contiguous();
             latent_shape = z.size();
             let mut data = vec![f16::ZERO; z.numel()];

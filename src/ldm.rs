@@ -200,7 +200,7 @@ impl LdmTrainer {
             LatentSource::OnTheFly(vae) => {
                 let enc = |m| -> Result<Tensor, TrainError> {
                     let g = self.dataset.read(i, m)?;
-                    let t = Tensor::from_slice(&g.data).view(g.shape.map(|d| d as i64)).unsqueeze(0);
+                    let t = g.to_tensor();
                     Ok(vae.encode(&t).squeeze_dim(0))
                 };
                 Ok((enc(Modality::Target)?, enc(Modality::Radar)?))

@@ -11,13 +11,13 @@
 //! ```no_run
 //! use radvox::model::{Vae3d, VaeConfig};
 //! use radvox::{Dataset, DatasetConfig, Modality, Split};
-//! use tch::{nn, Device, Tensor};
+//! use tch::{nn, Device};
 //!
 //! let ds = Dataset::open("NTU4DRadLM_Pre", Split::Val, &DatasetConfig::default())?;
 //! let grid = ds.read(0, Modality::Target)?; // f16 (4, 96, 608, 224)
 //! let vs = nn::VarStore::new(Device::cuda_if_available());
 //! let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight())?;
-//! let x = Tensor::from_slice(&grid.data).view([1, 4, 96, 608, 224]).to_kind(tch::Kind::Float);
+//! let x = grid.to_tensor().to_kind(tch::Kind::Float); // (1, 4, 96, 608, 224)
 //! let z = tch::no_grad(|| vae.encode(&x.to_device(vs.device()), None, false)); // (1, 4, 48, 152, 56)
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
