@@ -2,6 +2,48 @@
 // Compiled by build.rs against the same libtorch headers tch uses.
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/CachingDeviceAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+
+#include <atomic>
+
+namespace {
+
+// Host tensor bytes in use and their peak, counted by CountingCpuAllocator.
+std::atomic<int64_t> g_host_current{0};
+std::atomic<int64_t> g_host_peak{0};
+
+// Every allocation carries a 64-byte header (keeps 64-byte alignment) that
+// records its size, so the deleter can count the free. The data pointer is
+// its own context (a "simple" DataPtr), so raw_allocate/raw_deleter work.
+constexpr size_t kHeader = 64;
+
+void counting_delete(void *data) {
+  if (data == nullptr) return;
+  char *base = static_cast<char *>(data) - kHeader;
+  g_host_current.fetch_sub(*reinterpret_cast<int64_t *>(base));
+  c10::free_cpu(base);
+}
+
+struct CountingCpuAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t n) override {
+    char *base = static_cast<char *>(c10::alloc_cpu(n + kHeader));
+    *reinterpret_cast<int64_t *>(base) = static_cast<int64_t>(n);
+    int64_t now = g_host_current.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
+    int64_t peak = g_host_peak.load();
+    while (now > peak && !g_host_peak.compare_exchange_weak(peak, now)) {
+    }
+    void *data = base + kHeader;
+    return {data, data, &counting_delete, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &counting_delete; }
+  void copy_data(void *dest, const void *src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+
+} // namespace
 
 extern "C" {
 
@@ -25,4 +67,45 @@ void radvox_set_cpu_autocast(bool enabled) {
 }
 
 bool radvox_cpu_autocast_enabled() { return at::autocast::is_autocast_enabled(at::kCPU); }
+
+// Routes libtorch's CPU tensor allocations through a counting allocator
+// (process-wide, from now on; tensors allocated before keep their deleter).
+// Returns false if libtorch refused the switch.
+bool radvox_count_host_tensors() {
+  static CountingCpuAllocator allocator;
+  try {
+    c10::SetCPUAllocator(&allocator, /*priority=*/100);
+    return c10::GetCPUAllocator() == &allocator;
+  } catch (...) {
+    return false;
+  }
+}
+
+// Host tensor bytes allocated through the counting allocator now and at peak.
+int64_t radvox_host_tensor_bytes() { return g_host_current.load(); }
+int64_t radvox_host_tensor_peak() { return g_host_peak.load(); }
+void radvox_host_reset_peak() { g_host_peak.store(g_host_current.load()); }
+
+// The CUDA caching allocator's allocated bytes (current, peak) on `device`;
+// false without CUDA.
+bool radvox_cuda_allocated(int64_t device, int64_t *current, int64_t *peak) {
+  try {
+    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    auto &all = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    *current = all.current;
+    *peak = all.peak;
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool radvox_cuda_reset_peak(int64_t device) {
+  try {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
 }

@@ -6,6 +6,12 @@ extern "C" {
     fn radvox_memory_owners(t: *const torch_sys::C_tensor) -> i64;
     fn radvox_set_cpu_autocast(enabled: bool);
     fn radvox_cpu_autocast_enabled() -> bool;
+    fn radvox_count_host_tensors() -> bool;
+    fn radvox_host_tensor_bytes() -> i64;
+    fn radvox_host_tensor_peak() -> i64;
+    fn radvox_host_reset_peak();
+    fn radvox_cuda_allocated(device: i64, current: *mut i64, peak: *mut i64) -> bool;
+    fn radvox_cuda_reset_peak(device: i64) -> bool;
 }
 
 /// How many handles reach this tensor's memory: shallow clones of it plus
@@ -48,6 +54,39 @@ pub fn cpu_autocast_enabled() -> bool {
     unsafe { radvox_cpu_autocast_enabled() }
 }
 
+/// Routes every later libtorch CPU tensor allocation through a counting
+/// allocator (process-wide). Returns whether it is in place.
+pub fn count_host_tensors() -> bool {
+    // SAFETY: the shim installs a static allocator and catches exceptions.
+    unsafe { radvox_count_host_tensors() }
+}
+
+/// Host tensor bytes counted since [`count_host_tensors`]: `(current, peak)`.
+pub fn host_tensor_bytes() -> (i64, i64) {
+    // SAFETY: reads of two atomics.
+    unsafe { (radvox_host_tensor_bytes(), radvox_host_tensor_peak()) }
+}
+
+/// Restarts the host peak at the current count.
+pub fn host_reset_peak() {
+    // SAFETY: stores to an atomic.
+    unsafe { radvox_host_reset_peak() }
+}
+
+/// The CUDA caching allocator's `(current, peak)` allocated bytes on
+/// `device`; `None` without CUDA.
+pub fn cuda_allocated(device: usize) -> Option<(i64, i64)> {
+    let (mut current, mut peak) = (0i64, 0i64);
+    // SAFETY: the pointers are to live locals; the shim catches exceptions.
+    unsafe { radvox_cuda_allocated(device as i64, &mut current, &mut peak) }.then_some((current, peak))
+}
+
+/// Restarts the CUDA allocator's peak statistics; false without CUDA.
+pub fn cuda_reset_peak(device: usize) -> bool {
+    // SAFETY: as above.
+    unsafe { radvox_cuda_reset_peak(device as i64) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +122,22 @@ mod tests {
         assert!(!cpu_autocast_enabled());
         assert_eq!(inside, Kind::BFloat16);
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn counting_allocator_tracks_tensor_bytes() {
+        assert!(count_host_tensors());
+        let a = Tensor::zeros([1000], (Kind::Float, Device::Cpu));
+        host_reset_peak();
+        let (before, _) = host_tensor_bytes();
+        let b = Tensor::zeros([250_000], (Kind::Float, Device::Cpu));
+        let (during, peak) = host_tensor_bytes();
+        assert!(during - before >= 1_000_000, "{before} -> {during}");
+        drop(b);
+        let (after, peak_after) = host_tensor_bytes();
+        assert!(during - after >= 1_000_000, "the free is counted: {during} -> {after}");
+        assert!(peak >= during && peak_after == peak);
+        assert_eq!((&a + 1.0).sum(Kind::Float).double_value(&[]), 1000.0, "tensors still work");
+        assert!(cuda_allocated(0).is_none() || tch::Cuda::is_available());
     }
 }

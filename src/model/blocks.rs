@@ -4,6 +4,8 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::{Kind, Tensor};
 
+use crate::memory::tape::{Dtype, Tape, Tid, Trace};
+
 /// `[D, H, W]` triple.
 pub type Dims3 = [i64; 3];
 
@@ -199,6 +201,81 @@ impl ModuleT for SelfAttention3d {
         let attn = scores.to_kind(Kind::Float).softmax(-1, Kind::Float).to_kind(v.kind());
         let out = v.matmul(&attn.transpose(-1, -2)).reshape([b, c, s[2], s[3], s[4]]);
         x + out.apply(&self.proj)
+    }
+}
+
+impl Trace for Conv3d {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        let w = self.weight.size();
+        t.conv3d(x, w[0], w[2], self.stride)
+    }
+}
+
+impl Trace for Norm {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        t.group_norm(x)
+    }
+}
+
+impl Trace for ResBlock3d {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        let h = self.norm1.trace(t, x);
+        let h = t.unary("silu", h, true);
+        let h = self.conv1.trace(t, h);
+        let h = self.norm2.trace(t, h);
+        let h = t.unary("silu", h, true);
+        let h = trace_dropout(t, h, self.dropout);
+        let h = self.conv2.trace(t, h);
+        let skip = match &self.skip {
+            Some(s) => s.trace(t, x),
+            None => x,
+        };
+        t.add(skip, h)
+    }
+}
+
+/// Dropout in training saves its mask; at p = 0 it is the identity.
+pub(crate) fn trace_dropout(t: &mut Tape, x: Tid, p: f64) -> Tid {
+    if p == 0.0 {
+        return x;
+    }
+    let (shape, dtype) = (t.shape(x).to_vec(), t.dtype(x));
+    let mask = t.op("dropout.mask", &[], &shape, dtype, &[], false, (0, 0));
+    t.op("dropout", &[x, mask], &shape, dtype, &[mask], false, (0, 0))
+}
+
+impl Trace for Downsample3d {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        self.conv.trace(t, x)
+    }
+}
+
+impl Trace for Upsample3d {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        let s = t.shape(x).to_vec();
+        let h = t.upsample(x, [s[2] * self.scale[0], s[3] * self.scale[1], s[4] * self.scale[2]]);
+        self.conv.trace(t, h)
+    }
+}
+
+impl Trace for SelfAttention3d {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        let s = t.shape(x).to_vec();
+        let (b, c, n) = (s[0], s[1], s[2] * s[3] * s[4]);
+        let (heads, dh) = (self.heads, c / self.heads);
+        let h = self.norm.trace(t, x);
+        let qkv = self.qkv.trace(t, h);
+        let (q, k, v) = (t.view(qkv, &[b, heads, dh, n]), t.view(qkv, &[b, heads, dh, n]), t.view(qkv, &[b, heads, dh, n]));
+        let cd = t.compute_dtype();
+        let scores = t.op("scores", &[q, k], &[b, heads, n, n], cd, &[q, k], false, (0, 0));
+        let scores = t.unary("scale", scores, false);
+        let scores = t.cast(scores, Dtype::F32);
+        let attn = t.unary_saving_output("softmax", scores);
+        let attn = t.cast(attn, cd);
+        let out = t.op("attend", &[v, attn], &[b, heads, dh, n], cd, &[v, attn], false, (0, 0));
+        let out = t.view(out, &s);
+        let out = self.proj.trace(t, out);
+        t.add(x, out)
     }
 }
 

@@ -6,6 +6,8 @@
 //! `sum(out * grad_out)`, then `sum(input * grad_in)` into whatever produced
 //! its input. Units outside checkpointed segments keep their graph as usual.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
@@ -57,23 +59,25 @@ pub struct Segment<'a> {
 }
 
 impl Checkpointing {
-    /// Cuts `units` into segments; `is_block[i]` marks the units that
-    /// [`Checkpointing::PerBlock`] checkpoints.
-    pub fn segments<'a, M: AsRef<dyn ModuleT + 'a> + 'a>(&self, units: &'a [M], is_block: &[bool]) -> Vec<Segment<'a>> {
-        let refs: Vec<&dyn ModuleT> = units.iter().map(|u| u.as_ref()).collect();
-        let n = refs.len();
+    /// Cuts `n` units into runs `(range, checkpointed)`; `is_block[i]` marks
+    /// the units that [`Checkpointing::PerBlock`] checkpoints.
+    pub fn ranges(&self, n: usize, is_block: &[bool]) -> Vec<(Range<usize>, bool)> {
         match *self {
-            Checkpointing::Off => vec![Segment { units: refs, checkpointed: false }],
-            Checkpointing::PerBlock => {
-                refs.into_iter().zip(is_block).map(|(u, &b)| Segment { units: vec![u], checkpointed: b }).collect()
-            }
+            Checkpointing::Off => vec![(0..n, false)],
+            Checkpointing::PerBlock => (0..n).map(|i| (i..i + 1, is_block[i])).collect(),
             Checkpointing::Segments(s) => {
                 let k = s.clamp(1, n.max(1));
-                (0..k)
-                    .map(|i| Segment { units: refs[i * n / k..(i + 1) * n / k].to_vec(), checkpointed: true })
-                    .collect()
+                (0..k).map(|i| (i * n / k..(i + 1) * n / k, true)).collect()
             }
         }
+    }
+
+    /// Cuts `units` into [`Segment`]s as [`Checkpointing::ranges`] does.
+    pub fn segments<'a>(&self, units: &[&'a dyn ModuleT], is_block: &[bool]) -> Vec<Segment<'a>> {
+        self.ranges(units.len(), is_block)
+            .into_iter()
+            .map(|(r, checkpointed)| Segment { units: units[r].to_vec(), checkpointed })
+            .collect()
     }
 }
 

@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 
 use super::blocks::{level_stride, Conv3d, Downsample3d, Norm, ResBlock3d, SelfAttention3d, Upsample3d};
 use super::checkpoint::{Chain, Checkpointing};
+use crate::memory::tape::{Dtype, Tape, Tid, Trace};
 
 /// Architecture of a [`Vae3d`]; see the named presets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +177,14 @@ impl ModuleT for OutHead {
     }
 }
 
+impl Trace for OutHead {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        let h = self.norm.trace(t, x);
+        let h = t.unary("silu", h, true);
+        self.conv.trace(t, h)
+    }
+}
+
 /// A module that is only a 3x3x3 conv (`conv_in`).
 #[derive(Debug)]
 struct ConvUnit(Conv3d);
@@ -186,52 +195,81 @@ impl ModuleT for ConvUnit {
     }
 }
 
-type Unit = Box<dyn ModuleT>;
+impl Trace for ConvUnit {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        self.0.trace(t, x)
+    }
+}
 
-/// Units of one half of the model, with the per-block checkpointing mask
-/// (true for ResBlocks and attention, false for plain convolutions).
+/// A unit of the VAE: runs, and records itself for the memory planner.
+trait Unit: ModuleT + Trace {}
+impl<T: ModuleT + Trace> Unit for T {}
+
+/// Units of one half of the model, with their state_dict prefixes and the
+/// per-block checkpointing mask (true for ResBlocks and attention, false
+/// for plain convolutions).
 #[derive(Debug, Default)]
 struct Units {
-    units: Vec<Unit>,
+    units: Vec<Box<dyn Unit>>,
+    names: Vec<String>,
     blocks: Vec<bool>,
 }
 
 impl Units {
-    fn push(&mut self, unit: Unit, block: bool) {
-        self.units.push(unit);
+    fn push<U: Unit + 'static>(&mut self, path: nn::Path, build: impl FnOnce(nn::Path) -> U, block: bool) {
+        self.names.push(path.components().collect::<Vec<_>>().join("."));
+        self.units.push(Box::new(build(path)));
         self.blocks.push(block);
+    }
+
+    fn modules(&self) -> Vec<&dyn ModuleT> {
+        self.units.iter().map(|u| u.as_ref() as &dyn ModuleT).collect()
+    }
+
+    /// Records the units on `t`, cut into segments by `checkpointing`.
+    fn trace(&self, t: &mut Tape, x: Tid, checkpointing: Checkpointing) -> Tid {
+        let mut h = x;
+        for (range, checkpointed) in checkpointing.ranges(self.units.len(), &self.blocks) {
+            t.segment(checkpointed);
+            for i in range {
+                t.set_scope(&self.names[i]);
+                h = self.units[i].trace(t, h);
+            }
+        }
+        t.segment(false);
+        h
     }
 }
 
 fn mid_block(vs: &nn::Path, c: i64, cfg: &VaeConfig, units: &mut Units) {
     let mid = vs / "mid_block";
-    units.push(Box::new(ResBlock3d::new(&mid / "0", c, c, cfg.dropout)), true);
+    units.push(&mid / "0", |p| ResBlock3d::new(p, c, c, cfg.dropout), true);
     if cfg.attention {
-        units.push(Box::new(SelfAttention3d::new(&mid / "1", c, cfg.attention_heads)), true);
+        units.push(&mid / "1", |p| SelfAttention3d::new(p, c, cfg.attention_heads), true);
     }
-    units.push(Box::new(ResBlock3d::new(&mid / "2", c, c, cfg.dropout)), true);
+    units.push(&mid / "2", |p| ResBlock3d::new(p, c, c, cfg.dropout), true);
 }
 
 fn encoder_units(vs: nn::Path, cfg: &VaeConfig) -> Units {
     let levels = cfg.encoder_mult.len();
     let mut units = Units::default();
-    units.push(Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.in_channels, cfg.base_channels, 3, [1; 3]))), false);
+    units.push(&vs / "conv_in", |p| ConvUnit(Conv3d::new(p, cfg.in_channels, cfg.base_channels, 3, [1; 3])), false);
     let mut c = cfg.base_channels;
     for i in 0..levels {
         let out = cfg.level_channels(i);
         let level = &vs / "down_blocks" / i;
         let mut j = 0;
         for _ in 0..cfg.num_res_blocks {
-            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)), true);
+            units.push(&level / j, |p| ResBlock3d::new(p, c, out, cfg.dropout), true);
             c = out;
             j += 1;
         }
         if cfg.attention && i == levels - 1 {
-            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)), true);
+            units.push(&level / j, |p| SelfAttention3d::new(p, c, cfg.attention_heads), true);
             j += 1;
         }
         if i != levels - 1 {
-            units.push(Box::new(Downsample3d::new(&level / j, c, level_stride(i))), false);
+            units.push(&level / j, |p| Downsample3d::new(p, c, level_stride(i)), false);
         }
     }
     mid_block(&vs, c, cfg, &mut units);
@@ -239,7 +277,7 @@ fn encoder_units(vs: nn::Path, cfg: &VaeConfig) -> Units {
         norm: Norm::new(&vs / "norm_out", c),
         conv: Conv3d::new(&vs / "conv_out", c, 2 * cfg.latent_dim, 3, [1; 3]),
     };
-    units.push(Box::new(head), false);
+    units.push(&vs / "out_head", |_| head, false);
     units
 }
 
@@ -247,30 +285,30 @@ fn decoder_units(vs: nn::Path, cfg: &VaeConfig) -> Units {
     let levels = cfg.decoder_mult.len();
     let mut c = cfg.base_channels * cfg.decoder_mult[0];
     let mut units = Units::default();
-    units.push(Box::new(ConvUnit(Conv3d::new(&vs / "conv_in", cfg.latent_dim, c, 3, [1; 3]))), false);
+    units.push(&vs / "conv_in", |p| ConvUnit(Conv3d::new(p, cfg.latent_dim, c, 3, [1; 3])), false);
     mid_block(&vs, c, cfg, &mut units);
     for i in 0..levels {
         let out = cfg.base_channels * cfg.decoder_mult[i];
         let level = &vs / "up_blocks" / i;
         let mut j = 0;
         for _ in 0..=cfg.num_res_blocks {
-            units.push(Box::new(ResBlock3d::new(&level / j, c, out, cfg.dropout)), true);
+            units.push(&level / j, |p| ResBlock3d::new(p, c, out, cfg.dropout), true);
             c = out;
             j += 1;
         }
         if cfg.attention && i == 0 {
-            units.push(Box::new(SelfAttention3d::new(&level / j, c, cfg.attention_heads)), true);
+            units.push(&level / j, |p| SelfAttention3d::new(p, c, cfg.attention_heads), true);
             j += 1;
         }
         if i != levels - 1 {
-            units.push(Box::new(Upsample3d::new(&level / j, c, level_stride(i))), false);
+            units.push(&level / j, |p| Upsample3d::new(p, c, level_stride(i)), false);
         }
     }
     let head = OutHead {
         norm: Norm::new(&vs / "norm_out", c),
         conv: Conv3d::new(&vs / "conv_out", c, cfg.out_channels, 3, [1; 3]),
     };
-    units.push(Box::new(head), false);
+    units.push(&vs / "out_head", |_| head, false);
     units
 }
 
@@ -387,12 +425,12 @@ impl Vae3d {
         // gets its own copy of the (cheap) moment ops: the loss's backward
         // and the decoder's chained backward then never share a graph.
         let mut enc_chain = Chain::default();
-        let h = enc_chain.forward(checkpointing.segments(&self.encoder.units, &self.encoder.blocks), x, true);
+        let h = enc_chain.forward(checkpointing.segments(&self.encoder.modules(), &self.encoder.blocks), x, true);
         let h_leaf = h.detach().set_requires_grad(true);
         let kl = moments(&h_leaf, latent).kl();
         let z = moments(&h_leaf, latent).sample(eps).apply(&self.quant_conv).apply(&self.post_quant_conv);
         let mut dec_chain = Chain::default();
-        let recon = dec_chain.forward(checkpointing.segments(&self.decoder.units, &self.decoder.blocks), &z, true);
+        let recon = dec_chain.forward(checkpointing.segments(&self.decoder.modules(), &self.decoder.blocks), &z, true);
         let rl = recon_loss(&recon, x);
         let total = &rl + &kl * kl_w;
         let parts = LossParts { recon: rl.double_value(&[]), kl: kl.double_value(&[]), total: total.double_value(&[]) };
@@ -404,9 +442,33 @@ impl Vae3d {
         }
         parts
     }
+
+    /// Records one training step ([`Vae3d::backward`] with the MSE loss) on
+    /// `t` for the memory planner; the batch and the noise are caller-held.
+    pub fn trace_step(&self, t: &mut Tape, input: [i64; 5], checkpointing: Checkpointing) {
+        let x = t.input(&input, Dtype::F32);
+        let eps = t.input(&self.latent_shape(input), Dtype::F32);
+        let h = self.encoder.trace(t, x, checkpointing);
+        t.set_scope("posterior");
+        let mut half = t.shape(h).to_vec();
+        half[1] /= 2;
+        let (mean, logvar) = (t.view(h, &half), t.view(h, &half));
+        let logvar = t.unary("clamp", logvar, true);
+        let logvar = t.unary("scale", logvar, false);
+        let std = t.unary_saving_output("exp", logvar);
+        let noise = t.op("mul", &[eps, std], &half, t.dtype(std), &[eps, std], false, (0, 0));
+        let z = t.add(mean, noise);
+        t.set_scope("quant_conv");
+        let z = self.quant_conv.trace(t, z);
+        t.set_scope("post_quant_conv");
+        let z = self.post_quant_conv.trace(t, z);
+        let recon = self.decoder.trace(t, z, checkpointing);
+        t.set_scope("");
+        t.mse(recon, x);
+    }
 }
 
-fn run(units: &[Unit], x: &Tensor, train: bool) -> Tensor {
+fn run(units: &[Box<dyn Unit>], x: &Tensor, train: bool) -> Tensor {
     units.iter().fold(x.shallow_clone(), |h, u| u.forward_t(&h, train))
 }
 

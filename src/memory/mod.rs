@@ -1,5 +1,9 @@
-//! Memory measurement: resident set sizes from `/proc/self/status`, and a
-//! sampler that records the peak anonymous RSS while some work runs.
+//! Training memory: the planner ([`plan`], [`fit`]) that predicts a run's
+//! bytes from the model's own layers before it starts, and measurement
+//! (resident set sizes from `/proc/self/status`, a peak sampler, counted
+//! libtorch tensor bytes) to check it.
+
+pub mod tape;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,659 @@
+//! A memory model of one training step at the level of libtorch ops.
+//!
+//! Models record their forward pass into a [`Tape`] through [`Trace`]
+//! (each block mirrors its own `forward_t`, op for op), so the planner walks
+//! the model's real layer list instead of a table. Each op states what
+//! autograd saves for backward and the scratch memory it needs; the
+//! simulation then replays forward, checkpoint recomputation and backward,
+//! tracking which tensors and gradients are alive at every moment:
+//! - a tensor lives until its last forward use, or while an op that saved it
+//!   still has to run its backward (all step long when the graph is retained);
+//! - a checkpointed segment saves nothing in the first forward; its input and
+//!   output stay alive until its backward, which recomputes it first;
+//! - the gradient of a tensor lives from the backward of its last consumer to
+//!   the backward of its producer.
+//!
+//! The op facts (which inputs each op saves, float32 CPU convolutions
+//! unfolding their input `k^3` times, norms running in float32 under AMP) were
+//! measured on libtorch 2.11 with a counting allocator; `tests/memory.rs`
+//! checks the simulation against that allocator for every preset.
+
+use std::ops::Range;
+
+/// Where the step runs: it decides the convolution scratch memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// libtorch CPU kernels: float32 3D convolutions unfold their input
+    /// (`vol2col`, `k^3 * C_in * N_out` floats); bfloat16 ones run in oneDNN.
+    Cpu,
+    /// CUDA with cuDNN (workspace bounded by the allocator, not modelled).
+    Cuda,
+}
+
+/// Element type of a traced tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// float32.
+    F32,
+    /// float16 or bfloat16 (autocast's compute type).
+    Half,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::Half => 2,
+        }
+    }
+}
+
+/// Handle of a tensor recorded on a [`Tape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tid(usize);
+
+#[derive(Debug, Clone)]
+struct TensorRec {
+    shape: Vec<i64>,
+    dtype: Dtype,
+    /// Index of the storage (views share their base's).
+    storage: usize,
+    needs_grad: bool,
+    producer: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    name: String,
+    inputs: Vec<usize>,
+    output: usize,
+    saves: Vec<usize>,
+    fwd_tmp: u64,
+    bwd_tmp: u64,
+    segment: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Storage {
+    bytes: u64,
+    /// Alive all step (held by the caller: the batch, the target).
+    pinned: bool,
+}
+
+/// Records the ops of one forward pass; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Tape {
+    backend: Backend,
+    amp: bool,
+    tensors: Vec<TensorRec>,
+    storages: Vec<Storage>,
+    ops: Vec<Op>,
+    /// Checkpointed flag of each segment; ops belong to the last one opened.
+    segments: Vec<bool>,
+    retain_graph: bool,
+    scope: String,
+    /// Bytes alive all step that are not tensors of the graph (autocast's
+    /// half copies of the weights).
+    constant: u64,
+}
+
+/// A model part that can record its forward pass.
+pub trait Trace {
+    /// Records `forward_t(x)` on `tape` and returns the output.
+    fn trace(&self, tape: &mut Tape, x: Tid) -> Tid;
+}
+
+fn numel(shape: &[i64]) -> u64 {
+    shape.iter().map(|&d| d.max(0) as u64).product()
+}
+
+impl Tape {
+    /// An empty tape for `backend`, with autocast on or off.
+    pub fn new(backend: Backend, amp: bool) -> Tape {
+        Tape {
+            backend,
+            amp,
+            tensors: Vec::new(),
+            storages: Vec::new(),
+            ops: Vec::new(),
+            segments: vec![false],
+            retain_graph: false,
+            scope: String::new(),
+            constant: 0,
+        }
+    }
+
+    /// Backward keeps the graph until the step ends (the UNet's checkpointing
+    /// replays through shared parts, so nothing is freed early).
+    pub fn retain_graph(&mut self, on: bool) {
+        self.retain_graph = on;
+    }
+
+    /// Compute dtype of autocast ops (convolutions, matmuls).
+    pub fn compute_dtype(&self) -> Dtype {
+        if self.amp {
+            Dtype::Half
+        } else {
+            Dtype::F32
+        }
+    }
+
+    /// Names later ops `scope.op` (a unit's state_dict prefix).
+    pub fn set_scope(&mut self, scope: &str) {
+        self.scope = scope.to_string();
+    }
+
+    /// Starts a segment of ops; a checkpointed one saves nothing until its
+    /// recomputation in backward.
+    pub fn segment(&mut self, checkpointed: bool) {
+        self.segments.push(checkpointed);
+    }
+
+    /// Bytes held all step outside the graph.
+    pub fn hold(&mut self, bytes: u64) {
+        self.constant += bytes;
+    }
+
+    /// A tensor given to the step (data: no gradient), held all step.
+    pub fn input(&mut self, shape: &[i64], dtype: Dtype) -> Tid {
+        let id = self.new_tensor(shape, dtype, false, None, None);
+        self.storages[self.tensors[id].storage].pinned = true;
+        Tid(id)
+    }
+
+    /// Shape of a traced tensor.
+    pub fn shape(&self, t: Tid) -> &[i64] {
+        &self.tensors[t.0].shape
+    }
+
+    /// Dtype of a traced tensor.
+    pub fn dtype(&self, t: Tid) -> Dtype {
+        self.tensors[t.0].dtype
+    }
+
+    /// Bytes of a traced tensor's storage.
+    pub fn bytes(&self, t: Tid) -> u64 {
+        self.storages[self.tensors[t.0].storage].bytes
+    }
+
+    fn new_tensor(&mut self, shape: &[i64], dtype: Dtype, grad: bool, producer: Option<usize>, base: Option<usize>) -> usize {
+        let storage = base.unwrap_or_else(|| {
+            self.storages.push(Storage { bytes: numel(shape) * dtype.bytes(), pinned: false });
+            self.storages.len() - 1
+        });
+        self.tensors.push(TensorRec { shape: shape.to_vec(), dtype, storage, needs_grad: grad, producer });
+        self.tensors.len() - 1
+    }
+
+    /// Records a generic op. `params`: the op has trainable weights (its
+    /// output needs a gradient). Scratch bytes are alive only while the op runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn op(
+        &mut self,
+        name: &str,
+        inputs: &[Tid],
+        out_shape: &[i64],
+        out_dtype: Dtype,
+        saves: &[Tid],
+        params: bool,
+        (fwd_tmp, bwd_tmp): (u64, u64),
+    ) -> Tid {
+        let grad = params || inputs.iter().any(|t| self.tensors[t.0].needs_grad);
+        let j = self.ops.len();
+        let out = self.new_tensor(out_shape, out_dtype, grad, Some(j), None);
+        self.ops.push(Op {
+            name: if self.scope.is_empty() { name.to_string() } else { format!("{}.{name}", self.scope) },
+            inputs: inputs.iter().map(|t| t.0).collect(),
+            output: out,
+            saves: saves.iter().map(|t| self.tensors[t.0].storage).collect(),
+            fwd_tmp,
+            bwd_tmp,
+            segment: self.segments.len() - 1,
+        });
+        Tid(out)
+    }
+
+    /// A view (reshape, select, split) sharing `x`'s memory.
+    pub fn view(&mut self, x: Tid, shape: &[i64]) -> Tid {
+        let (storage, grad, producer, dtype) = {
+            let r = &self.tensors[x.0];
+            (r.storage, r.needs_grad, r.producer, r.dtype)
+        };
+        Tid(self.new_tensor(shape, dtype, grad, producer, Some(storage)))
+    }
+
+    /// `x.to_kind(dtype)`: a copy unless it already has that dtype; saves nothing.
+    pub fn cast(&mut self, x: Tid, dtype: Dtype) -> Tid {
+        if self.dtype(x) == dtype {
+            return x;
+        }
+        let shape = self.shape(x).to_vec();
+        self.op("cast", &[x], &shape, dtype, &[], false, (0, 0))
+    }
+
+    /// An elementwise op on one tensor (`silu` saves its input; a scalar
+    /// multiply saves nothing).
+    pub fn unary(&mut self, name: &str, x: Tid, saves_input: bool) -> Tid {
+        let (shape, dtype) = (self.shape(x).to_vec(), self.dtype(x));
+        let saves: &[Tid] = if saves_input { &[x] } else { &[] };
+        self.op(name, &[x], &shape, dtype, saves, false, (0, 0))
+    }
+
+    /// `a + b` (broadcasting `b`); saves nothing.
+    pub fn add(&mut self, a: Tid, b: Tid) -> Tid {
+        let (shape, dtype) = (self.shape(a).to_vec(), self.dtype(a));
+        self.op("add", &[a, b], &shape, dtype, &[], false, (0, 0))
+    }
+
+    /// GroupNorm in float32, cast back: saves its float32 input (a copy
+    /// when `x` is half precision).
+    pub fn group_norm(&mut self, x: Tid) -> Tid {
+        let dtype = self.dtype(x);
+        let x32 = self.cast(x, Dtype::F32);
+        let shape = self.shape(x).to_vec();
+        let y = self.op("norm", &[x32], &shape, Dtype::F32, &[x32], true, (0, 0));
+        self.cast(y, dtype)
+    }
+
+    /// A 3D convolution `C_in -> cout`, kernel `k`, `stride`, padding `k/2`,
+    /// in the compute dtype; saves its (cast) input.
+    pub fn conv3d(&mut self, x: Tid, cout: i64, k: i64, stride: [i64; 3]) -> Tid {
+        let cd = self.compute_dtype();
+        let xc = self.cast(x, cd);
+        let s = self.shape(xc).to_vec();
+        let out_dims: Vec<i64> = (0..3).map(|i| (s[2 + i] + 2 * (k / 2) - k) / stride[i] + 1).collect();
+        let out = [s[0], cout, out_dims[0], out_dims[1], out_dims[2]];
+        if self.amp {
+            // autocast caches a half copy of the weight for the whole step
+            self.constant += (cout * s[1] * k * k * k + cout) as u64 * 2;
+        }
+        let scratch = self.conv_scratch((self.bytes(xc), numel(&out) * cd.bytes()), &s, &out, k, stride);
+        self.op("conv", &[xc], &out, cd, &[xc], true, scratch)
+    }
+
+    /// Forward and backward scratch bytes of a convolution with input shape
+    /// `s` and output shape `out`, measured on libtorch 2.11 CPU kernels with
+    /// the counting allocator. libtorch runs float32 in
+    /// oneDNN unless the input is small (batch 1 and `C*D*H <= 20480`), where
+    /// the fallback unfolds the input `k^3` times; bfloat16 runs in oneDNN.
+    /// On CUDA cuDNN's workspace is not modelled (0).
+    fn conv_scratch(&self, (input, output): (u64, u64), s: &[i64], out: &[i64], k: i64, stride: [i64; 3]) -> (u64, u64) {
+        if self.backend == Backend::Cuda {
+            return (0, 0);
+        }
+        let pointwise = k == 1 && stride == [1; 3];
+        match self.compute_dtype() {
+            Dtype::F32 if s[0] == 1 && s[1] * s[2] * s[3] <= 20480 => {
+                if pointwise {
+                    (0, input + output)
+                } else {
+                    let columns = (k * k * k * s[1]) as u64 * numel(&out[2..]) * 4;
+                    (columns, columns + output)
+                }
+            }
+            Dtype::F32 => (input.max(output), input + 2 * output),
+            Dtype::Half if pointwise => (input + 4 * output, 4 * input + 2 * output),
+            Dtype::Half => (input.max(output), 3 * input + 4 * output),
+        }
+    }
+
+    /// Trilinear upsampling to `size` (saves nothing but shapes).
+    pub fn upsample(&mut self, x: Tid, size: [i64; 3]) -> Tid {
+        let s = self.shape(x);
+        let out = [s[0], s[1], size[0], size[1], size[2]];
+        let dtype = self.dtype(x);
+        self.op("upsample", &[x], &out, dtype, &[], false, (0, 0))
+    }
+
+    /// An elementwise op whose backward needs its output (`exp`, `softmax`).
+    pub fn unary_saving_output(&mut self, name: &str, x: Tid) -> Tid {
+        let out = self.unary(name, x, false);
+        let storage = self.tensors[out.0].storage;
+        self.ops.last_mut().expect("just recorded").saves.push(storage);
+        out
+    }
+
+    /// Concatenation along channels (saves nothing).
+    pub fn cat(&mut self, a: Tid, b: Tid) -> Tid {
+        let (sa, sb) = (self.shape(a).to_vec(), self.shape(b));
+        let mut out = sa.clone();
+        out[1] += sb[1];
+        let dtype = self.dtype(a);
+        self.op("cat", &[a, b], &out, dtype, &[], false, (0, 0))
+    }
+
+    /// `mse_loss(pred.float(), target)`: saves the float32 difference.
+    pub fn mse(&mut self, pred: Tid, target: Tid) -> Tid {
+        let p = self.cast(pred, Dtype::F32);
+        let shape = self.shape(p).to_vec();
+        let diff = self.op("loss.sub", &[p, target], &shape, Dtype::F32, &[], false, (0, 0));
+        let tmp = self.bytes(diff);
+        self.op("loss.mean_square", &[diff], &[], Dtype::F32, &[diff], false, (tmp, tmp))
+    }
+
+    /// Runs a forward-backward simulation and returns its activation memory.
+    pub fn simulate(&self) -> Activations {
+        Sim::new(self).run()
+    }
+}
+
+/// Activation memory of one step, from [`Tape::simulate`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activations {
+    /// Tensors held all step by the caller (the batch on the device).
+    pub inputs: u64,
+    /// Bytes held all step outside the graph (autocast weight copies).
+    pub constant: u64,
+    /// Kept for backward at the end of the forward pass (saved tensors and
+    /// checkpoint boundaries), beyond `inputs` and `constant`.
+    pub kept: u64,
+    /// Peak of everything above plus gradients, recomputed segments and
+    /// scratch, minus `inputs + constant + kept`: the step's transient.
+    pub transient: u64,
+    /// Where the peak happens (`name (forward|backward|recompute)`).
+    pub peak_at: String,
+}
+
+impl Activations {
+    /// The step's peak activation bytes.
+    pub fn peak(&self) -> u64 {
+        self.inputs + self.constant + self.kept + self.transient
+    }
+}
+
+struct Sim<'a> {
+    tape: &'a Tape,
+    last_use: Vec<usize>,
+    /// Op indices saving each storage in the first forward (non-checkpointed).
+    savers: Vec<Vec<usize>>,
+    /// Every saver, checkpointed or not.
+    all_savers: Vec<Vec<usize>>,
+    /// Ops of each segment.
+    seg_ops: Vec<Range<usize>>,
+    /// Storages held as checkpoint boundaries, by segment.
+    boundaries: Vec<Vec<usize>>,
+    /// Backward time (reverse op index) at which a tensor's gradient appears.
+    grad_from: Vec<Option<usize>>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(tape: &'a Tape) -> Sim<'a> {
+        let n = tape.ops.len();
+        let nt = tape.tensors.len();
+        let ns = tape.storages.len();
+        let mut last_use = vec![0usize; nt];
+        let mut grad_from: Vec<Option<usize>> = vec![None; nt];
+        for (j, op) in tape.ops.iter().enumerate() {
+            for &i in &op.inputs {
+                last_use[i] = last_use[i].max(j);
+                if tape.tensors[op.output].needs_grad && tape.tensors[i].needs_grad {
+                    grad_from[i] = Some(grad_from[i].map_or(j, |g| g.max(j)));
+                }
+            }
+        }
+        // The last op's output (the loss) is used at the end.
+        if let Some(op) = tape.ops.last() {
+            last_use[op.output] = n;
+        }
+        let mut savers = vec![Vec::new(); ns];
+        let mut all_savers = vec![Vec::new(); ns];
+        for (j, op) in tape.ops.iter().enumerate() {
+            for &s in &op.saves {
+                all_savers[s].push(j);
+                if !tape.segments[op.segment] {
+                    savers[s].push(j);
+                }
+            }
+        }
+        let mut seg_ops = vec![usize::MAX..0; tape.segments.len()];
+        for (j, op) in tape.ops.iter().enumerate() {
+            let r = &mut seg_ops[op.segment];
+            *r = r.start.min(j)..r.end.max(j + 1);
+        }
+        let mut boundaries = vec![Vec::new(); tape.segments.len()];
+        for (s, &ck) in tape.segments.iter().enumerate() {
+            let r = &seg_ops[s];
+            if !ck || r.is_empty() {
+                continue;
+            }
+            for j in r.clone() {
+                for &i in &tape.ops[j].inputs {
+                    if tape.tensors[i].producer.is_none_or(|p| p < r.start) {
+                        boundaries[s].push(tape.tensors[i].storage);
+                    }
+                }
+            }
+            boundaries[s].push(tape.tensors[tape.ops[r.end - 1].output].storage);
+        }
+        Sim { tape, last_use, savers, all_savers, seg_ops, boundaries, grad_from }
+    }
+
+    fn storage_bytes(&self, s: usize) -> u64 {
+        self.tape.storages[s].bytes
+    }
+
+    /// Storages alive after (and during) forward op `j`, as a mask.
+    fn forward_alive(&self, j: usize, alive: &mut [bool]) {
+        let t = self.tape;
+        for (i, rec) in t.tensors.iter().enumerate() {
+            let created = rec.producer.is_none_or(|p| p <= j);
+            if created && self.last_use[i] >= j {
+                alive[rec.storage] = true;
+            }
+        }
+        for (s, savers) in self.savers.iter().enumerate() {
+            if savers.first().is_some_and(|&k| k <= j) {
+                alive[s] = true;
+            }
+        }
+        for (seg, b) in self.boundaries.iter().enumerate() {
+            if self.seg_ops[seg].start <= j {
+                for &s in b {
+                    // the input exists before the segment; the output once produced
+                    let made = t.tensors.iter().any(|r| r.storage == s && r.producer.is_none_or(|p| p <= j));
+                    alive[s] |= made;
+                }
+            }
+        }
+    }
+
+    /// Whether op `j`'s output (`storage`) is the input of a later checkpointed segment.
+    fn feeds_checkpoint(&self, j: usize, storage: usize) -> bool {
+        self.boundaries
+            .iter()
+            .zip(&self.seg_ops)
+            .zip(&self.tape.segments)
+            .any(|((b, r), &ck)| ck && r.start > j && b.contains(&storage))
+    }
+
+    fn sum(&self, alive: &[bool]) -> u64 {
+        alive
+            .iter()
+            .enumerate()
+            .filter(|(s, &a)| a && !self.tape.storages[*s].pinned)
+            .map(|(s, _)| self.storage_bytes(s))
+            .sum()
+    }
+
+    /// Gradient bytes alive while the backward of op `j` runs.
+    fn grads_at(&self, j: usize) -> u64 {
+        let t = self.tape;
+        let mut seen = vec![false; t.storages.len()];
+        let mut total = 0;
+        for (i, rec) in t.tensors.iter().enumerate() {
+            let (Some(from), Some(p)) = (self.grad_from[i], rec.producer) else {
+                continue;
+            };
+            if p <= j && j <= from && !seen[rec.storage] {
+                seen[rec.storage] = true;
+                total += self.storage_bytes(rec.storage);
+            }
+        }
+        // the loss gradient of the last op's inputs
+        total
+    }
+
+    fn run(&self) -> Activations {
+        let t = self.tape;
+        let n = t.ops.len();
+        let ns = t.storages.len();
+        let inputs: u64 = t.storages.iter().filter(|s| s.pinned).map(|s| s.bytes).sum();
+        let mut best = (0u64, String::new());
+        let mut consider = |v: u64, at: String| {
+            if v > best.0 {
+                best = (v, at);
+            }
+        };
+        // Forward.
+        let mut kept = 0;
+        for j in 0..n {
+            let mut alive = vec![false; ns];
+            self.forward_alive(j, &mut alive);
+            let v = self.sum(&alive);
+            if j + 1 == n {
+                let mut end = vec![false; ns];
+                for (s, savers) in self.savers.iter().enumerate() {
+                    end[s] = !savers.is_empty();
+                }
+                for b in &self.boundaries {
+                    for &s in b {
+                        end[s] = true;
+                    }
+                }
+                kept = self.sum(&end);
+            }
+            consider(v + t.ops[j].fwd_tmp, format!("{} (forward)", t.ops[j].name));
+        }
+        // Backward, last op first; a checkpointed segment is recomputed when reached.
+        let seg_of = |j: usize| t.ops[j].segment;
+        for j in (0..n).rev() {
+            let seg = seg_of(j);
+            let ck = t.segments[seg];
+            let range = self.seg_ops[seg].clone();
+            // Held: saves of earlier (or, retained, all) first-forward ops, boundaries of segments not done yet.
+            let mut alive = vec![false; ns];
+            for (s, savers) in self.savers.iter().enumerate() {
+                if savers.iter().any(|&k| k <= j || t.retain_graph) {
+                    alive[s] = true;
+                }
+            }
+            for (sg, b) in self.boundaries.iter().enumerate() {
+                if self.seg_ops[sg].start <= j {
+                    for &s in b {
+                        alive[s] = true;
+                    }
+                }
+            }
+            if ck {
+                // Recomputed saves of this segment still needed.
+                for (s, savers) in self.all_savers.iter().enumerate() {
+                    if savers.iter().any(|&k| range.contains(&k) && (k <= j || t.retain_graph)) {
+                        alive[s] = true;
+                    }
+                }
+                if j + 1 == range.end {
+                    // Recompute forward of the whole segment first.
+                    for r in range.clone() {
+                        let mut live = alive.clone();
+                        for (i, rec) in t.tensors.iter().enumerate() {
+                            if rec.producer.is_some_and(|p| range.contains(&p) && p <= r) && self.last_use[i] >= r {
+                                live[rec.storage] = true;
+                            }
+                        }
+                        for (s, savers) in self.all_savers.iter().enumerate() {
+                            if savers.iter().any(|&k| range.contains(&k) && k <= r) {
+                                live[s] = true;
+                            }
+                        }
+                        let v = self.sum(&live) + self.grads_at(j) + t.ops[r].fwd_tmp;
+                        consider(v, format!("{} (recompute)", t.ops[r].name));
+                    }
+                }
+            }
+            let mut extra = t.ops[j].bwd_tmp;
+            let out = t.tensors[t.ops[j].output].storage;
+            if ck {
+                // the replay's `sum(out * grad)` product lives through the segment's backward
+                extra += self.storage_bytes(t.tensors[t.ops[range.end - 1].output].storage);
+            }
+            if self.feeds_checkpoint(j, out) {
+                // `sum(input * input.grad)` chains into this op: the product and input.grad
+                extra += 2 * self.storage_bytes(out);
+            }
+            let v = self.sum(&alive) + self.grads_at(j) + extra;
+            consider(v, format!("{} (backward)", t.ops[j].name));
+        }
+        let transient = best.0.saturating_sub(kept);
+        Activations { inputs, constant: t.constant, kept, transient, peak_at: best.1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mib(x: u64) -> f64 {
+        x as f64 / (1 << 20) as f64
+    }
+
+    #[test]
+    fn a_chain_keeps_saved_inputs_and_frees_the_rest() {
+        // x -> silu (saves x) -> scalar mul (saves nothing) -> silu (saves its input)
+        let mut t = Tape::new(Backend::Cuda, false);
+        let x = t.input(&[1, 1, 1, 1, 1 << 18], Dtype::F32); // 1 MiB, pinned
+        let w = t.op("param", &[], &[1, 1, 1, 1, 1 << 18], Dtype::F32, &[], true, (0, 0));
+        let a = t.add(x, w); // needs grad
+        let b = t.unary("silu", a, true);
+        let c = t.unary("scale", b, false);
+        let _d = t.unary("silu", c, true);
+        let act = t.simulate();
+        assert_eq!(mib(act.inputs), 1.0);
+        // kept: a (saved by silu) and c (saved by silu); w and b are freed
+        assert_eq!(mib(act.kept), 2.0, "{act:?}");
+    }
+
+    #[test]
+    fn checkpointed_segments_keep_only_boundaries() {
+        let build = |ck: bool| {
+            let mut t = Tape::new(Backend::Cuda, false);
+            let x = t.input(&[1, 1, 1, 1, 1 << 18], Dtype::F32);
+            let w = t.op("param", &[], &[1, 1, 1, 1, 1 << 18], Dtype::F32, &[], true, (0, 0));
+            let mut h = t.add(x, w);
+            t.segment(ck);
+            for _ in 0..8 {
+                h = t.unary("silu", h, true);
+            }
+            t.segment(false);
+            t.unary("silu", h, true);
+            t.simulate()
+        };
+        let (plain, ck) = (build(false), build(true));
+        assert_eq!(mib(plain.kept), 9.0, "{plain:?}");
+        // boundaries: the segment's input and output (the output is also saved by the last silu)
+        assert_eq!(mib(ck.kept), 2.0, "{ck:?}");
+        assert!(ck.peak() > ck.kept + ck.inputs, "recompute needs memory");
+        assert!(ck.peak() < plain.peak());
+        assert!(ck.peak_at.contains("recompute") || ck.peak_at.contains("backward"));
+    }
+
+    #[test]
+    fn float32_cpu_convolutions_unfold_their_input() {
+        let conv = |backend, amp| {
+            let mut t = Tape::new(backend, amp);
+            let x = t.input(&[1, 16, 8, 32, 32], Dtype::F32);
+            let y = t.conv3d(x, 16, 3, [1, 1, 1]);
+            t.unary("sum", y, false);
+            t.simulate()
+        };
+        let cpu = conv(Backend::Cpu, false);
+        // vol2col: 27 * 16 * 8192 floats = 13.5 MiB
+        assert!(cpu.transient >= 27 * 16 * 8192 * 4, "{cpu:?}");
+        let cuda = conv(Backend::Cuda, false);
+        assert!(cuda.transient < 27 * 16 * 8192 * 4 / 4, "{cuda:?}");
+        let amp = conv(Backend::Cuda, true);
+        assert!(amp.kept < cuda.kept, "half copies are smaller");
+        assert!(amp.constant > 0, "autocast caches weight copies");
+    }
+}
