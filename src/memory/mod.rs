@@ -3,7 +3,11 @@
 //! (resident set sizes from `/proc/self/status`, a peak sampler, counted
 //! libtorch tensor bytes) to check it.
 
+pub mod plan;
 pub mod tape;
+
+pub use plan::{fallback, fit, plan, Change, Fit, ModelConfig, ModelPlanner, Plan, Planner, Precision, Run};
+pub use tape::Backend;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
-use super::blocks::{Conv3d, Norm, SelfAttention3d};
+use super::blocks::{trace_dropout, Conv3d, Norm, SelfAttention3d};
 use super::checkpoint::Recorder;
 use super::vae::ConfigError;
+use crate::memory::tape::{Dtype, Tape, Tid, Trace};
 
 /// Architecture of a [`Unet3d`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +127,27 @@ impl EmbResBlock {
             Some(s) => x.apply(s) + h,
             None => x + h,
         }
+    }
+}
+
+impl EmbResBlock {
+    fn trace(&self, t: &mut Tape, x: Tid) -> Tid {
+        let h = self.norm1.trace(t, x);
+        let h = t.unary("silu", h, true);
+        let h = self.conv1.trace(t, h);
+        let s = t.shape(h).to_vec();
+        let (kind, cout) = (t.dtype(h), s[1]);
+        let e = t.op("emb_proj", &[], &[s[0], cout, 1, 1, 1], kind, &[], true, (0, 0));
+        let h = t.add(h, e);
+        let h = self.norm2.trace(t, h);
+        let h = t.unary("silu", h, true);
+        let h = trace_dropout(t, h, self.dropout);
+        let h = self.conv2.trace(t, h);
+        let skip = match &self.skip {
+            Some(s) => s.trace(t, x),
+            None => x,
+        };
+        t.add(skip, h)
     }
 }
 
@@ -251,6 +273,79 @@ impl Unet3d {
             }
         }
         h.apply(&self.norm_out).silu().apply(&self.conv_out)
+    }
+
+    /// Records one EDM training step ([`crate::diffusion::EdmConfig::loss`]
+    /// and its backward) for clean latents of shape `latent` on `t`; with
+    /// `checkpointed`, every ResBlock is recomputed and the graph is retained
+    /// (as [`Recorder`] does).
+    pub fn trace_step(&self, t: &mut Tape, latent: [i64; 5], checkpointed: bool) {
+        let c = &self.config;
+        let y = t.input(&latent, Dtype::F32);
+        let noise = t.input(&latent, Dtype::F32);
+        let cond = t.input(&[latent[0], c.cond_channels, latent[2], latent[3], latent[4]], Dtype::F32);
+        t.retain_graph(checkpointed);
+        t.set_scope("edm");
+        let scaled = t.unary("scale", noise, false);
+        let noisy = t.add(y, scaled);
+        let x_in = t.unary("scale", noisy, false);
+        let x = t.cat(x_in, cond);
+        t.set_scope("conv_in");
+        let mut h = self.conv_in.trace(t, x);
+        let mut skips = vec![h];
+        let trace_layer = |t: &mut Tape, layer: &Layer, h: Tid, size: Option<Vec<i64>>| match layer {
+            Layer::Res(r) => {
+                t.segment(checkpointed);
+                let out = r.trace(t, h);
+                t.segment(false);
+                out
+            }
+            Layer::Attn(a) => a.trace(t, h),
+            Layer::Down(conv) => {
+                let sz = if t.shape(h)[2] >= c.min_z_to_halve { 2 } else { 1 };
+                t.conv3d(h, conv.weight.size()[0], 3, [sz, 2, 2])
+            }
+            Layer::Up(conv) => {
+                let s = size.expect("upsample target size");
+                let u = t.upsample(h, [s[2], s[3], s[4]]);
+                conv.trace(t, u)
+            }
+        };
+        for (i, (layer, keep)) in self.down.iter().enumerate() {
+            t.set_scope(&format!("down.{i}"));
+            h = trace_layer(t, layer, h, None);
+            if *keep {
+                skips.push(h);
+            }
+        }
+        for (i, layer) in self.mid.iter().enumerate() {
+            t.set_scope(&format!("mid.{i}"));
+            h = trace_layer(t, layer, h, None);
+        }
+        for (i, (layer, takes_skip)) in self.up.iter().enumerate() {
+            t.set_scope(&format!("up.{i}"));
+            if *takes_skip {
+                let s = skips.pop().expect("skip");
+                h = t.cat(h, s);
+                h = trace_layer(t, layer, h, None);
+            } else {
+                let target = skips.last().map(|&s| t.shape(s).to_vec());
+                h = trace_layer(t, layer, h, target);
+            }
+        }
+        t.set_scope("out");
+        let h = self.norm_out.trace(t, h);
+        let h = t.unary("silu", h, true);
+        let f = self.conv_out.trace(t, h);
+        t.set_scope("edm");
+        let f = t.cast(f, Dtype::F32);
+        let f = t.unary("scale", f, false);
+        let skip = t.unary("scale", noisy, false);
+        let d = t.add(skip, f);
+        let diff = t.add(d, y);
+        let sq = t.unary("square", diff, true);
+        let w = t.unary("weight", sq, false);
+        t.op("mean", &[w], &[], Dtype::F32, &[], false, (0, 0));
     }
 
     fn layer<'a>(

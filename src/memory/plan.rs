@@ -1,0 +1,581 @@
+//! The memory planner: bytes a training configuration needs, before it runs,
+//! and the largest or nearest configuration that fits a budget.
+//!
+//! Parameters, gradients and AdamW moments come from the built model's
+//! variables; activations from a [`Tape`] the model records of itself (see
+//! [`super::tape`]); loader buffers from the loader's bound (`prefetch +
+//! workers` batches of f16 grids, host memory).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device};
+
+use super::tape::{Backend, Tape};
+use crate::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
+
+/// The model a plan is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelConfig {
+    /// The 3D VAE, trained on grids.
+    Vae(VaeConfig),
+    /// The latent UNet, trained on VAE latents (EMA copy included).
+    Unet(UnetConfig),
+}
+
+impl ModelConfig {
+    /// A short name: the VAE preset's (or `custom`), or `unet`.
+    pub fn name(&self) -> String {
+        match self {
+            ModelConfig::Vae(v) => {
+                ["standard", "seed_baseline", "lightweight", "ultra_lightweight"]
+                    .into_iter()
+                    .find(|n| VaeConfig::named(n).as_ref() == Ok(v))
+                    .unwrap_or("custom_vae")
+                    .to_string()
+            }
+            ModelConfig::Unet(_) => "unet".into(),
+        }
+    }
+}
+
+/// Numeric precision of the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// float32 throughout.
+    F32,
+    /// Autocast: f16 on CUDA, bf16 on CPU; norms and losses in f32.
+    Amp,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Amp => "amp",
+        })
+    }
+}
+
+/// One training configuration to plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The model.
+    pub model: ModelConfig,
+    /// Padded grid `(Z, H, W)` of the input (the VAE's) or latent (the UNet's).
+    pub grid: [i64; 3],
+    /// Frames per micro-batch.
+    pub batch: usize,
+    /// Precision.
+    pub precision: Precision,
+    /// Checkpointing (the UNet checkpoints per ResBlock whenever it is not off).
+    pub checkpointing: Checkpointing,
+}
+
+/// Device and loader facts the plan depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Planner {
+    /// Where the step runs.
+    pub backend: Backend,
+    /// Batches decoded ahead by the loader.
+    pub prefetch: usize,
+    /// Loader workers (each holds one batch being filled).
+    pub workers: usize,
+    /// Bytes the runtime takes before any tensor: the CUDA context, or the
+    /// libtorch process on CPU.
+    pub runtime: u64,
+}
+
+/// CUDA context with lazy module loading (PyTorch 2.11, cu130), an
+/// estimate: it is not a tensor and no allocator reports it.
+pub const CUDA_RUNTIME_BYTES: u64 = 600 << 20;
+/// Resident memory of a libtorch process before any tensor (measured on the
+/// 2-core CPU machine, `benches/memory_plan.rs`).
+pub const CPU_RUNTIME_BYTES: u64 = 330 << 20;
+
+impl Default for Planner {
+    /// CUDA, the loader defaults (prefetch 2, one worker).
+    fn default() -> Self {
+        Planner::new(Backend::Cuda)
+    }
+}
+
+/// A configuration's predicted memory, in bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// What was planned.
+    pub run: Run,
+    /// Where.
+    pub backend: Backend,
+    /// Trainable parameters (count).
+    pub parameter_count: u64,
+    /// float32 parameters (plus the EMA copy for the UNet).
+    pub params: u64,
+    /// float32 gradients.
+    pub grads: u64,
+    /// AdamW's two moments.
+    pub optimizer: u64,
+    /// The batch on the device (float32) and the noise drawn for it.
+    pub inputs: u64,
+    /// Autocast's half copies of the weights, held through the step.
+    pub amp_weights: u64,
+    /// Activations kept for backward at the end of the forward pass.
+    pub activations: u64,
+    /// Peak transient on top: gradients in flight, recomputed segments,
+    /// convolution scratch of the largest layer.
+    pub transient: u64,
+    /// The op at which the peak happens.
+    pub peak_at: String,
+    /// Loader buffers: `(prefetch + workers)` batches of f16 grids (host memory).
+    pub loader: u64,
+    /// Runtime before any tensor (see [`Planner::runtime`]).
+    pub runtime: u64,
+}
+
+impl Plan {
+    /// Peak bytes of tensors on the step's device: everything but the
+    /// loader (on CPU the loader shares the memory: included).
+    pub fn device_tensors(&self) -> u64 {
+        let step = self.params
+            + self.grads
+            + self.optimizer
+            + self.inputs
+            + self.amp_weights
+            + self.activations
+            + self.transient;
+        step + if self.backend == Backend::Cpu { self.loader } else { 0 }
+    }
+
+    /// What the budget must hold: tensors plus the runtime.
+    pub fn total(&self) -> u64 {
+        self.device_tensors() + self.runtime
+    }
+
+    /// Whether it fits `budget` bytes.
+    pub fn fits(&self, budget: u64) -> bool {
+        self.total() <= budget
+    }
+
+    /// One line: model, batch, precision, checkpointing, total.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} batch {} {} checkpointing {} grid {:?}: {} ({} tensors + {} runtime)",
+            self.run.model.name(),
+            self.run.batch,
+            self.run.precision,
+            self.run.checkpointing,
+            self.run.grid,
+            gib(self.total()),
+            gib(self.device_tensors()),
+            gib(self.runtime)
+        )
+    }
+}
+
+/// `x.xx GiB`.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl fmt::Display for Plan {
+    /// The breakdown, one item per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let device = match self.backend {
+            Backend::Cuda => "GPU",
+            Backend::Cpu => "RAM",
+        };
+        writeln!(f, "memory plan ({device}): {}", self.summary())?;
+        let rows = [
+            ("parameters", self.params, format!("{} f32", self.parameter_count)),
+            ("gradients", self.grads, String::new()),
+            ("AdamW moments", self.optimizer, String::new()),
+            ("batch + noise", self.inputs, String::new()),
+            ("autocast weights", self.amp_weights, String::new()),
+            ("activations kept", self.activations, String::new()),
+            ("peak transient", self.transient, format!("at {}", self.peak_at)),
+            (
+                "loader buffers",
+                self.loader,
+                if self.backend == Backend::Cpu { "host".into() } else { "host, not on the GPU".into() },
+            ),
+            ("runtime", self.runtime, String::new()),
+        ];
+        for (name, bytes, note) in rows {
+            writeln!(f, "  {name:<18} {:>10}  {note}", gib(bytes))?;
+        }
+        write!(f, "  {:<18} {:>10}", "total", gib(self.total()))
+    }
+}
+
+/// A model built once for planning many shapes.
+enum Built {
+    Vae(Vae3d),
+    Unet(Unet3d),
+}
+
+/// Plans for one model config; builds the model (on CPU, no gradients) once.
+pub struct ModelPlanner {
+    planner: Planner,
+    model: ModelConfig,
+    built: Built,
+    parameter_count: u64,
+    _vs: nn::VarStore,
+}
+
+impl Planner {
+    /// Loader defaults (prefetch 2, one worker) and the backend's runtime.
+    pub fn new(backend: Backend) -> Planner {
+        let runtime = match backend {
+            Backend::Cuda => CUDA_RUNTIME_BYTES,
+            Backend::Cpu => CPU_RUNTIME_BYTES,
+        };
+        Planner { backend, prefetch: 2, workers: 1, runtime }
+    }
+
+    /// The backend of a libtorch device.
+    pub fn for_device(device: Device) -> Planner {
+        Planner::new(if device == Device::Cpu { Backend::Cpu } else { Backend::Cuda })
+    }
+
+    /// Builds `model` for planning; fails on an invalid config.
+    pub fn model(&self, model: &ModelConfig) -> Result<ModelPlanner, crate::model::vae::ConfigError> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let built = tch::no_grad(|| match model {
+            ModelConfig::Vae(c) => Vae3d::new(&vs.root(), c).map(Built::Vae),
+            ModelConfig::Unet(c) => Unet3d::new(&vs.root(), c).map(Built::Unet),
+        })?;
+        let parameter_count = vs.trainable_variables().iter().map(|t| t.numel() as u64).sum();
+        Ok(ModelPlanner { planner: *self, model: model.clone(), built, parameter_count, _vs: vs })
+    }
+
+    /// Plans `run` (builds its model; use [`Planner::model`] to plan many shapes).
+    pub fn plan(&self, run: &Run) -> Result<Plan, crate::model::vae::ConfigError> {
+        Ok(self.model(&run.model)?.plan(run.grid, run.batch, run.precision, run.checkpointing))
+    }
+}
+
+impl ModelPlanner {
+    /// The plan for this model at `grid`, `batch`, `precision`, `checkpointing`.
+    pub fn plan(&self, grid: [i64; 3], batch: usize, precision: Precision, checkpointing: Checkpointing) -> Plan {
+        let p = &self.planner;
+        let mut tape = Tape::new(p.backend, precision == Precision::Amp);
+        let b = batch as i64;
+        let (loader, ema) = match &self.built {
+            Built::Vae(vae) => {
+                let c = vae.config().in_channels;
+                vae.trace_step(&mut tape, [b, c, grid[0], grid[1], grid[2]], checkpointing);
+                let frame = (c * grid.iter().product::<i64>()) as u64 * 2;
+                // the VAE loader decodes targets only
+                ((p.prefetch + p.workers) as u64 * batch as u64 * frame, 0)
+            }
+            Built::Unet(unet) => {
+                let c = unet.config().latent_channels;
+                unet.trace_step(&mut tape, [b, c, grid[0], grid[1], grid[2]], checkpointing != Checkpointing::Off);
+                // latents are read per step (no prefetch); the EMA copy is f32
+                (0, self.parameter_count * 4)
+            }
+        };
+        let act = tape.simulate();
+        let weights = self.parameter_count * 4;
+        Plan {
+            run: Run { model: self.model.clone(), grid, batch, precision, checkpointing },
+            backend: p.backend,
+            parameter_count: self.parameter_count,
+            params: weights + ema,
+            grads: weights,
+            optimizer: 2 * weights,
+            inputs: act.inputs,
+            amp_weights: act.constant,
+            activations: act.kept,
+            transient: act.transient,
+            peak_at: act.peak_at,
+            loader,
+            runtime: p.runtime,
+        }
+    }
+}
+
+/// [`Planner::plan`] on the default planner (CUDA, loader defaults).
+pub fn plan(
+    model: &ModelConfig,
+    grid: [i64; 3],
+    batch: usize,
+    precision: Precision,
+    checkpointing: Checkpointing,
+) -> Result<Plan, crate::model::vae::ConfigError> {
+    Planner::default().plan(&Run { model: model.clone(), grid, batch, precision, checkpointing })
+}
+
+/// One change to a run, as the seed made them by hand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Turn on (or refine) gradient checkpointing.
+    Checkpointing(Checkpointing),
+    /// Turn on mixed precision.
+    Amp,
+    /// Smaller micro-batch, more accumulation (same effective batch).
+    Batch(usize),
+    /// A smaller preset.
+    Preset(String),
+    /// Resample the grid.
+    Grid([i64; 3]),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Checkpointing(c) => write!(f, "--checkpointing {c}"),
+            Change::Amp => f.write_str("--amp true"),
+            Change::Batch(b) => write!(f, "--batch-size {b} (raise --grad-accum to keep the effective batch)"),
+            Change::Preset(p) => write!(f, "--preset {p}"),
+            Change::Grid([z, h, w]) => write!(f, "--resample {z},{h},{w}"),
+        }
+    }
+}
+
+/// What [`fit`] found.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    /// The run as asked.
+    pub requested: Plan,
+    /// Whether it fits.
+    pub fits: bool,
+    /// When it does not: the fewest changes that make it fit, and that plan.
+    pub suggestion: Option<(Vec<Change>, Plan)>,
+    /// The largest VAE preset and batch (then grid) that fits at the
+    /// requested precision and checkpointing.
+    pub largest: Option<Plan>,
+}
+
+/// VAE presets from largest to smallest.
+pub const VAE_PRESETS: [&str; 4] = ["standard", "seed_baseline", "lightweight", "ultra_lightweight"];
+
+/// Checkpointing options from coarsest to finest memory saving.
+const CHECKPOINTING: [Checkpointing; 3] = [Checkpointing::PerBlock, Checkpointing::Segments(4), Checkpointing::Segments(8)];
+
+fn halve_grid(g: [i64; 3]) -> [i64; 3] {
+    // H and W first (they are the large ones), never below 32; then Z.
+    if g[1] >= 64 && g[2] >= 64 {
+        [g[0], g[1] / 2, g[2] / 2]
+    } else {
+        [(g[0] / 2).max(8), g[1], g[2]]
+    }
+}
+
+/// Plans `run` against `budget` bytes: fits or not, the smallest change
+/// that makes it fit (checkpointing, AMP, both, smaller batch, smaller
+/// preset, resampled grid, in that order of preference), and the largest
+/// VAE preset/batch/grid that fits.
+pub fn fit(budget: u64, planner: &Planner, run: &Run) -> Result<Fit, crate::model::vae::ConfigError> {
+    let mp = planner.model(&run.model)?;
+    let requested = mp.plan(run.grid, run.batch, run.precision, run.checkpointing);
+    let fits = requested.fits(budget);
+    let suggestion = if fits { None } else { suggest(budget, planner, &mp, run)? };
+    let largest = largest(budget, planner, run)?;
+    Ok(Fit { requested, fits, suggestion, largest })
+}
+
+fn suggest(
+    budget: u64,
+    planner: &Planner,
+    mp: &ModelPlanner,
+    run: &Run,
+) -> Result<Option<(Vec<Change>, Plan)>, crate::model::vae::ConfigError> {
+    let ck_options: Vec<Checkpointing> =
+        CHECKPOINTING.iter().copied().filter(|c| *c != run.checkpointing).collect();
+    let amp_options: &[bool] = if run.precision == Precision::F32 { &[false, true] } else { &[false] };
+    // Same model and grid: checkpointing and/or AMP, then also smaller batches.
+    let mut batches = vec![run.batch];
+    let mut b = run.batch;
+    while b > 1 {
+        b /= 2;
+        batches.push(b);
+    }
+    for &batch in &batches {
+        for &amp in amp_options {
+            for ck in std::iter::once(run.checkpointing).chain(ck_options.iter().copied()) {
+                let precision = if amp { Precision::Amp } else { run.precision };
+                let p = mp.plan(run.grid, batch, precision, ck);
+                if p.fits(budget) {
+                    let mut changes = Vec::new();
+                    if ck != run.checkpointing {
+                        changes.push(Change::Checkpointing(ck));
+                    }
+                    if amp {
+                        changes.push(Change::Amp);
+                    }
+                    if batch != run.batch {
+                        changes.push(Change::Batch(batch));
+                    }
+                    if !changes.is_empty() {
+                        return Ok(Some((changes, p)));
+                    }
+                }
+            }
+        }
+    }
+    // Smaller VAE presets at batch 1, AMP and per-block checkpointing.
+    if let ModelConfig::Vae(current) = &run.model {
+        let smaller = VAE_PRESETS.iter().skip_while(|n| VaeConfig::named(n).as_ref() != Ok(current)).skip(1);
+        for name in smaller {
+            let model = ModelConfig::Vae(VaeConfig::named(name)?);
+            let p = planner.model(&model)?.plan(run.grid, 1, Precision::Amp, Checkpointing::PerBlock);
+            if p.fits(budget) {
+                return Ok(Some((vec![Change::Preset(name.to_string()), Change::Batch(1), Change::Amp], p)));
+            }
+        }
+    }
+    // Resample the grid.
+    let mut grid = run.grid;
+    while grid != halve_grid(grid) {
+        grid = halve_grid(grid);
+        let p = mp.plan(grid, 1, Precision::Amp, Checkpointing::PerBlock);
+        if p.fits(budget) {
+            return Ok(Some((vec![Change::Grid(grid), Change::Batch(1), Change::Amp], p)));
+        }
+    }
+    Ok(None)
+}
+
+fn largest(budget: u64, planner: &Planner, run: &Run) -> Result<Option<Plan>, crate::model::vae::ConfigError> {
+    let ModelConfig::Vae(_) = run.model else {
+        return Ok(None);
+    };
+    let mut grid = run.grid;
+    loop {
+        for name in VAE_PRESETS {
+            let mp = planner.model(&ModelConfig::Vae(VaeConfig::named(name)?))?;
+            // the batch doubles while it fits (up to 64)
+            let mut best = None;
+            let mut batch = 1;
+            while batch <= 64 {
+                let p = mp.plan(grid, batch, run.precision, run.checkpointing);
+                if !p.fits(budget) {
+                    break;
+                }
+                best = Some(p);
+                batch *= 2;
+            }
+            if best.is_some() {
+                return Ok(best);
+            }
+        }
+        let next = halve_grid(grid);
+        if next == grid {
+            return Ok(None);
+        }
+        grid = next;
+    }
+}
+
+/// The next configuration to try after an out-of-memory step: half the
+/// micro-batch while it is above 1, else the checkpointing option with the
+/// lowest planned peak below the current one; `None` when nothing is left.
+pub fn fallback(mp: &ModelPlanner, grid: [i64; 3], batch: usize, precision: Precision, current: Checkpointing) -> Option<(usize, Checkpointing, Plan)> {
+    if batch > 1 {
+        let b = batch / 2;
+        return Some((b, current, mp.plan(grid, b, precision, current)));
+    }
+    let now = mp.plan(grid, batch, precision, current).device_tensors();
+    CHECKPOINTING
+        .iter()
+        .filter(|&&c| c != current)
+        .map(|&c| (c, mp.plan(grid, batch, precision, c)))
+        .filter(|(_, p)| p.device_tensors() < now)
+        .min_by_key(|(_, p)| p.device_tensors())
+        .map(|(c, p)| (batch, c, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vae(name: &str) -> ModelConfig {
+        ModelConfig::Vae(VaeConfig::named(name).unwrap())
+    }
+
+    #[test]
+    fn parameters_come_from_the_model() {
+        let p = plan(&vae("ultra_lightweight"), [32, 64, 64], 1, Precision::F32, Checkpointing::Off).unwrap();
+        assert_eq!(p.parameter_count, 694_788);
+        assert_eq!(p.params, 694_788 * 4);
+        assert_eq!(p.optimizer, 2 * p.params);
+        let s = plan(&vae("seed_baseline"), [32, 64, 64], 1, Precision::F32, Checkpointing::Off).unwrap();
+        assert_eq!(s.parameter_count, 7_652_628);
+        let u = plan(&ModelConfig::Unet(UnetConfig::default()), [8, 16, 16], 1, Precision::F32, Checkpointing::Off)
+            .unwrap();
+        assert_eq!(u.parameter_count, 4_595_844);
+        assert_eq!(u.params, 2 * u.grads, "the EMA copy");
+        assert_eq!(u.loader, 0);
+    }
+
+    #[test]
+    fn activations_scale_with_batch_and_grid() {
+        let m = Planner::default().model(&vae("ultra_lightweight")).unwrap();
+        let a = m.plan([16, 64, 64], 1, Precision::F32, Checkpointing::Off);
+        let b = m.plan([16, 64, 64], 2, Precision::F32, Checkpointing::Off);
+        let g = m.plan([32, 64, 64], 1, Precision::F32, Checkpointing::Off);
+        assert_eq!(b.activations, 2 * a.activations);
+        assert_eq!(g.activations, 2 * a.activations);
+        assert_eq!(b.loader, 2 * a.loader);
+        assert_eq!(a.loader, 3 * 4 * 16 * 64 * 64 * 2, "(prefetch 2 + 1 worker) f16 target grids");
+    }
+
+    #[test]
+    fn checkpointing_and_amp_lower_the_plan() {
+        let m = Planner::default().model(&vae("seed_baseline")).unwrap();
+        let plain = m.plan([32, 128, 128], 1, Precision::F32, Checkpointing::Off);
+        let ck = m.plan([32, 128, 128], 1, Precision::F32, Checkpointing::PerBlock);
+        let amp = m.plan([32, 128, 128], 1, Precision::Amp, Checkpointing::Off);
+        assert!(ck.device_tensors() < plain.device_tensors());
+        assert!(amp.device_tensors() < plain.device_tensors());
+        assert!(amp.amp_weights > 0 && plain.amp_weights == 0);
+        assert!(ck.activations * 2 < plain.activations);
+    }
+
+    #[test]
+    fn fit_suggests_the_seed_changes() {
+        let run = Run {
+            model: vae("ultra_lightweight"),
+            grid: [32, 128, 128],
+            batch: 4,
+            precision: Precision::F32,
+            checkpointing: Checkpointing::Off,
+        };
+        let planner = Planner::default();
+        let need = planner.plan(&run).unwrap().total();
+        let roomy = fit(need + (1 << 20), &planner, &run).unwrap();
+        assert!(roomy.fits && roomy.suggestion.is_none());
+        let tight = fit(need * 7 / 10, &planner, &run).unwrap();
+        assert!(!tight.fits);
+        let (changes, p) = tight.suggestion.expect("a change fits");
+        assert!(p.fits(need * 7 / 10));
+        assert!(!changes.is_empty());
+        let largest = tight.largest.expect("something fits");
+        assert!(largest.fits(need * 7 / 10));
+        let nothing = fit(1 << 20, &planner, &run).unwrap();
+        assert!(nothing.suggestion.is_none() && nothing.largest.is_none());
+    }
+
+    #[test]
+    fn fallback_halves_the_batch_then_checkpoints() {
+        let m = Planner::default().model(&vae("ultra_lightweight")).unwrap();
+        let (b, c, _) = fallback(&m, [16, 64, 64], 4, Precision::F32, Checkpointing::Off).unwrap();
+        assert_eq!((b, c), (2, Checkpointing::Off));
+        let (b, c, p) = fallback(&m, [16, 64, 64], 1, Precision::F32, Checkpointing::Off).unwrap();
+        assert_eq!(b, 1);
+        assert_ne!(c, Checkpointing::Off);
+        let off = m.plan([16, 64, 64], 1, Precision::F32, Checkpointing::Off);
+        assert!(p.device_tensors() < off.device_tensors());
+        // from the finest option nothing lowers the plan further, eventually
+        let mut ck = c;
+        let mut steps = 0;
+        while let Some((_, next, _)) = fallback(&m, [16, 64, 64], 1, Precision::F32, ck) {
+            ck = next;
+            steps += 1;
+            assert!(steps < 4, "fallbacks strictly lower the plan, so they end");
+        }
+    }
+}
