@@ -7,6 +7,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <atomic>
+#include <dlfcn.h>
 
 namespace {
 
@@ -107,5 +108,29 @@ bool radvox_cuda_reset_peak(int64_t device) {
   } catch (...) {
     return false;
   }
+}
+
+// Free and total memory of the current CUDA device through the CUDA runtime
+// libtorch_cuda already loaded (looked up by name: no CUDA headers needed).
+bool radvox_cuda_mem_info(int64_t *free_bytes, int64_t *total_bytes) {
+  using MemGetInfo = int (*)(size_t *, size_t *);
+  auto fn = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+  size_t f = 0, t = 0;
+  if (fn == nullptr || fn(&f, &t) != 0) return false;
+  *free_bytes = static_cast<int64_t>(f);
+  *total_bytes = static_cast<int64_t>(t);
+  return true;
+}
+
+// Leaves autocast fully off with an empty cast cache: after a step unwound
+// (an out-of-memory error) inside tch::autocast, its nesting count and cache
+// would otherwise keep stale half copies of the weights.
+void radvox_reset_autocast() {
+  int n = at::autocast::decrement_nesting();
+  while (n > 0) n = at::autocast::decrement_nesting();
+  while (n < 0) n = at::autocast::increment_nesting();
+  at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::set_autocast_enabled(at::kCPU, false);
 }
 }

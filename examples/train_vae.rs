@@ -7,7 +7,11 @@
 //!  [--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing off|block|N]
 //!  [--epochs N] [--lr X] [--resample Z,H,W] [--device auto|cpu|cuda] [--resume CKPT]
 //!  [--out DIR] [--seed N] [--num-workers N] [--config FILE.json] [--loss-occupancy W]
-//!  [--loss-edge W] [--loss-perceptual W] [--no-progress]`
+//!  [--loss-edge W] [--loss-perceptual W] [--memory-budget-gb GiB] [--force] [--no-progress]`
+//!
+//! The memory plan is printed at start; a run whose plan exceeds the budget
+//! (the GPU's memory, or the RAM available) is refused with the plan and the
+//! change that would fit, unless `--force`.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,7 +26,8 @@ const USAGE: &str =
     "usage: train_vae [--dataset-dir DIR] [--vae-type ultra_lightweight|seed_baseline|lightweight|standard] \
 [--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing off|block|N] [--epochs N] [--lr X] \
 [--resample Z,H,W] [--device auto|cpu|cuda] [--resume CKPT] [--out DIR] [--seed N] [--num-workers N] \
-[--config FILE.json] [--loss-occupancy W] [--loss-edge W] [--loss-perceptual W] [--no-progress]";
+[--config FILE.json] [--loss-occupancy W] [--loss-edge W] [--loss-perceptual W] [--memory-budget-gb GiB] \
+[--force] [--no-progress]";
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = TrainConfig::default();
@@ -51,6 +56,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--loss-occupancy" => cfg.loss.occupancy_mse = value()?.parse()?,
             "--loss-edge" => cfg.loss.edge = value()?.parse()?,
             "--loss-perceptual" => cfg.loss.perceptual = value()?.parse()?,
+            "--memory-budget-gb" => cfg.memory_budget_gib = Some(value()?.parse()?),
+            "--force" => cfg.force = true,
             "--no-progress" => cfg.progress = false,
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -12,6 +12,8 @@ extern "C" {
     fn radvox_host_reset_peak();
     fn radvox_cuda_allocated(device: i64, current: *mut i64, peak: *mut i64) -> bool;
     fn radvox_cuda_reset_peak(device: i64) -> bool;
+    fn radvox_cuda_mem_info(free: *mut i64, total: *mut i64) -> bool;
+    fn radvox_reset_autocast();
 }
 
 /// How many handles reach this tensor's memory: shallow clones of it plus
@@ -85,6 +87,20 @@ pub fn cuda_allocated(device: usize) -> Option<(i64, i64)> {
 pub fn cuda_reset_peak(device: usize) -> bool {
     // SAFETY: as above.
     unsafe { radvox_cuda_reset_peak(device as i64) }
+}
+
+/// `(free, total)` bytes of the current CUDA device; `None` without CUDA.
+pub fn cuda_mem_info() -> Option<(u64, u64)> {
+    let (mut free, mut total) = (0i64, 0i64);
+    // SAFETY: pointers to live locals; the shim checks the symbol exists.
+    unsafe { radvox_cuda_mem_info(&mut free, &mut total) }.then_some((free as u64, total as u64))
+}
+
+/// Turns autocast off (CUDA and CPU), resets its nesting and clears its
+/// cache; for recovery after a step unwound inside autocast.
+pub fn reset_autocast() {
+    // SAFETY: plain calls into libtorch's thread-local autocast state.
+    unsafe { radvox_reset_autocast() }
 }
 
 #[cfg(test)]

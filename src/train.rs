@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::dataset::{Dataset, DatasetError};
 use crate::loss::{LossConfig, ReconLoss};
+use crate::memory::{gib, Plan, Planner, Precision};
 pub use crate::metrics::Occupancy;
 use crate::model::vae::LossParts;
 use crate::model::{Checkpointing, Vae3d, VaeConfig};
@@ -76,6 +77,18 @@ pub struct TrainConfig {
     /// comparably in the loss; losses are in these scaled units. Channel 0
     /// (occupancy, thresholded by the metrics) should stay 1.
     pub channel_scale: Vec<f64>,
+    /// Memory budget (GiB) the plan is checked against at start; `None`:
+    /// the GPU's memory, or the RAM available on CPU.
+    pub memory_budget_gib: Option<f64>,
+    /// Start even when the memory plan exceeds the budget.
+    pub force: bool,
+    /// Retry an out-of-memory step with the planner's next fallback (half
+    /// the micro-batch, then finer checkpointing) instead of failing.
+    pub oom_fallback: bool,
+    /// Return freed large host blocks to the OS at once
+    /// ([`crate::memory::return_large_frees`]): host RSS then follows the
+    /// tensors (and the plan), at a few percent of CPU step time.
+    pub lean_host_memory: bool,
 }
 
 impl Default for TrainConfig {
@@ -106,6 +119,10 @@ impl Default for TrainConfig {
             growth_interval: 2000,
             progress: true,
             channel_scale: vec![1.0, 0.01, 0.25, 1.0],
+            memory_budget_gib: None,
+            force: false,
+            oom_fallback: true,
+            lean_host_memory: true,
         }
     }
 }
@@ -134,6 +151,11 @@ impl TrainConfig {
                 "channel_scale {:?} needs {} positive factors, one per input channel",
                 self.channel_scale, self.vae.in_channels
             ));
+        }
+        if let Some(b) = self.memory_budget_gib {
+            if !(b > 0.0 && b.is_finite()) {
+                return bad(format!("memory_budget_gib must be > 0, got {b}"));
+            }
         }
         parse_device(&self.device)?;
         Ok(())
@@ -190,6 +212,22 @@ pub enum TrainError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The memory plan exceeds the budget (`force` starts anyway).
+    #[error("the run does not fit in {budget}:\n{plan}\n(set force / pass --force to start anyway)")]
+    WontFit {
+        /// The budget.
+        budget: String,
+        /// The plan, with the change that would fit.
+        plan: String,
+    },
+    /// A step ran out of memory and no fallback was left.
+    #[error("out of memory with no fallback left ({message}); the last plan:\n{plan}")]
+    OutOfMemory {
+        /// The allocator's message.
+        message: String,
+        /// The plan of the last configuration tried.
+        plan: String,
     },
     /// Log or plot output failed.
     #[error("{path}: {source}")]
@@ -331,6 +369,28 @@ pub struct VaeTrainer {
     out: PathBuf,
     history: History,
     started: Instant,
+    /// Frames per forward/backward (the loader's batch, or less after an
+    /// out-of-memory fallback split it).
+    micro_batch: usize,
+    fault_oom: Option<OomFault>,
+}
+
+/// Test hook: whether to fail a step with an injected out-of-memory error,
+/// given the micro-batch and checkpointing it runs with.
+type OomFault = Box<dyn Fn(usize, Checkpointing) -> bool + Send>;
+
+/// Whether a libtorch error message reports a refused allocation.
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("out of memory") || m.contains("can't allocate memory") || m.contains("cannot allocate memory")
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl std::fmt::Debug for VaeTrainer {
@@ -350,7 +410,30 @@ impl VaeTrainer {
     ) -> Result<VaeTrainer, TrainError> {
         config.validate()?;
         crate::memory::configure_cuda_allocator();
+        if config.lean_host_memory {
+            crate::memory::return_large_frees();
+        }
         let device = parse_device(&config.device)?;
+        let plan = Self::plan_for(&config, device, &train)?;
+        log::info!("{plan}");
+        let budget = match config.memory_budget_gib {
+            Some(g) => Some((g * (1u64 << 30) as f64) as u64),
+            None => crate::memory::device_budget(device),
+        };
+        if let Some(budget) = budget.filter(|&b| !plan.fits(b)) {
+            let mut text = plan.to_string();
+            let run = plan.run.clone();
+            if let Ok(f) = crate::memory::fit(budget, &Planner::for_device(device), &run) {
+                if let Some((changes, fixed)) = f.suggestion {
+                    let changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                    text += &format!("\nfits with: {} ({})", changes.join(", "), gib(fixed.total()));
+                }
+            }
+            if !config.force {
+                return Err(TrainError::WontFit { budget: gib(budget), plan: text });
+            }
+            log::warn!("the plan exceeds {}; starting anyway (force)", gib(budget));
+        }
         let vs = nn::VarStore::new(device);
         let vae = with_torch_seed(config.seed, || Vae3d::new(&vs.root(), &config.vae))
             .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -369,6 +452,7 @@ impl VaeTrainer {
         };
         let train = Loader::new(train, loader_cfg(config.shuffle))?;
         let val = val.map(|v| Loader::new(v, loader_cfg(false))).transpose()?;
+        let config_batch = config.batch_size;
         let state = TrainState {
             epoch: 0,
             step: 0,
@@ -394,7 +478,43 @@ impl VaeTrainer {
             out: out.into(),
             history: History::default(),
             started: Instant::now(),
+            micro_batch: config_batch,
+            fault_oom: None,
         })
+    }
+
+    fn plan_for(config: &TrainConfig, device: Device, train: &Dataset) -> Result<Plan, TrainError> {
+        let shape = train.output_shape(0);
+        let grid = [shape[1] as i64, shape[2] as i64, shape[3] as i64];
+        let planner = Planner { prefetch: config.prefetch, workers: config.num_workers, ..Planner::for_device(device) };
+        let precision = if config.amp { Precision::Amp } else { Precision::F32 };
+        let run = crate::memory::Run {
+            model: crate::memory::ModelConfig::Vae(config.vae.clone()),
+            grid,
+            batch: config.batch_size,
+            precision,
+            checkpointing: config.checkpointing,
+        };
+        planner.plan(&run).map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    /// The memory plan of the current configuration (micro-batch and
+    /// checkpointing included, after any out-of-memory fallback).
+    pub fn plan(&self) -> Plan {
+        let mut config = self.config.clone();
+        config.batch_size = self.micro_batch;
+        Self::plan_for(&config, self.device, self.train.dataset()).expect("the config was validated")
+    }
+
+    /// Frames per forward/backward now.
+    pub fn micro_batch(&self) -> usize {
+        self.micro_batch
+    }
+
+    /// Test hook: make steps fail with an out-of-memory error while `f(micro_batch, checkpointing)` is true.
+    #[doc(hidden)]
+    pub fn inject_out_of_memory(&mut self, f: impl Fn(usize, Checkpointing) -> bool + Send + 'static) {
+        self.fault_oom = Some(Box::new(f));
     }
 
     /// Rebuilds a trainer from a checkpoint (its config, weights, moments,
@@ -468,23 +588,122 @@ impl VaeTrainer {
         t.to_device(self.device).to_kind(Kind::Float) * scale
     }
 
-    /// One micro-step (forward + backward, gradients accumulate). `None`:
-    /// the input or loss was not finite and nothing changed.
-    pub fn micro_step(&mut self, batch: &Batch) -> Option<LossParts> {
+    /// One micro-step (forward + backward, gradients accumulate). `Ok(None)`:
+    /// the input or loss was not finite and nothing changed. When an
+    /// allocation fails mid-step, the gradients are restored, the planner's
+    /// next fallback applied (half the micro-batch with the loss scaled to
+    /// the same mean, or finer checkpointing) and the same step re-run with
+    /// the same data and noise; with no fallback left the error carries the plan.
+    pub fn micro_step(&mut self, batch: &Batch) -> Result<Option<LossParts>, TrainError> {
         let x = self.input(&batch.target);
         self.state.micro += 1;
         if x.isfinite().all().int64_value(&[]) == 0 {
-            return None;
+            return Ok(None);
         }
         let size = x.size();
         let shape = self.vae.latent_shape([size[0], size[1], size[2], size[3], size[4]]);
         let eps = with_torch_seed(mix_seed(self.config.seed, self.state.micro), || {
             Tensor::randn(shape, (Kind::Float, self.device))
         });
-        let scale = self.state.scaler.scale / self.config.grad_accum as f64;
+        // Gradients accumulated by earlier micro-steps, to restore if this one fails half-way.
+        let accumulated = self.config.oom_fallback && self.opt.params().any(|p| p.grad().defined());
+        let snapshot: Option<Vec<Tensor>> = accumulated.then(|| {
+            self.opt.params().map(|p| if p.grad().defined() { p.grad().copy() } else { Tensor::new() }).collect()
+        });
+        loop {
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.backward_split(&x, &eps)));
+            let failure = match attempt {
+                Ok(Some(parts)) => return Ok(Some(parts)),
+                Ok(None) => None,
+                Err(payload) => {
+                    crate::shim::reset_autocast();
+                    let message = panic_message(payload.as_ref());
+                    if !is_out_of_memory(&message) {
+                        std::panic::resume_unwind(payload);
+                    }
+                    Some(message)
+                }
+            };
+            self.restore_grads(snapshot.as_deref());
+            let Some(message) = failure else {
+                return Ok(None); // a non-finite loss: this batch contributes nothing
+            };
+            if !self.config.oom_fallback {
+                return Err(TrainError::OutOfMemory { message, plan: self.plan().to_string() });
+            }
+            self.apply_fallback(message)?;
+        }
+    }
+
+    /// Forward and backward of `x` in micro-batches of `self.micro_batch`
+    /// frames, each weighted by its share of the batch; `None` if a loss
+    /// was not finite.
+    fn backward_split(&self, x: &Tensor, eps: &Tensor) -> Option<LossParts> {
+        let n = x.size()[0];
         let (vae, loss, ck) = (&self.vae, &self.loss, self.config.checkpointing);
-        let parts = self.amp.run(|| vae.backward(&x, Some(&eps), ck, scale, &|r, t| loss.compute(r, t)));
-        parts.total.is_finite().then_some(parts)
+        let base = self.state.scaler.scale / self.config.grad_accum as f64;
+        let mut total = LossParts { recon: 0.0, kl: 0.0, total: 0.0 };
+        let mut start = 0;
+        while start < n {
+            let len = (self.micro_batch as i64).min(n - start);
+            let share = len as f64 / n as f64;
+            let (xs, es) = (x.narrow(0, start, len), eps.narrow(0, start, len));
+            let fail = self.fault_oom.as_ref().is_some_and(|f| f(self.micro_batch, ck));
+            let recon_loss = |r: &Tensor, t: &Tensor| {
+                if fail {
+                    panic!("CUDA out of memory (injected by a test) at micro-batch {len}");
+                }
+                loss.compute(r, t)
+            };
+            let parts = self.amp.run(|| vae.backward(&xs, Some(&es), ck, base * share, &recon_loss));
+            if !parts.total.is_finite() {
+                return None;
+            }
+            total.recon += parts.recon * share;
+            total.kl += parts.kl * share;
+            total.total += parts.total * share;
+            start += len;
+        }
+        Some(total)
+    }
+
+    fn restore_grads(&mut self, snapshot: Option<&[Tensor]>) {
+        match snapshot {
+            Some(saved) => tch::no_grad(|| {
+                for (p, g) in self.opt.params().zip(saved) {
+                    let mut grad = p.grad();
+                    if g.defined() {
+                        grad.copy_(g);
+                    } else if grad.defined() {
+                        let _ = grad.zero_();
+                    }
+                }
+            }),
+            None => self.opt.zero_grad(),
+        }
+    }
+
+    fn apply_fallback(&mut self, message: String) -> Result<(), TrainError> {
+        let planner = Planner::for_device(self.device);
+        let plan = self.plan();
+        let mp = planner.model(&plan.run.model).map_err(|e| TrainError::Config(e.to_string()))?;
+        let next = crate::memory::fallback(
+            &mp,
+            plan.run.grid,
+            self.micro_batch,
+            plan.run.precision,
+            self.config.checkpointing,
+        );
+        let Some((batch, checkpointing, _)) = next else {
+            return Err(TrainError::OutOfMemory { message, plan: plan.to_string() });
+        };
+        self.micro_batch = batch;
+        self.config.checkpointing = checkpointing;
+        log::warn!(
+            "{message}: retrying the step with micro-batch {batch}, checkpointing {checkpointing}\n{}",
+            self.plan()
+        );
+        Ok(())
     }
 
     /// Unscales, checks, clips and applies the accumulated gradients.
@@ -511,7 +730,7 @@ impl VaeTrainer {
             let batch = batch?;
             let b = self.state.cursor;
             frames += batch.ids.len();
-            match self.micro_step(&batch) {
+            match self.micro_step(&batch)? {
                 Some(p) => {
                     streak = 0;
                     for acc in [&mut sum, &mut group] {

@@ -228,3 +228,39 @@ fn checkpointed_gradients_equal_the_plain_path() {
         "every parameter gets a gradient"
     );
 }
+
+#[test]
+fn checkpointed_gradients_under_bf16_autocast_reach_every_weight() {
+    // A checkpointed segment's first forward runs without a graph; autocast
+    // must not serve that forward's graph-less weight casts to the replay.
+    let (vs, vae) = build(&VaeConfig::ultra_lightweight());
+    let (x, eps) = radvox::train::with_torch_seed(2, || {
+        (
+            Tensor::randn([1, 4, 8, 16, 16], (Kind::Float, Device::Cpu)),
+            Tensor::randn(vae.latent_shape([1, 4, 8, 16, 16]), (Kind::Float, Device::Cpu)),
+        )
+    });
+    let mse = |r: &Tensor, x: &Tensor| r.to_kind(Kind::Float).mse_loss(x, tch::Reduction::Mean);
+    let mut reference: Option<Vec<(String, Tensor)>> = None;
+    for ck in [Checkpointing::Off, Checkpointing::PerBlock, Checkpointing::Segments(3)] {
+        for (_, t) in vs.variables() {
+            let mut t = t;
+            t.zero_grad();
+        }
+        radvox::train::Amp::CpuBf16.run(|| vae.backward(&x, Some(&eps), ck, 1.0, &mse));
+        let g = grads(&vs);
+        for (name, t) in &g {
+            assert!(t.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{ck}: {name} got no gradient");
+        }
+        match &reference {
+            None => reference = Some(g),
+            Some(g0) => {
+                for ((name, a), (_, b)) in g.iter().zip(g0) {
+                    let scale = b.abs().max().double_value(&[]);
+                    let diff = (a - b).abs().max().double_value(&[]);
+                    assert!(diff <= 0.05 * scale + 1e-6, "{ck}: {name} differs by {diff} (scale {scale})");
+                }
+            }
+        }
+    }
+}

@@ -28,13 +28,11 @@ impl ModelConfig {
     /// A short name: the VAE preset's (or `custom`), or `unet`.
     pub fn name(&self) -> String {
         match self {
-            ModelConfig::Vae(v) => {
-                ["standard", "seed_baseline", "lightweight", "ultra_lightweight"]
-                    .into_iter()
-                    .find(|n| VaeConfig::named(n).as_ref() == Ok(v))
-                    .unwrap_or("custom_vae")
-                    .to_string()
-            }
+            ModelConfig::Vae(v) => ["standard", "seed_baseline", "lightweight", "ultra_lightweight"]
+                .into_iter()
+                .find(|n| VaeConfig::named(n).as_ref() == Ok(v))
+                .unwrap_or("custom_vae")
+                .to_string(),
             ModelConfig::Unet(_) => "unet".into(),
         }
     }
@@ -174,9 +172,13 @@ impl Plan {
     }
 }
 
-/// `x.xx GiB`.
+/// `x.xx GiB`, or `x.x MiB` below 1 GiB.
 pub fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
 }
 
 impl fmt::Display for Plan {
@@ -203,7 +205,7 @@ impl fmt::Display for Plan {
             ("runtime", self.runtime, String::new()),
         ];
         for (name, bytes, note) in rows {
-            writeln!(f, "  {name:<18} {:>10}  {note}", gib(bytes))?;
+            writeln!(f, "{}", format!("  {name:<18} {:>10}  {note}", gib(bytes)).trim_end())?;
         }
         write!(f, "  {:<18} {:>10}", "total", gib(self.total()))
     }
@@ -353,7 +355,8 @@ pub struct Fit {
 pub const VAE_PRESETS: [&str; 4] = ["standard", "seed_baseline", "lightweight", "ultra_lightweight"];
 
 /// Checkpointing options from coarsest to finest memory saving.
-const CHECKPOINTING: [Checkpointing; 3] = [Checkpointing::PerBlock, Checkpointing::Segments(4), Checkpointing::Segments(8)];
+const CHECKPOINTING: [Checkpointing; 3] =
+    [Checkpointing::PerBlock, Checkpointing::Segments(4), Checkpointing::Segments(8)];
 
 fn halve_grid(g: [i64; 3]) -> [i64; 3] {
     // H and W first (they are the large ones), never below 32; then Z.
@@ -383,8 +386,7 @@ fn suggest(
     mp: &ModelPlanner,
     run: &Run,
 ) -> Result<Option<(Vec<Change>, Plan)>, crate::model::vae::ConfigError> {
-    let ck_options: Vec<Checkpointing> =
-        CHECKPOINTING.iter().copied().filter(|c| *c != run.checkpointing).collect();
+    let ck_options: Vec<Checkpointing> = CHECKPOINTING.iter().copied().filter(|c| *c != run.checkpointing).collect();
     let amp_options: &[bool] = if run.precision == Precision::F32 { &[false, true] } else { &[false] };
     // Same model and grid: checkpointing and/or AMP, then also smaller batches.
     let mut batches = vec![run.batch];
@@ -443,10 +445,13 @@ fn largest(budget: u64, planner: &Planner, run: &Run) -> Result<Option<Plan>, cr
     let ModelConfig::Vae(_) = run.model else {
         return Ok(None);
     };
+    let models = VAE_PRESETS
+        .iter()
+        .map(|n| planner.model(&ModelConfig::Vae(VaeConfig::named(n)?)))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut grid = run.grid;
     loop {
-        for name in VAE_PRESETS {
-            let mp = planner.model(&ModelConfig::Vae(VaeConfig::named(name)?))?;
+        for mp in &models {
             // the batch doubles while it fits (up to 64)
             let mut best = None;
             let mut batch = 1;
@@ -473,7 +478,13 @@ fn largest(budget: u64, planner: &Planner, run: &Run) -> Result<Option<Plan>, cr
 /// The next configuration to try after an out-of-memory step: half the
 /// micro-batch while it is above 1, else the checkpointing option with the
 /// lowest planned peak below the current one; `None` when nothing is left.
-pub fn fallback(mp: &ModelPlanner, grid: [i64; 3], batch: usize, precision: Precision, current: Checkpointing) -> Option<(usize, Checkpointing, Plan)> {
+pub fn fallback(
+    mp: &ModelPlanner,
+    grid: [i64; 3],
+    batch: usize,
+    precision: Precision,
+    current: Checkpointing,
+) -> Option<(usize, Checkpointing, Plan)> {
     if batch > 1 {
         let b = batch / 2;
         return Some((b, current, mp.plan(grid, b, precision, current)));

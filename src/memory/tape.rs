@@ -178,7 +178,14 @@ impl Tape {
         self.storages[self.tensors[t.0].storage].bytes
     }
 
-    fn new_tensor(&mut self, shape: &[i64], dtype: Dtype, grad: bool, producer: Option<usize>, base: Option<usize>) -> usize {
+    fn new_tensor(
+        &mut self,
+        shape: &[i64],
+        dtype: Dtype,
+        grad: bool,
+        producer: Option<usize>,
+        base: Option<usize>,
+    ) -> usize {
         let storage = base.unwrap_or_else(|| {
             self.storages.push(Storage { bytes: numel(shape) * dtype.bytes(), pinned: false });
             self.storages.len() - 1
@@ -269,8 +276,10 @@ impl Tape {
             // autocast caches a half copy of the weight for the whole step
             self.constant += (cout * s[1] * k * k * k + cout) as u64 * 2;
         }
-        let scratch = self.conv_scratch((self.bytes(xc), numel(&out) * cd.bytes()), &s, &out, k, stride);
-        self.op("conv", &[xc], &out, cd, &[xc], true, scratch)
+        let (fwd, bwd) = self.conv_scratch((self.bytes(xc), numel(&out) * cd.bytes()), &s, &out, k, stride);
+        // backward also makes the weight's gradient (in the compute dtype, then f32 to accumulate)
+        let weight_grad = (cout * s[1] * k * k * k) as u64 * (4 + if self.amp { 2 } else { 0 });
+        self.op("conv", &[xc], &out, cd, &[xc], true, (fwd, bwd + weight_grad))
     }
 
     /// Forward and backward scratch bytes of a convolution with input shape
@@ -279,7 +288,14 @@ impl Tape {
     /// oneDNN unless the input is small (batch 1 and `C*D*H <= 20480`), where
     /// the fallback unfolds the input `k^3` times; bfloat16 runs in oneDNN.
     /// On CUDA cuDNN's workspace is not modelled (0).
-    fn conv_scratch(&self, (input, output): (u64, u64), s: &[i64], out: &[i64], k: i64, stride: [i64; 3]) -> (u64, u64) {
+    fn conv_scratch(
+        &self,
+        (input, output): (u64, u64),
+        s: &[i64],
+        out: &[i64],
+        k: i64,
+        stride: [i64; 3],
+    ) -> (u64, u64) {
         if self.backend == Backend::Cuda {
             return (0, 0);
         }
@@ -363,142 +379,131 @@ impl Activations {
     }
 }
 
+/// Per-storage lifetimes, precomputed so each moment costs O(storages).
 struct Sim<'a> {
     tape: &'a Tape,
+    /// Op that creates the storage (`None`: before the step).
+    created: Vec<Option<usize>>,
+    /// Last forward use of any tensor of the storage (`usize::MAX`: the loss, kept to the end).
     last_use: Vec<usize>,
-    /// Op indices saving each storage in the first forward (non-checkpointed).
-    savers: Vec<Vec<usize>>,
-    /// Every saver, checkpointed or not.
-    all_savers: Vec<Vec<usize>>,
-    /// Ops of each segment.
+    /// First non-checkpointed op that saves the storage.
+    first_saver: Vec<Option<usize>>,
+    /// Ops saving the storage inside checkpointed segments (replayed in backward).
+    ck_savers: Vec<Vec<usize>>,
+    /// Earliest start of a checkpointed segment the storage is a boundary of.
+    boundary_from: Vec<Option<usize>>,
+    /// Earliest start of a later checkpointed segment the storage feeds.
+    feeds_from: Vec<Option<usize>>,
+    /// `(producer, last consumer)` backward window of the storage's gradient.
+    grad_window: Vec<Option<(usize, usize)>>,
+    /// Op range of each segment.
     seg_ops: Vec<Range<usize>>,
-    /// Storages held as checkpoint boundaries, by segment.
-    boundaries: Vec<Vec<usize>>,
-    /// Backward time (reverse op index) at which a tensor's gradient appears.
-    grad_from: Vec<Option<usize>>,
+}
+
+fn min_opt(a: Option<usize>, b: usize) -> Option<usize> {
+    Some(a.map_or(b, |a| a.min(b)))
 }
 
 impl<'a> Sim<'a> {
     fn new(tape: &'a Tape) -> Sim<'a> {
-        let n = tape.ops.len();
-        let nt = tape.tensors.len();
-        let ns = tape.storages.len();
-        let mut last_use = vec![0usize; nt];
-        let mut grad_from: Vec<Option<usize>> = vec![None; nt];
-        for (j, op) in tape.ops.iter().enumerate() {
-            for &i in &op.inputs {
-                last_use[i] = last_use[i].max(j);
-                if tape.tensors[op.output].needs_grad && tape.tensors[i].needs_grad {
-                    grad_from[i] = Some(grad_from[i].map_or(j, |g| g.max(j)));
-                }
+        let (n, ns) = (tape.ops.len(), tape.storages.len());
+        let mut created = vec![None; ns];
+        let mut last_use = vec![0usize; ns];
+        for rec in &tape.tensors {
+            if let Some(p) = rec.producer {
+                created[rec.storage] = min_opt(created[rec.storage], p);
+                last_use[rec.storage] = last_use[rec.storage].max(p);
             }
         }
-        // The last op's output (the loss) is used at the end.
-        if let Some(op) = tape.ops.last() {
-            last_use[op.output] = n;
-        }
-        let mut savers = vec![Vec::new(); ns];
-        let mut all_savers = vec![Vec::new(); ns];
-        for (j, op) in tape.ops.iter().enumerate() {
-            for &s in &op.saves {
-                all_savers[s].push(j);
-                if !tape.segments[op.segment] {
-                    savers[s].push(j);
-                }
-            }
-        }
+        let mut grad_window: Vec<Option<(usize, usize)>> = vec![None; ns];
         let mut seg_ops = vec![usize::MAX..0; tape.segments.len()];
+        let (mut first_saver, mut ck_savers) = (vec![None; ns], vec![Vec::new(); ns]);
         for (j, op) in tape.ops.iter().enumerate() {
             let r = &mut seg_ops[op.segment];
             *r = r.start.min(j)..r.end.max(j + 1);
+            for &i in &op.inputs {
+                let rec = &tape.tensors[i];
+                last_use[rec.storage] = last_use[rec.storage].max(j);
+                if let (true, true, Some(p)) = (tape.tensors[op.output].needs_grad, rec.needs_grad, rec.producer) {
+                    let w = grad_window[rec.storage].get_or_insert((p, j));
+                    *w = (w.0.min(p), w.1.max(j));
+                }
+            }
+            for &st in &op.saves {
+                if tape.segments[op.segment] {
+                    ck_savers[st].push(j);
+                } else {
+                    first_saver[st] = min_opt(first_saver[st], j);
+                }
+            }
         }
-        let mut boundaries = vec![Vec::new(); tape.segments.len()];
+        if let Some(op) = tape.ops.last() {
+            last_use[tape.tensors[op.output].storage] = usize::MAX;
+        }
+        let (mut boundary_from, mut feeds_from) = (vec![None; ns], vec![None; ns]);
         for (s, &ck) in tape.segments.iter().enumerate() {
-            let r = &seg_ops[s];
+            let r = seg_ops[s].clone();
             if !ck || r.is_empty() {
                 continue;
             }
             for j in r.clone() {
                 for &i in &tape.ops[j].inputs {
-                    if tape.tensors[i].producer.is_none_or(|p| p < r.start) {
-                        boundaries[s].push(tape.tensors[i].storage);
+                    let rec = &tape.tensors[i];
+                    if rec.producer.is_none_or(|p| p < r.start) {
+                        boundary_from[rec.storage] = min_opt(boundary_from[rec.storage], r.start);
+                        feeds_from[rec.storage] = min_opt(feeds_from[rec.storage], r.start);
                     }
                 }
             }
-            boundaries[s].push(tape.tensors[tape.ops[r.end - 1].output].storage);
+            let out = tape.tensors[tape.ops[r.end - 1].output].storage;
+            boundary_from[out] = min_opt(boundary_from[out], r.start);
         }
-        Sim { tape, last_use, savers, all_savers, seg_ops, boundaries, grad_from }
+        let _ = n;
+        Sim { tape, created, last_use, first_saver, ck_savers, boundary_from, feeds_from, grad_window, seg_ops }
     }
 
-    fn storage_bytes(&self, s: usize) -> u64 {
+    fn bytes(&self, s: usize) -> u64 {
         self.tape.storages[s].bytes
     }
 
-    /// Storages alive after (and during) forward op `j`, as a mask.
-    fn forward_alive(&self, j: usize, alive: &mut [bool]) {
-        let t = self.tape;
-        for (i, rec) in t.tensors.iter().enumerate() {
-            let created = rec.producer.is_none_or(|p| p <= j);
-            if created && self.last_use[i] >= j {
-                alive[rec.storage] = true;
-            }
-        }
-        for (s, savers) in self.savers.iter().enumerate() {
-            if savers.first().is_some_and(|&k| k <= j) {
-                alive[s] = true;
-            }
-        }
-        for (seg, b) in self.boundaries.iter().enumerate() {
-            if self.seg_ops[seg].start <= j {
-                for &s in b {
-                    // the input exists before the segment; the output once produced
-                    let made = t.tensors.iter().any(|r| r.storage == s && r.producer.is_none_or(|p| p <= j));
-                    alive[s] |= made;
-                }
-            }
-        }
-    }
-
-    /// Whether op `j`'s output (`storage`) is the input of a later checkpointed segment.
-    fn feeds_checkpoint(&self, j: usize, storage: usize) -> bool {
-        self.boundaries
-            .iter()
-            .zip(&self.seg_ops)
-            .zip(&self.tape.segments)
-            .any(|((b, r), &ck)| ck && r.start > j && b.contains(&storage))
-    }
-
-    fn sum(&self, alive: &[bool]) -> u64 {
-        alive
-            .iter()
-            .enumerate()
-            .filter(|(s, &a)| a && !self.tape.storages[*s].pinned)
-            .map(|(s, _)| self.storage_bytes(s))
+    /// Unpinned bytes of the storages for which `alive` holds.
+    fn total(&self, alive: impl Fn(usize) -> bool) -> u64 {
+        (0..self.tape.storages.len())
+            .filter(|&s| !self.tape.storages[s].pinned && alive(s))
+            .map(|s| self.bytes(s))
             .sum()
     }
 
-    /// Gradient bytes alive while the backward of op `j` runs.
+    fn exists_at(&self, s: usize, j: usize) -> bool {
+        self.created[s].is_none_or(|c| c <= j)
+    }
+
+    /// Alive during forward op `j`: used later, saved already, or a checkpoint boundary.
+    fn forward_alive(&self, s: usize, j: usize) -> bool {
+        self.exists_at(s, j)
+            && (self.last_use[s] >= j
+                || self.first_saver[s].is_some_and(|k| k <= j)
+                || self.boundary_from[s].is_some_and(|k| k <= j))
+    }
+
+    /// Held while the backward of op `j` runs (outside a replayed segment's own saves).
+    fn backward_held(&self, s: usize, j: usize) -> bool {
+        self.first_saver[s].is_some_and(|k| k <= j || self.tape.retain_graph)
+            || self.boundary_from[s].is_some_and(|k| k <= j)
+    }
+
+    /// Saved by an op of `range` at or before `upto` (a replayed segment).
+    fn replay_saved(&self, s: usize, range: &Range<usize>, upto: usize) -> bool {
+        self.ck_savers[s].iter().any(|&k| range.contains(&k) && k <= upto)
+    }
+
     fn grads_at(&self, j: usize) -> u64 {
-        let t = self.tape;
-        let mut seen = vec![false; t.storages.len()];
-        let mut total = 0;
-        for (i, rec) in t.tensors.iter().enumerate() {
-            let (Some(from), Some(p)) = (self.grad_from[i], rec.producer) else {
-                continue;
-            };
-            if p <= j && j <= from && !seen[rec.storage] {
-                seen[rec.storage] = true;
-                total += self.storage_bytes(rec.storage);
-            }
-        }
-        // the loss gradient of the last op's inputs
-        total
+        self.total(|s| self.grad_window[s].is_some_and(|(p, c)| p <= j && j <= c))
     }
 
     fn run(&self) -> Activations {
         let t = self.tape;
         let n = t.ops.len();
-        let ns = t.storages.len();
         let inputs: u64 = t.storages.iter().filter(|s| s.pinned).map(|s| s.bytes).sum();
         let mut best = (0u64, String::new());
         let mut consider = |v: u64, at: String| {
@@ -506,84 +511,40 @@ impl<'a> Sim<'a> {
                 best = (v, at);
             }
         };
-        // Forward.
-        let mut kept = 0;
         for j in 0..n {
-            let mut alive = vec![false; ns];
-            self.forward_alive(j, &mut alive);
-            let v = self.sum(&alive);
-            if j + 1 == n {
-                let mut end = vec![false; ns];
-                for (s, savers) in self.savers.iter().enumerate() {
-                    end[s] = !savers.is_empty();
-                }
-                for b in &self.boundaries {
-                    for &s in b {
-                        end[s] = true;
-                    }
-                }
-                kept = self.sum(&end);
-            }
+            let v = self.total(|s| self.forward_alive(s, j));
             consider(v + t.ops[j].fwd_tmp, format!("{} (forward)", t.ops[j].name));
         }
+        let kept = self.total(|s| self.first_saver[s].is_some() || self.boundary_from[s].is_some());
         // Backward, last op first; a checkpointed segment is recomputed when reached.
-        let seg_of = |j: usize| t.ops[j].segment;
         for j in (0..n).rev() {
-            let seg = seg_of(j);
+            let seg = t.ops[j].segment;
             let ck = t.segments[seg];
             let range = self.seg_ops[seg].clone();
-            // Held: saves of earlier (or, retained, all) first-forward ops, boundaries of segments not done yet.
-            let mut alive = vec![false; ns];
-            for (s, savers) in self.savers.iter().enumerate() {
-                if savers.iter().any(|&k| k <= j || t.retain_graph) {
-                    alive[s] = true;
-                }
-            }
-            for (sg, b) in self.boundaries.iter().enumerate() {
-                if self.seg_ops[sg].start <= j {
-                    for &s in b {
-                        alive[s] = true;
-                    }
-                }
-            }
-            if ck {
-                // Recomputed saves of this segment still needed.
-                for (s, savers) in self.all_savers.iter().enumerate() {
-                    if savers.iter().any(|&k| range.contains(&k) && (k <= j || t.retain_graph)) {
-                        alive[s] = true;
-                    }
-                }
-                if j + 1 == range.end {
-                    // Recompute forward of the whole segment first.
-                    for r in range.clone() {
-                        let mut live = alive.clone();
-                        for (i, rec) in t.tensors.iter().enumerate() {
-                            if rec.producer.is_some_and(|p| range.contains(&p) && p <= r) && self.last_use[i] >= r {
-                                live[rec.storage] = true;
-                            }
-                        }
-                        for (s, savers) in self.all_savers.iter().enumerate() {
-                            if savers.iter().any(|&k| range.contains(&k) && k <= r) {
-                                live[s] = true;
-                            }
-                        }
-                        let v = self.sum(&live) + self.grads_at(j) + t.ops[r].fwd_tmp;
-                        consider(v, format!("{} (recompute)", t.ops[r].name));
-                    }
+            let upto = if t.retain_graph { range.end } else { j };
+            let held = |s: usize| self.backward_held(s, j) || (ck && self.replay_saved(s, &range, upto));
+            if ck && j + 1 == range.end {
+                let grads = self.grads_at(j);
+                for r in range.clone() {
+                    let live = |s: usize| {
+                        self.backward_held(s, j)
+                            || self.replay_saved(s, &range, r)
+                            || (self.created[s].is_some_and(|c| range.contains(&c) && c <= r) && self.last_use[s] >= r)
+                    };
+                    consider(self.total(live) + grads + t.ops[r].fwd_tmp, format!("{} (recompute)", t.ops[r].name));
                 }
             }
             let mut extra = t.ops[j].bwd_tmp;
             let out = t.tensors[t.ops[j].output].storage;
             if ck {
                 // the replay's `sum(out * grad)` product lives through the segment's backward
-                extra += self.storage_bytes(t.tensors[t.ops[range.end - 1].output].storage);
+                extra += self.bytes(t.tensors[t.ops[range.end - 1].output].storage);
             }
-            if self.feeds_checkpoint(j, out) {
+            if self.feeds_from[out].is_some_and(|k| k > j) {
                 // `sum(input * input.grad)` chains into this op: the product and input.grad
-                extra += 2 * self.storage_bytes(out);
+                extra += 2 * self.bytes(out);
             }
-            let v = self.sum(&alive) + self.grads_at(j) + extra;
-            consider(v, format!("{} (backward)", t.ops[j].name));
+            consider(self.total(held) + self.grads_at(j) + extra, format!("{} (backward)", t.ops[j].name));
         }
         let transient = best.0.saturating_sub(kept);
         Activations { inputs, constant: t.constant, kept, transient, peak_at: best.1 }

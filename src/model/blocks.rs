@@ -265,7 +265,8 @@ impl Trace for SelfAttention3d {
         let (heads, dh) = (self.heads, c / self.heads);
         let h = self.norm.trace(t, x);
         let qkv = self.qkv.trace(t, h);
-        let (q, k, v) = (t.view(qkv, &[b, heads, dh, n]), t.view(qkv, &[b, heads, dh, n]), t.view(qkv, &[b, heads, dh, n]));
+        let (q, k, v) =
+            (t.view(qkv, &[b, heads, dh, n]), t.view(qkv, &[b, heads, dh, n]), t.view(qkv, &[b, heads, dh, n]));
         let cd = t.compute_dtype();
         let scores = t.op("scores", &[q, k], &[b, heads, n, n], cd, &[q, k], false, (0, 0));
         let scores = t.unary("scale", scores, false);

@@ -1,0 +1,263 @@
+//! The memory planner's predictions against measured peaks, each
+//! configuration in a fresh process running the real `VaeTrainer` (loader,
+//! input scaling, loss, AdamW) for two micro-steps and an optimizer step on
+//! synthetic frames of the real grid.
+//!
+//! Measured on CPU: the peak RSS (`VmHWM`, reset through
+//! `/proc/self/clear_refs` once libtorch is loaded) minus the RSS at that
+//! point, and the peak of libtorch's tensor bytes (counting allocator). On
+//! CUDA: the caching allocator's peak allocated bytes. The prediction is
+//! `Plan::device_tensors()` (the runtime reserve is not a tensor).
+//!
+//! `cargo bench --bench memory_plan` runs the CPU set at (32, 128, 128);
+//! `RADVOX_MEMORY_FULL=1` adds two runs at the full grid (minutes each);
+//! `RADVOX_MEMORY_DEVICE=cuda` runs the set on the GPU (AMP on and off);
+//! `RADVOX_MEMORY_ONLY=text` keeps the configurations whose label contains it;
+//! `--plan` prints predictions only. Results go to `target/memory_measured.csv`
+//! (the committed figures are in `docs/memory_measured.csv`).
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use radvox::layout::Layout;
+use radvox::memory::{self, gib, Backend};
+use radvox::model::{Checkpointing, VaeConfig};
+use radvox::train::{TrainConfig, VaeTrainer};
+use radvox::{Dataset, DatasetConfig, Split};
+
+mod common;
+
+#[derive(Debug, Clone)]
+struct Config {
+    preset: &'static str,
+    grid: [i64; 3],
+    batch: usize,
+    amp: bool,
+    checkpointing: Checkpointing,
+}
+
+impl Config {
+    fn label(&self) -> String {
+        format!(
+            "{} {}x{}x{} b{} {} ck {}",
+            self.preset,
+            self.grid[0],
+            self.grid[1],
+            self.grid[2],
+            self.batch,
+            if self.amp { "amp" } else { "f32" },
+            self.checkpointing
+        )
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{}",
+            self.preset, self.grid[0], self.grid[1], self.grid[2], self.batch, self.amp, self.checkpointing
+        )
+    }
+
+    fn decode(s: &str) -> Config {
+        let f: Vec<&str> = s.split(',').collect();
+        let preset = ["ultra_lightweight", "seed_baseline", "lightweight", "standard"]
+            .into_iter()
+            .find(|p| *p == f[0])
+            .expect("preset");
+        Config {
+            preset,
+            grid: [f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap()],
+            batch: f[4].parse().unwrap(),
+            amp: f[5].parse().unwrap(),
+            checkpointing: f[6].parse().unwrap(),
+        }
+    }
+
+    fn train_config(&self, device: &str) -> TrainConfig {
+        TrainConfig {
+            vae: VaeConfig::named(self.preset).unwrap(),
+            epochs: 1,
+            batch_size: self.batch,
+            grad_accum: 2,
+            amp: self.amp,
+            checkpointing: self.checkpointing,
+            device: device.into(),
+            progress: false,
+            shuffle: false,
+            force: true,
+            oom_fallback: false,
+            ..Default::default()
+        }
+    }
+}
+
+const FULL: [i64; 3] = [96, 608, 224];
+
+fn configs(full: bool) -> Vec<Config> {
+    use Checkpointing::{Off, PerBlock, Segments};
+    let small = [32, 128, 128];
+    let c = |preset, grid, batch, amp, checkpointing| Config { preset, grid, batch, amp, checkpointing };
+    let mut v = vec![
+        c("ultra_lightweight", small, 1, false, Off),
+        c("ultra_lightweight", small, 1, false, PerBlock),
+        c("ultra_lightweight", small, 1, false, Segments(4)),
+        c("ultra_lightweight", small, 1, true, Off),
+        c("ultra_lightweight", small, 1, true, PerBlock),
+        c("ultra_lightweight", small, 2, false, Off),
+        c("seed_baseline", small, 1, false, Off),
+        c("seed_baseline", small, 1, true, PerBlock),
+        c("lightweight", small, 2, true, PerBlock),
+    ];
+    if full {
+        v.push(c("ultra_lightweight", FULL, 1, true, PerBlock));
+        v.push(c("ultra_lightweight", FULL, 1, true, Segments(4)));
+    }
+    v
+}
+
+fn dataset(grid: [i64; 3], frames: usize) -> Dataset {
+    let root = common::dataset(false, frames);
+    let layout = if grid == FULL {
+        Layout::default()
+    } else {
+        Layout::Resample { zhw: [grid[0] as usize, grid[1] as usize, grid[2] as usize] }
+    };
+    Dataset::open(&root, Split::Train, &DatasetConfig { layout, ..Default::default() }).unwrap()
+}
+
+/// One configuration in this (fresh) process; prints one JSON line.
+fn child(cfg: &Config, device: &str) {
+    let cuda = device != "cpu";
+    if !cuda {
+        assert!(radvox::shim::count_host_tensors());
+    }
+    let _warm = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)) + 1.0;
+    let ds = dataset(cfg.grid, 2 * cfg.batch);
+    let out = tempfile::tempdir().unwrap();
+    // Reset the peak RSS to "libtorch loaded, dataset headers read".
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+    let rss0 = memory::proc_status_bytes("VmRSS").unwrap();
+    let (host0, _) = radvox::shim::host_tensor_bytes();
+    radvox::shim::host_reset_peak();
+    if cuda {
+        radvox::shim::cuda_reset_peak(0);
+    }
+    let t0 = Instant::now();
+    let mut trainer = VaeTrainer::new(ds, None, cfg.train_config(device), out.path()).unwrap();
+    let plan = trainer.plan();
+    let batches: Vec<_> = trainer.train_loader().epoch(0).map(|b| b.unwrap()).collect();
+    for b in &batches {
+        trainer.micro_step(b).unwrap();
+    }
+    drop(batches);
+    trainer.optimizer_step(1e-4);
+    let seconds = t0.elapsed().as_secs_f64();
+    let rss = memory::proc_status_bytes("VmHWM").unwrap().saturating_sub(rss0);
+    let (_, host_peak) = radvox::shim::host_tensor_bytes();
+    let (measured, counted) = if cuda {
+        let (_, peak) = radvox::shim::cuda_allocated(0).expect("CUDA allocator stats");
+        (peak as u64, peak as u64)
+    } else {
+        (rss, (host_peak - host0) as u64)
+    };
+    println!(
+        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
+        plan.device_tensors(),
+        plan.peak_at
+    );
+}
+
+fn main() {
+    let device = std::env::var("RADVOX_MEMORY_DEVICE").unwrap_or_else(|_| "cpu".into());
+    if let Ok(spec) = std::env::var("RADVOX_MEMORY_CHILD") {
+        return child(&Config::decode(&spec), &device);
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = std::env::var("RADVOX_MEMORY_FULL").is_ok_and(|v| v == "1");
+    let only = std::env::var("RADVOX_MEMORY_ONLY").unwrap_or_default();
+    let backend = if device == "cpu" { Backend::Cpu } else { Backend::Cuda };
+    let mut list: Vec<Config> = configs(full).into_iter().filter(|c| c.label().contains(&only)).collect();
+    if backend == Backend::Cuda {
+        // the GPU run: every configuration with AMP off and on
+        list = list
+            .into_iter()
+            .flat_map(|c| [Config { amp: false, ..c.clone() }, Config { amp: true, ..c }])
+            .collect::<Vec<_>>();
+        list.dedup_by(|a, b| a.label() == b.label());
+    }
+    if std::env::args().any(|a| a == "--plan") {
+        let planner = memory::Planner::new(backend);
+        for c in &list {
+            let run = memory::Run {
+                model: memory::ModelConfig::Vae(VaeConfig::named(c.preset).unwrap()),
+                grid: c.grid,
+                batch: c.batch,
+                precision: if c.amp { memory::Precision::Amp } else { memory::Precision::F32 },
+                checkpointing: c.checkpointing,
+            };
+            let p = planner.plan(&run).unwrap();
+            println!("{:<48} {:>12}  at {}", c.label(), gib(p.device_tensors()), p.peak_at);
+        }
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    println!("memory plan vs measured peak, {device}, one process per configuration");
+    println!(
+        "{:<48} {:>11} {:>11} {:>7} {:>11} {:>7} {:>8}",
+        "configuration", "predicted", "measured", "error", "tensors", "error", "seconds"
+    );
+    let csv_path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/memory_measured.csv");
+    let mut csv = std::fs::File::create(csv_path).unwrap();
+    writeln!(csv, "backend,model,grid,batch,precision,checkpointing,predicted_bytes,measured_bytes,counted_bytes,error_pct,seconds").unwrap();
+    let mut worst: f64 = 0.0;
+    for c in &list {
+        let out = Command::new(&me)
+            .env("RADVOX_MEMORY_CHILD", c.encode())
+            .env("RADVOX_MEMORY_DEVICE", &device)
+            .output()
+            .expect("spawn");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let Some(json) = stdout.lines().find(|l| l.starts_with('{')) else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            println!("{:<48} failed: {}", c.label(), err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""));
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let (p, m, t) =
+            (v["predicted"].as_f64().unwrap(), v["measured"].as_f64().unwrap(), v["counted"].as_f64().unwrap());
+        let (err, terr) = (100.0 * (p / m - 1.0), 100.0 * (p / t - 1.0));
+        worst = worst.max(err.abs());
+        println!(
+            "{:<48} {:>11} {:>11} {:>+6.1}% {:>11} {:>+6.1}% {:>8.1}",
+            c.label(),
+            gib(p as u64),
+            gib(m as u64),
+            err,
+            gib(t as u64),
+            terr,
+            v["seconds"].as_f64().unwrap()
+        );
+        writeln!(
+            csv,
+            "{backend:?},{},{}x{}x{},{},{},{},{},{},{},{:.2},{}",
+            c.preset,
+            c.grid[0],
+            c.grid[1],
+            c.grid[2],
+            c.batch,
+            if c.amp { "amp" } else { "f32" },
+            c.checkpointing,
+            p as u64,
+            m as u64,
+            t as u64,
+            err,
+            v["seconds"]
+        )
+        .unwrap();
+    }
+    let what = if backend == Backend::Cpu { "peak RSS above the libtorch baseline" } else { "CUDA allocator peak" };
+    println!("measured = {what}; tensors = libtorch's counted tensor peak; worst |error| vs measured {worst:.1}%");
+    println!("wrote {csv_path}");
+}
