@@ -14,7 +14,8 @@
 //! `RADVOX_MEMORY_DEVICE=cuda` runs the set on the GPU (AMP on and off);
 //! `RADVOX_MEMORY_ONLY=text` keeps the configurations whose label contains it;
 //! `--plan` prints predictions only. Results go to `target/memory_measured.csv`
-//! (the committed figures are in `docs/memory_measured.csv`).
+//! (`RADVOX_MEMORY_CSV` elsewhere; the committed figures are in
+//! `docs/memory_measured.csv`). On a GPU host: `scripts/gpu_memory_check.sh`.
 
 use std::io::Write;
 use std::process::Command;
@@ -161,7 +162,7 @@ fn child(cfg: &Config, device: &str) {
         (rss, (host_peak - host0) as u64)
     };
     println!(
-        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
+        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "baseline_rss": {rss0}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
         plan.device_tensors(),
         plan.peak_at
     );
@@ -208,8 +209,9 @@ fn main() {
         "{:<48} {:>11} {:>11} {:>7} {:>11} {:>7} {:>8}",
         "configuration", "predicted", "measured", "error", "tensors", "error", "seconds"
     );
-    let csv_path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/memory_measured.csv");
-    let mut csv = std::fs::File::create(csv_path).unwrap();
+    let csv_path = std::env::var("RADVOX_MEMORY_CSV")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/memory_measured.csv").into());
+    let mut csv = std::fs::File::create(&csv_path).unwrap();
     writeln!(csv, "backend,model,grid,batch,precision,checkpointing,predicted_bytes,measured_bytes,counted_bytes,error_pct,seconds").unwrap();
     let mut worst: f64 = 0.0;
     for c in &list {
@@ -221,7 +223,10 @@ fn main() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let Some(json) = stdout.lines().find(|l| l.starts_with('{')) else {
             let err = String::from_utf8_lossy(&out.stderr);
-            println!("{:<48} failed: {}", c.label(), err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""));
+            // the panic message is the line after "panicked at"
+            let mut lines = err.lines().skip_while(|l| !l.contains("panicked at"));
+            let why = lines.nth(1).or_else(|| err.lines().last()).unwrap_or("");
+            println!("{:<48} failed: {}", c.label(), why.chars().take(200).collect::<String>());
             continue;
         };
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -257,7 +262,11 @@ fn main() {
         )
         .unwrap();
     }
-    let what = if backend == Backend::Cpu { "peak RSS above the libtorch baseline" } else { "CUDA allocator peak" };
-    println!("measured = {what}; tensors = libtorch's counted tensor peak; worst |error| vs measured {worst:.1}%");
+    let what = if backend == Backend::Cpu {
+        "peak RSS above the libtorch baseline; tensors = libtorch's counted tensor peak"
+    } else {
+        "tensors = the CUDA caching allocator's peak allocated bytes"
+    };
+    println!("measured = {what}; worst |error| vs measured {worst:.1}%");
     println!("wrote {csv_path}");
 }

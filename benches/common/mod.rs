@@ -57,11 +57,11 @@ fn dense_of(frame: &SparseFrame) -> Vec<f32> {
 /// Writes `frames` radar (~1,500 voxels) / target (~20,000 voxels) pairs as
 /// `.npz` (sparse) or `.npy` (dense) under one scene; reuses an earlier copy.
 pub fn dataset(dense: bool, frames: usize) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data").join(if dense {
-        format!("dense{frames}")
-    } else {
-        format!("sparse{frames}")
-    });
+    // RADVOX_BENCH_DATA: elsewhere than the build's checkout (a carried binary on another host)
+    let base = std::env::var_os("RADVOX_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
+    let root = base.join(if dense { format!("dense{frames}") } else { format!("sparse{frames}") });
     let done = root.join(".complete");
     if done.exists() {
         return root;

@@ -406,7 +406,7 @@ fn min_opt(a: Option<usize>, b: usize) -> Option<usize> {
 
 impl<'a> Sim<'a> {
     fn new(tape: &'a Tape) -> Sim<'a> {
-        let (n, ns) = (tape.ops.len(), tape.storages.len());
+        let ns = tape.storages.len();
         let mut created = vec![None; ns];
         let mut last_use = vec![0usize; ns];
         for rec in &tape.tensors {
@@ -416,11 +416,12 @@ impl<'a> Sim<'a> {
             }
         }
         let mut grad_window: Vec<Option<(usize, usize)>> = vec![None; ns];
-        let mut seg_ops = vec![usize::MAX..0; tape.segments.len()];
+        // ops of a segment are consecutive: first and one-past-last index
+        let mut seg_ops: Vec<Range<usize>> = vec![0..0; tape.segments.len()];
         let (mut first_saver, mut ck_savers) = (vec![None; ns], vec![Vec::new(); ns]);
         for (j, op) in tape.ops.iter().enumerate() {
             let r = &mut seg_ops[op.segment];
-            *r = r.start.min(j)..r.end.max(j + 1);
+            *r = if r.start == r.end { j..j + 1 } else { r.start..j + 1 };
             for &i in &op.inputs {
                 let rec = &tape.tensors[i];
                 last_use[rec.storage] = last_use[rec.storage].max(j);
@@ -458,7 +459,6 @@ impl<'a> Sim<'a> {
             let out = tape.tensors[tape.ops[r.end - 1].output].storage;
             boundary_from[out] = min_opt(boundary_from[out], r.start);
         }
-        let _ = n;
         Sim { tape, created, last_use, first_saver, ck_savers, boundary_from, feeds_from, grad_window, seg_ops }
     }
 
