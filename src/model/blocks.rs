@@ -222,20 +222,27 @@ impl Trace for ResBlock3d {
         let h = self.norm1.trace(t, x);
         let h = t.unary("silu", h, true);
         let h = self.conv1.trace(t, h);
-        let h = self.norm2.trace(t, h);
-        let h = t.unary("silu", h, true);
-        let h = trace_dropout(t, h, self.dropout);
-        let h = self.conv2.trace(t, h);
-        let skip = match &self.skip {
-            Some(s) => s.trace(t, x),
-            None => x,
-        };
-        t.add(skip, h)
+        trace_tail(t, x, h, (&self.norm2, &self.conv2, self.skip.as_ref()), self.dropout)
     }
 }
 
+/// The second half of a ResBlock: `conv2(dropout(silu(norm2(h))))` plus the
+/// skip path of `x`.
+pub(crate) fn trace_tail(t: &mut Tape, x: Tid, h: Tid, layers: (&Norm, &Conv3d, Option<&Conv3d>), p: f64) -> Tid {
+    let (norm2, conv2, skip) = layers;
+    let h = norm2.trace(t, h);
+    let h = t.unary("silu", h, true);
+    let h = trace_dropout(t, h, p);
+    let h = conv2.trace(t, h);
+    let skip = match skip {
+        Some(s) => s.trace(t, x),
+        None => x,
+    };
+    t.add(skip, h)
+}
+
 /// Dropout in training saves its mask; at p = 0 it is the identity.
-pub(crate) fn trace_dropout(t: &mut Tape, x: Tid, p: f64) -> Tid {
+fn trace_dropout(t: &mut Tape, x: Tid, p: f64) -> Tid {
     if p == 0.0 {
         return x;
     }

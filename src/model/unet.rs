@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
-use super::blocks::{trace_dropout, Conv3d, Norm, SelfAttention3d};
+use super::blocks::{trace_tail, Conv3d, Norm, SelfAttention3d};
 use super::checkpoint::Recorder;
 use super::vae::ConfigError;
 use crate::memory::tape::{Dtype, Tape, Tid, Trace};
@@ -139,15 +139,7 @@ impl EmbResBlock {
         let (kind, cout) = (t.dtype(h), s[1]);
         let e = t.op("emb_proj", &[], &[s[0], cout, 1, 1, 1], kind, &[], true, (0, 0));
         let h = t.add(h, e);
-        let h = self.norm2.trace(t, h);
-        let h = t.unary("silu", h, true);
-        let h = trace_dropout(t, h, self.dropout);
-        let h = self.conv2.trace(t, h);
-        let skip = match &self.skip {
-            Some(s) => s.trace(t, x),
-            None => x,
-        };
-        t.add(skip, h)
+        trace_tail(t, x, h, (&self.norm2, &self.conv2, self.skip.as_ref()), self.dropout)
     }
 }
 
