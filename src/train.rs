@@ -605,32 +605,37 @@ impl VaeTrainer {
         let eps = with_torch_seed(mix_seed(self.config.seed, self.state.micro), || {
             Tensor::randn(shape, (Kind::Float, self.device))
         });
-        // Gradients accumulated by earlier micro-steps, to restore if this one fails half-way.
-        let accumulated = self.config.oom_fallback && self.opt.params().any(|p| p.grad().defined());
-        let snapshot: Option<Vec<Tensor>> = accumulated.then(|| {
+        // Gradients accumulated by earlier micro-steps, to restore when this
+        // step fails after some of its backward ran (an allocation failure, or
+        // a non-finite loss in a later part of a split batch).
+        let grads_exist = self.opt.params().any(|p| p.grad().defined());
+        let snapshot: Option<Vec<Tensor>> = (grads_exist && self.config.oom_fallback).then(|| {
             self.opt.params().map(|p| if p.grad().defined() { p.grad().copy() } else { Tensor::new() }).collect()
         });
         loop {
+            let split = (self.micro_batch as i64) < x.size()[0];
             let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.backward_split(&x, &eps)));
-            let failure = match attempt {
+            let message = match attempt {
                 Ok(Some(parts)) => return Ok(Some(parts)),
-                Ok(None) => None,
+                Ok(None) => {
+                    if split {
+                        self.restore_grads(snapshot.as_deref());
+                    }
+                    return Ok(None); // a non-finite loss: this batch contributes nothing
+                }
                 Err(payload) => {
                     crate::shim::reset_autocast();
                     let message = panic_message(payload.as_ref());
                     if !is_out_of_memory(&message) {
                         std::panic::resume_unwind(payload);
                     }
-                    Some(message)
+                    message
                 }
-            };
-            self.restore_grads(snapshot.as_deref());
-            let Some(message) = failure else {
-                return Ok(None); // a non-finite loss: this batch contributes nothing
             };
             if !self.config.oom_fallback {
                 return Err(TrainError::OutOfMemory { message, plan: self.plan().to_string() });
             }
+            self.restore_grads(snapshot.as_deref());
             self.apply_fallback(message)?;
         }
     }

@@ -243,3 +243,15 @@ fn a_run_that_cannot_fit_is_refused_with_its_plan_unless_forced() {
     assert!(t.plan().total() < 64 << 30);
     assert_eq!(t.plan().run.grid, [8, 16, 16]);
 }
+
+#[test]
+fn refused_allocations_are_recognised_as_out_of_memory() {
+    // A real host allocation libtorch cannot get (128 TiB).
+    let err = Tensor::f_zeros([1i64 << 45], (Kind::Float, Device::Cpu)).unwrap_err().to_string();
+    assert!(radvox::train::is_out_of_memory(&err), "{err}");
+    // The CUDA caching allocator's wording.
+    assert!(radvox::train::is_out_of_memory("CUDA out of memory. Tried to allocate 2.00 GiB"));
+    let shape_err =
+        Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)).f_matmul(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)));
+    assert!(!radvox::train::is_out_of_memory(&shape_err.unwrap_err().to_string()));
+}

@@ -13,10 +13,11 @@
 //! - the gradient of a tensor lives from the backward of its last consumer to
 //!   the backward of its producer.
 //!
-//! The op facts (which inputs each op saves, float32 CPU convolutions
-//! unfolding their input `k^3` times, norms running in float32 under AMP) were
-//! measured on libtorch 2.11 with a counting allocator; `tests/memory.rs`
-//! checks the simulation against that allocator for every preset.
+//! The op facts (which inputs each op saves, float32 CPU convolutions of
+//! small inputs unfolding them `k^3` times, oneDNN's reorder buffers, norms
+//! running in float32 under AMP) were measured on libtorch 2.11 with the
+//! shim's counting allocator; `tests/memory.rs` holds the simulation to that
+//! allocator for every preset. Not modelled: cuDNN's workspace on CUDA.
 
 use std::ops::Range;
 
@@ -149,11 +150,6 @@ impl Tape {
     /// recomputation in backward.
     pub fn segment(&mut self, checkpointed: bool) {
         self.segments.push(checkpointed);
-    }
-
-    /// Bytes held all step outside the graph.
-    pub fn hold(&mut self, bytes: u64) {
-        self.constant += bytes;
     }
 
     /// A tensor given to the step (data: no gradient), held all step.
