@@ -111,7 +111,8 @@ pub struct Plan {
     pub parameter_count: u64,
     /// float32 parameters (plus the EMA copy for the UNet).
     pub params: u64,
-    /// float32 gradients.
+    /// float32 gradients (for the VAE trainer, plus the copy it keeps while
+    /// a micro-step runs, so a step that fails half-way can be undone).
     pub grads: u64,
     /// AdamW's two moments.
     pub optimizer: u64,
@@ -264,29 +265,30 @@ impl ModelPlanner {
         let p = &self.planner;
         let mut tape = Tape::new(p.backend, precision == Precision::Amp);
         let b = batch as i64;
-        let (loader, ema) = match &self.built {
+        let weights = self.parameter_count * 4;
+        let (loader, ema, snapshot) = match &self.built {
             Built::Vae(vae) => {
                 let c = vae.config().in_channels;
                 vae.trace_step(&mut tape, [b, c, grid[0], grid[1], grid[2]], checkpointing);
                 let frame = (c * grid.iter().product::<i64>()) as u64 * 2;
-                // the VAE loader decodes targets only
-                ((p.prefetch + p.workers) as u64 * batch as u64 * frame, 0)
+                // the VAE loader decodes targets only; the trainer copies the
+                // accumulated gradients while a micro-step runs (to undo a failed one)
+                ((p.prefetch + p.workers) as u64 * batch as u64 * frame, 0, weights)
             }
             Built::Unet(unet) => {
                 let c = unet.config().latent_channels;
                 unet.trace_step(&mut tape, [b, c, grid[0], grid[1], grid[2]], checkpointing != Checkpointing::Off);
                 // latents are read per step (no prefetch); the EMA copy is f32
-                (0, self.parameter_count * 4)
+                (0, weights, 0)
             }
         };
         let act = tape.simulate();
-        let weights = self.parameter_count * 4;
         Plan {
             run: Run { model: self.model.clone(), grid, batch, precision, checkpointing },
             backend: p.backend,
             parameter_count: self.parameter_count,
             params: weights + ema,
-            grads: weights,
+            grads: weights + snapshot,
             optimizer: 2 * weights,
             inputs: act.inputs,
             amp_weights: act.constant,
@@ -329,9 +331,9 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::Checkpointing(c) => write!(f, "--checkpointing {c}"),
-            Change::Amp => f.write_str("--amp true"),
+            Change::Amp => f.write_str("--amp"),
             Change::Batch(b) => write!(f, "--batch-size {b} (raise --grad-accum to keep the effective batch)"),
-            Change::Preset(p) => write!(f, "--preset {p}"),
+            Change::Preset(p) => write!(f, "--vae-type {p}"),
             Change::Grid([z, h, w]) => write!(f, "--resample {z},{h},{w}"),
         }
     }
@@ -380,6 +382,21 @@ pub fn fit(budget: u64, planner: &Planner, run: &Run) -> Result<Fit, crate::mode
     Ok(Fit { requested, fits, suggestion, largest })
 }
 
+/// The changes from `run` to checkpointing `ck`, `precision` and `batch`.
+fn changes(run: &Run, ck: Checkpointing, precision: Precision, batch: usize) -> Vec<Change> {
+    let mut v = Vec::new();
+    if ck != run.checkpointing {
+        v.push(Change::Checkpointing(ck));
+    }
+    if precision != run.precision {
+        v.push(Change::Amp);
+    }
+    if batch != run.batch {
+        v.push(Change::Batch(batch));
+    }
+    v
+}
+
 fn suggest(
     budget: u64,
     planner: &Planner,
@@ -400,20 +417,9 @@ fn suggest(
             for ck in std::iter::once(run.checkpointing).chain(ck_options.iter().copied()) {
                 let precision = if amp { Precision::Amp } else { run.precision };
                 let p = mp.plan(run.grid, batch, precision, ck);
-                if p.fits(budget) {
-                    let mut changes = Vec::new();
-                    if ck != run.checkpointing {
-                        changes.push(Change::Checkpointing(ck));
-                    }
-                    if amp {
-                        changes.push(Change::Amp);
-                    }
-                    if batch != run.batch {
-                        changes.push(Change::Batch(batch));
-                    }
-                    if !changes.is_empty() {
-                        return Ok(Some((changes, p)));
-                    }
+                let changes = changes(run, ck, precision, batch);
+                if p.fits(budget) && !changes.is_empty() {
+                    return Ok(Some((changes, p)));
                 }
             }
         }
@@ -425,7 +431,9 @@ fn suggest(
             let model = ModelConfig::Vae(VaeConfig::named(name)?);
             let p = planner.model(&model)?.plan(run.grid, 1, Precision::Amp, Checkpointing::PerBlock);
             if p.fits(budget) {
-                return Ok(Some((vec![Change::Preset(name.to_string()), Change::Batch(1), Change::Amp], p)));
+                let mut c = vec![Change::Preset(name.to_string())];
+                c.extend(changes(run, Checkpointing::PerBlock, Precision::Amp, 1));
+                return Ok(Some((c, p)));
             }
         }
     }
@@ -435,7 +443,9 @@ fn suggest(
         grid = halve_grid(grid);
         let p = mp.plan(grid, 1, Precision::Amp, Checkpointing::PerBlock);
         if p.fits(budget) {
-            return Ok(Some((vec![Change::Grid(grid), Change::Batch(1), Change::Amp], p)));
+            let mut c = vec![Change::Grid(grid)];
+            c.extend(changes(run, Checkpointing::PerBlock, Precision::Amp, 1));
+            return Ok(Some((c, p)));
         }
     }
     Ok(None)
@@ -568,6 +578,31 @@ mod tests {
         assert!(largest.fits(need * 7 / 10));
         let nothing = fit(1 << 20, &planner, &run).unwrap();
         assert!(nothing.suggestion.is_none() && nothing.largest.is_none());
+    }
+
+    #[test]
+    fn a_smaller_preset_is_suggested_with_only_what_changes() {
+        let planner = Planner::default();
+        let grid = [32, 128, 128];
+        let run = |name: &str| Run {
+            model: vae(name),
+            grid,
+            batch: 1,
+            precision: Precision::Amp,
+            checkpointing: Checkpointing::PerBlock,
+        };
+        let ultra = planner.plan(&run("ultra_lightweight")).unwrap().total();
+        let seed = planner.plan(&run("seed_baseline")).unwrap();
+        assert!(!seed.fits(ultra), "seed_baseline needs more than ultra");
+        let f = fit(ultra, &planner, &run("seed_baseline")).unwrap();
+        let (changes, p) = f.suggestion.expect("a smaller preset fits");
+        // finer checkpointing is tried first; when it is not enough, a preset alone
+        assert!(p.fits(ultra));
+        assert!(
+            matches!(changes.as_slice(), [Change::Checkpointing(_)] | [Change::Preset(_)]),
+            "nothing else changes: {changes:?}"
+        );
+        assert_eq!(Change::Preset("lightweight".into()).to_string(), "--vae-type lightweight");
     }
 
     #[test]
