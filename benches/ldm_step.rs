@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use radvox::diffusion::EdmConfig;
-use radvox::model::checkpoint::Recorder;
 use radvox::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
 use radvox::train::Amp;
 use tch::{nn, Device, Kind, Tensor};
@@ -30,15 +29,7 @@ fn ldm(mode: &str) -> (f64, usize) {
     for i in 0..3 {
         let draws = edm.draw(&y, i);
         let t = Instant::now();
-        amp.run(|| {
-            let mut rec = Recorder::default();
-            let l = edm.loss(&unet, &y, &c, &draws, ck.then_some(&mut rec));
-            if ck {
-                rec.backward(&l);
-            } else {
-                l.backward();
-            }
-        });
+        amp.run(|| edm.backward(&unet, &y, &c, &draws, ck, 1.0));
         times.push(t.elapsed().as_secs_f64());
     }
     (times[1..].iter().sum::<f64>() / 2.0, 2)

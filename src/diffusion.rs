@@ -124,6 +124,32 @@ impl EdmConfig {
         let w = self.loss_weight(sigma).view([-1, 1, 1, 1, 1]);
         ((d - y).square() * w).mean(Kind::Float)
     }
+
+    /// The loss of [`EdmConfig::loss`] and the backward of `scale * loss`
+    /// (the UNet's ResBlocks recomputed when `checkpointed`); a non-finite
+    /// loss is returned without any backward.
+    pub fn backward(
+        &self,
+        unet: &Unet3d,
+        y: &Tensor,
+        cond: &Tensor,
+        draws: &(Tensor, Tensor),
+        checkpointed: bool,
+        scale: f64,
+    ) -> f64 {
+        let mut rec = Recorder::default();
+        let l = self.loss(unet, y, cond, draws, checkpointed.then_some(&mut rec));
+        let v = l.double_value(&[]);
+        if v.is_finite() {
+            let scaled = &l * scale;
+            if checkpointed {
+                rec.backward(&scaled);
+            } else {
+                scaled.backward();
+            }
+        }
+        v
+    }
 }
 
 /// ODE solver of the sampler.

@@ -13,7 +13,6 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::dataset::{Dataset, FrameId, Modality};
 use crate::diffusion::{sample, EdmConfig, Solver};
 use crate::latents::{FrozenVae, LatentCache, LatentError};
-use crate::model::checkpoint::Recorder;
 use crate::model::{Unet3d, UnetConfig};
 use crate::optim::{apply_accumulated, cosine_lr, AdamW, GradScaler};
 use crate::plot::{line_chart, Series, COLORS};
@@ -236,19 +235,7 @@ impl LdmTrainer {
             let draws = self.config.edm.draw(&y, mix_seed(self.config.seed, self.state.micro));
             let scale = self.state.scaler.scale / self.config.grad_accum as f64;
             let (unet, edm, ck) = (&self.unet, self.config.edm, self.config.checkpointing);
-            let loss = self.amp.run(|| {
-                let mut rec = Recorder::default();
-                let l = edm.loss(unet, &y, &c, &draws, ck.then_some(&mut rec));
-                let v = l.double_value(&[]);
-                if v.is_finite() {
-                    if ck {
-                        rec.backward(&(&l * scale));
-                    } else {
-                        (&l * scale).backward();
-                    }
-                }
-                v
-            });
+            let loss = self.amp.run(|| edm.backward(unet, &y, &c, &draws, ck, scale));
             if loss.is_finite() {
                 streak = 0;
                 (sum, count, group, group_n) = (sum + loss, count + 1, group + loss, group_n + 1);
