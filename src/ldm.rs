@@ -13,7 +13,8 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::dataset::{Dataset, FrameId, Modality};
 use crate::diffusion::{sample, EdmConfig, Solver};
 use crate::latents::{FrozenVae, LatentCache, LatentError};
-use crate::model::{Unet3d, UnetConfig};
+use crate::memory::{ModelConfig, Planner, Precision, Run};
+use crate::model::{Checkpointing, Unet3d, UnetConfig};
 use crate::optim::{apply_accumulated, cosine_lr, AdamW, GradScaler};
 use crate::plot::{line_chart, Series, COLORS};
 use crate::train::{mix_seed, parse_device, progress_bar, Amp, CsvLog, TrainError};
@@ -158,7 +159,7 @@ impl LdmTrainer {
         let amp = Amp::for_device(config.amp, device);
         let scaler = GradScaler::new(amp == Amp::CudaF16, 65536.0, 2000);
         std::fs::create_dir_all(out).map_err(|source| TrainError::Io { path: out.into(), source })?;
-        Ok(LdmTrainer {
+        let trainer = LdmTrainer {
             config,
             device,
             amp,
@@ -174,7 +175,30 @@ impl LdmTrainer {
             out: out.into(),
             history: Vec::new(),
             started: Instant::now(),
-        })
+        };
+        trainer.log_plan()?;
+        Ok(trainer)
+    }
+
+    /// Logs the memory plan of a step at the first frame's latent shape, and
+    /// warns when it exceeds the device's memory.
+    fn log_plan(&self) -> Result<(), TrainError> {
+        let Some(first) = self.dataset.frames().first() else { return Ok(()) };
+        let (y, _) = self.latents(&first.id.clone(), 0)?;
+        let s = y.size();
+        let run = Run {
+            model: ModelConfig::Unet(self.config.unet.clone()),
+            grid: [s[1], s[2], s[3]],
+            batch: self.config.batch_size,
+            precision: if self.config.amp { Precision::Amp } else { Precision::F32 },
+            checkpointing: if self.config.checkpointing { Checkpointing::PerBlock } else { Checkpointing::Off },
+        };
+        let plan = Planner::for_device(self.device).plan(&run).map_err(|e| TrainError::Config(e.to_string()))?;
+        log::info!("{plan}");
+        if let Some(budget) = crate::memory::device_budget(self.device).filter(|&b| !plan.fits(b)) {
+            log::warn!("the plan exceeds the device's {}", crate::memory::gib(budget));
+        }
+        Ok(())
     }
 
     /// Parameters of the UNet.
