@@ -77,8 +77,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let val = Dataset::open(&dataset_dir, Split::Val, &ds_cfg)?;
     let mut trainer = match &resume {
         Some(ckpt) => {
-            log::info!("resuming from {} (its config; --epochs may extend it)", ckpt.display());
-            VaeTrainer::resume(ckpt, train, Some(val), epochs_flag, &out)?
+            log::info!("resuming from {} (its config; --epochs, --force, --memory-budget-gb apply)", ckpt.display());
+            // the checkpoint's config, with --epochs, --force and --memory-budget-gb applied
+            VaeTrainer::resume_with(ckpt, train, Some(val), &out, |c| {
+                c.epochs = epochs_flag.unwrap_or(c.epochs);
+                c.force |= cfg.force;
+                c.memory_budget_gib = cfg.memory_budget_gib.or(c.memory_budget_gib);
+            })?
         }
         None => VaeTrainer::new(train, Some(val), cfg, &out)?,
     };

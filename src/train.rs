@@ -526,6 +526,22 @@ impl VaeTrainer {
         epochs: Option<usize>,
         out: &Path,
     ) -> Result<VaeTrainer, TrainError> {
+        Self::resume_with(checkpoint, train, val, out, |c| {
+            if let Some(e) = epochs {
+                c.epochs = e;
+            }
+        })
+    }
+
+    /// [`VaeTrainer::resume`], with `edit` applied to the checkpoint's config
+    /// first (more epochs, `force`, a memory budget).
+    pub fn resume_with(
+        checkpoint: &Path,
+        train: Dataset,
+        val: Option<Dataset>,
+        out: &Path,
+        edit: impl FnOnce(&mut TrainConfig),
+    ) -> Result<VaeTrainer, TrainError> {
         let fail = |reason: String| TrainError::Resume { path: checkpoint.into(), reason };
         let file = weights::read(checkpoint)?;
         if file.metadata.get("format").map(String::as_str) != Some(FORMAT) {
@@ -534,9 +550,7 @@ impl VaeTrainer {
         let json = |key: &str| file.metadata.get(key).ok_or_else(|| fail(format!("metadata lacks {key}")));
         let mut config: TrainConfig = serde_json::from_str(json("config")?).map_err(|e| fail(e.to_string()))?;
         let state: TrainState = serde_json::from_str(json("state")?).map_err(|e| fail(e.to_string()))?;
-        if let Some(e) = epochs {
-            config.epochs = e;
-        }
+        edit(&mut config);
         let mut trainer = VaeTrainer::new(train, val, config, out)?;
         let model: BTreeMap<String, Tensor> = file
             .tensors

@@ -246,3 +246,23 @@ fn refused_allocations_are_recognised_as_out_of_memory() {
         Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)).f_matmul(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)));
     assert!(!radvox::train::is_out_of_memory(&shape_err.unwrap_err().to_string()));
 }
+
+#[test]
+fn a_resumed_run_is_checked_against_the_budget_too() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = VaeTrainer::new(beta(), None, config(), dir.path()).unwrap();
+    t.fit().unwrap();
+    drop(t);
+    let ckpt = dir.path().join("last.safetensors");
+    let tiny = |c: &mut TrainConfig| c.memory_budget_gib = Some(0.001);
+    let err = VaeTrainer::resume_with(&ckpt, beta(), None, dir.path(), tiny).unwrap_err();
+    assert!(matches!(err, TrainError::WontFit { .. }), "{err}");
+    let forced = VaeTrainer::resume_with(&ckpt, beta(), None, dir.path(), |c| {
+        tiny(c);
+        c.force = true;
+        c.epochs = 2;
+    })
+    .unwrap();
+    assert_eq!((forced.state().epoch, forced.config().epochs), (1, 2));
+}

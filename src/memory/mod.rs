@@ -1,4 +1,4 @@
-//! Training memory: the planner ([`plan`], [`fit`]) that predicts a run's
+//! Training memory: the planner ([`plan()`], [`fit`]) that predicts a run's
 //! bytes from the model's own layers before it starts, and measurement
 //! (resident set sizes from `/proc/self/status`, a peak sampler, counted
 //! libtorch tensor bytes) to check it.
