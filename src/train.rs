@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::dataset::{Dataset, DatasetError};
 use crate::loss::{LossConfig, ReconLoss};
-use crate::memory::{gib, Plan, Planner, Precision};
+use crate::memory::{gib, ModelConfig, Plan, Planner, Precision, Run};
 pub use crate::metrics::Occupancy;
 use crate::model::vae::LossParts;
 use crate::model::{Checkpointing, Vae3d, VaeConfig};
@@ -414,7 +414,8 @@ impl VaeTrainer {
             crate::memory::return_large_frees();
         }
         let device = parse_device(&config.device)?;
-        let plan = Self::plan_for(&config, device, &train)?;
+        let (planner, run) = Self::memory_setup(&config, device, &train, config.batch_size);
+        let plan = planner.plan(&run).map_err(|e| TrainError::Config(e.to_string()))?;
         log::info!("{plan}");
         let budget = match config.memory_budget_gib {
             Some(g) => Some((g * (1u64 << 30) as f64) as u64),
@@ -422,8 +423,7 @@ impl VaeTrainer {
         };
         if let Some(budget) = budget.filter(|&b| !plan.fits(b)) {
             let mut text = plan.to_string();
-            let run = plan.run.clone();
-            if let Ok(f) = crate::memory::fit(budget, &Planner::for_device(device), &run) {
+            if let Ok(f) = crate::memory::fit(budget, &planner, &run) {
                 if let Some((changes, fixed)) = f.suggestion {
                     let changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
                     text += &format!("\nfits with: {} ({})", changes.join(", "), gib(fixed.total()));
@@ -483,27 +483,26 @@ impl VaeTrainer {
         })
     }
 
-    fn plan_for(config: &TrainConfig, device: Device, train: &Dataset) -> Result<Plan, TrainError> {
+    /// The planner (device, loader settings) and the run `config` asks for
+    /// on `train`'s grid with `batch` frames per forward/backward.
+    fn memory_setup(config: &TrainConfig, device: Device, train: &Dataset, batch: usize) -> (Planner, Run) {
         let shape = train.output_shape(0);
-        let grid = [shape[1] as i64, shape[2] as i64, shape[3] as i64];
         let planner = Planner { prefetch: config.prefetch, workers: config.num_workers, ..Planner::for_device(device) };
-        let precision = if config.amp { Precision::Amp } else { Precision::F32 };
-        let run = crate::memory::Run {
-            model: crate::memory::ModelConfig::Vae(config.vae.clone()),
-            grid,
-            batch: config.batch_size,
-            precision,
+        let run = Run {
+            model: ModelConfig::Vae(config.vae.clone()),
+            grid: [shape[1] as i64, shape[2] as i64, shape[3] as i64],
+            batch,
+            precision: if config.amp { Precision::Amp } else { Precision::F32 },
             checkpointing: config.checkpointing,
         };
-        planner.plan(&run).map_err(|e| TrainError::Config(e.to_string()))
+        (planner, run)
     }
 
     /// The memory plan of the current configuration (micro-batch and
     /// checkpointing included, after any out-of-memory fallback).
     pub fn plan(&self) -> Plan {
-        let mut config = self.config.clone();
-        config.batch_size = self.micro_batch;
-        Self::plan_for(&config, self.device, self.train.dataset()).expect("the config was validated")
+        let (planner, run) = Self::memory_setup(&self.config, self.device, self.train.dataset(), self.micro_batch);
+        planner.plan(&run).expect("the config was validated")
     }
 
     /// Frames per forward/backward now.
@@ -703,25 +702,16 @@ impl VaeTrainer {
     }
 
     fn apply_fallback(&mut self, message: String) -> Result<(), TrainError> {
-        let planner = Planner::for_device(self.device);
-        let plan = self.plan();
-        let mp = planner.model(&plan.run.model).map_err(|e| TrainError::Config(e.to_string()))?;
-        let next = crate::memory::fallback(
-            &mp,
-            plan.run.grid,
-            self.micro_batch,
-            plan.run.precision,
-            self.config.checkpointing,
-        );
-        let Some((batch, checkpointing, _)) = next else {
+        let (planner, run) = Self::memory_setup(&self.config, self.device, self.train.dataset(), self.micro_batch);
+        let mp = planner.model(&run.model).map_err(|e| TrainError::Config(e.to_string()))?;
+        let next = crate::memory::fallback(&mp, run.grid, run.batch, run.precision, run.checkpointing);
+        let Some((batch, checkpointing, plan)) = next else {
+            let plan = mp.plan(run.grid, run.batch, run.precision, run.checkpointing);
             return Err(TrainError::OutOfMemory { message, plan: plan.to_string() });
         };
         self.micro_batch = batch;
         self.config.checkpointing = checkpointing;
-        log::warn!(
-            "{message}: retrying the step with micro-batch {batch}, checkpointing {checkpointing}\n{}",
-            self.plan()
-        );
+        log::warn!("{message}: retrying the step with micro-batch {batch}, checkpointing {checkpointing}\n{plan}");
         Ok(())
     }
 

@@ -60,20 +60,20 @@ pub fn return_large_frees() -> bool {
 /// RAM available now plus what this process already holds; `None` if unknown.
 pub fn device_budget(device: tch::Device) -> Option<u64> {
     match device {
-        tch::Device::Cpu => {
-            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-            let kb: u64 = line["MemAvailable:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kb * 1024 + rss_anon())
-        }
+        tch::Device::Cpu => Some(kb_field("/proc/meminfo", "MemAvailable")? + rss_anon()),
         _ => crate::shim::cuda_mem_info().map(|(_, total)| total),
     }
 }
 
 /// Reads one `kB` field of `/proc/self/status` (e.g. `RssAnon`, `VmHWM`) in bytes.
 pub fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    kb_field("/proc/self/status", field)
+}
+
+/// A `Field:   123 kB` line of a /proc file, in bytes.
+fn kb_field(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     let kb: u64 = line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
@@ -130,6 +130,14 @@ impl Drop for PeakSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_budget_is_available_ram_plus_our_own() {
+        let total = kb_field("/proc/meminfo", "MemTotal").unwrap();
+        let budget = device_budget(tch::Device::Cpu).unwrap();
+        assert!(budget > rss_anon() && budget <= total + rss_anon(), "{budget} of {total}");
+        assert_eq!(proc_status_bytes("NoSuchField"), None);
+    }
 
     #[test]
     fn large_frees_return_to_the_os() {
