@@ -74,6 +74,16 @@ impl Config {
         }
     }
 
+    fn run(&self) -> memory::Run {
+        memory::Run {
+            model: memory::ModelConfig::Vae(VaeConfig::named(self.preset).unwrap()),
+            grid: self.grid,
+            batch: self.batch,
+            precision: if self.amp { memory::Precision::Amp } else { memory::Precision::F32 },
+            checkpointing: self.checkpointing,
+        }
+    }
+
     fn train_config(&self, device: &str) -> TrainConfig {
         TrainConfig {
             vae: VaeConfig::named(self.preset).unwrap(),
@@ -191,14 +201,7 @@ fn main() {
     if std::env::args().any(|a| a == "--plan") {
         let planner = memory::Planner::new(backend);
         for c in &list {
-            let run = memory::Run {
-                model: memory::ModelConfig::Vae(VaeConfig::named(c.preset).unwrap()),
-                grid: c.grid,
-                batch: c.batch,
-                precision: if c.amp { memory::Precision::Amp } else { memory::Precision::F32 },
-                checkpointing: c.checkpointing,
-            };
-            let p = planner.plan(&run).unwrap();
+            let p = planner.plan(&c.run()).unwrap();
             println!("{:<48} {:>12}  at {}", c.label(), gib(p.device_tensors()), p.peak_at);
         }
         return;
@@ -244,23 +247,8 @@ fn main() {
             terr,
             v["seconds"].as_f64().unwrap()
         );
-        writeln!(
-            csv,
-            "{backend:?},{},{}x{}x{},{},{},{},{},{},{},{:.2},{}",
-            c.preset,
-            c.grid[0],
-            c.grid[1],
-            c.grid[2],
-            c.batch,
-            if c.amp { "amp" } else { "f32" },
-            c.checkpointing,
-            p as u64,
-            m as u64,
-            t as u64,
-            err,
-            v["seconds"]
-        )
-        .unwrap();
+        writeln!(csv, "{},{},{},{},{:.2},{}", c.run().key(backend), p as u64, m as u64, t as u64, err, v["seconds"])
+            .unwrap();
     }
     let what = if backend == Backend::Cpu {
         "peak RSS above the libtorch baseline; tensors = libtorch's counted tensor peak"

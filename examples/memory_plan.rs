@@ -23,20 +23,6 @@ struct Measured {
     bytes: u64,
 }
 
-fn key(backend: Backend, run: &Run) -> String {
-    format!(
-        "{backend:?},{},{}x{}x{},{},{},{}",
-        run.model.name(),
-        run.grid[0],
-        run.grid[1],
-        run.grid[2],
-        run.batch,
-        run.precision,
-        run.checkpointing
-    )
-    .to_lowercase()
-}
-
 fn read_measured(path: &str) -> Vec<Measured> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
@@ -106,7 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let run = Run { model: ModelConfig::Vae(VaeConfig::named(name)?), grid, batch, precision, checkpointing };
             let f = fit(budget, &planner, &run)?;
             let p = &f.requested;
-            let m = measured.iter().find(|m| m.key == key(backend, &run)).map_or("-".to_string(), |m| {
+            let m = measured.iter().find(|m| m.key == run.key(backend)).map_or("-".to_string(), |m| {
                 format!("{} ({:+.1}%)", gib(m.bytes), 100.0 * (p.device_tensors() as f64 / m.bytes as f64 - 1.0))
             });
             println!(

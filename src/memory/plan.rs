@@ -72,6 +72,22 @@ pub struct Run {
     pub checkpointing: Checkpointing,
 }
 
+impl Run {
+    /// `backend,model,ZxHxW,batch,precision,checkpointing` (lower case): the
+    /// key of a row of `docs/memory_measured.csv`.
+    pub fn key(&self, backend: Backend) -> String {
+        let [z, h, w] = self.grid;
+        format!(
+            "{backend:?},{},{z}x{h}x{w},{},{},{}",
+            self.model.name(),
+            self.batch,
+            self.precision,
+            self.checkpointing
+        )
+        .to_lowercase()
+    }
+}
+
 /// Device and loader facts the plan depends on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Planner {
