@@ -1,20 +1,28 @@
 //! Links libtorch_cuda even though no symbol of it is referenced (so CUDA is
 //! registered on GPU hosts) and records an rpath to the libtorch lib dir so
 //! binaries, tests and benches run without LD_LIBRARY_PATH; compiles the
-//! C++ shim (`csrc/shim.cpp`) against the same libtorch headers.
+//! C++ shim (`csrc/shim.cpp`) against the same libtorch headers. Fails the
+//! build, saying what to do, when libtorch or its headers cannot be found.
 use std::path::Path;
+
+fn fail(msg: String) -> ! {
+    panic!("radvox build: {msg}\n(run `bash scripts/libtorch.sh`, which installs libtorch and links it as .libtorch)")
+}
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
-        return;
-    };
-    // Resolve the checkout's `.libtorch` link so binaries keep working if it moves.
-    let lib = Path::new(&lib).canonicalize().unwrap_or_else(|_| Path::new(&lib).to_path_buf());
-    let lib = lib.as_path();
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    let include = lib.parent().expect("libtorch lib dir has a parent").join("include");
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .unwrap_or_else(|_| fail("torch-sys did not report libtorch's lib dir (DEP_TCH_LIBTORCH_LIB)".into()));
+    // Resolve the checkout's `.libtorch` link so binaries keep working if it moves.
+    let lib = Path::new(&lib).canonicalize().unwrap_or_else(|e| fail(format!("libtorch lib dir {lib}: {e}")));
+    let include = lib.parent().map(|p| p.join("include")).unwrap_or_default();
+    for header in ["ATen/ATen.h", "ATen/autocast_mode.h", "c10/core/CPUAllocator.h", "torch/csrc/api/include"] {
+        if !include.join(header).exists() {
+            fail(format!("libtorch header {} not found", include.join(header).display()));
+        }
+    }
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     cc::Build::new()
         .cpp(true)
         .pic(true)

@@ -21,10 +21,10 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use radvox::layout::Layout;
+use radvox::data::layout::Layout;
 use radvox::memory::{self, gib, Backend};
 use radvox::model::{Checkpointing, VaeConfig};
-use radvox::train::{TrainConfig, VaeTrainer};
+use radvox::train::{AmpMode, OptimRecipe, Runtime, Trainer, VaeRecipe};
 use radvox::{Dataset, DatasetConfig, Split};
 
 mod common;
@@ -84,17 +84,27 @@ impl Config {
         }
     }
 
-    fn train_config(&self, device: &str) -> TrainConfig {
-        TrainConfig {
+    fn recipe(&self) -> VaeRecipe {
+        VaeRecipe {
             vae: VaeConfig::named(self.preset).unwrap(),
-            epochs: 1,
-            batch_size: self.batch,
-            grad_accum: 2,
-            amp: self.amp,
+            optim: OptimRecipe {
+                epochs: 1,
+                batch_size: self.batch,
+                grad_accum: 2,
+                shuffle: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn runtime(&self, device: &str, out: &std::path::Path) -> Runtime {
+        Runtime {
+            out: out.into(),
+            amp: if self.amp { AmpMode::On } else { AmpMode::Off },
             checkpointing: self.checkpointing,
             device: device.into(),
             progress: false,
-            shuffle: false,
             force: true,
             oom_fallback: false,
             ..Default::default()
@@ -140,7 +150,7 @@ fn dataset(grid: [i64; 3], frames: usize) -> Dataset {
 fn child(cfg: &Config, device: &str) {
     let cuda = device != "cpu";
     if !cuda {
-        assert!(radvox::shim::count_host_tensors());
+        assert!(radvox::sys::shim::count_host_tensors());
     }
     let _warm = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)) + 1.0;
     let ds = dataset(cfg.grid, 2 * cfg.batch);
@@ -148,15 +158,15 @@ fn child(cfg: &Config, device: &str) {
     // Reset the peak RSS to "libtorch loaded, dataset headers read".
     std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
     let rss0 = memory::proc_status_bytes("VmRSS").unwrap();
-    let (host0, _) = radvox::shim::host_tensor_bytes();
-    radvox::shim::host_reset_peak();
+    let (host0, _) = radvox::sys::shim::host_tensor_bytes();
+    radvox::sys::shim::host_reset_peak();
     if cuda {
-        radvox::shim::cuda_reset_peak(0);
+        radvox::sys::shim::cuda_reset_peak(0);
     }
     let t0 = Instant::now();
-    let mut trainer = VaeTrainer::new(ds, None, cfg.train_config(device), out.path()).unwrap();
-    let plan = trainer.plan();
-    let batches: Vec<_> = trainer.train_loader().epoch(0).map(|b| b.unwrap()).collect();
+    let mut trainer = Trainer::vae(ds, None, cfg.recipe(), cfg.runtime(device, out.path())).unwrap();
+    let plan = trainer.plan().unwrap();
+    let batches: Vec<_> = trainer.objective().train_loader().epoch(0).map(|b| b.unwrap()).collect();
     for b in &batches {
         trainer.micro_step(b).unwrap();
     }
@@ -164,9 +174,9 @@ fn child(cfg: &Config, device: &str) {
     trainer.optimizer_step(1e-4);
     let seconds = t0.elapsed().as_secs_f64();
     let rss = memory::proc_status_bytes("VmHWM").unwrap().saturating_sub(rss0);
-    let (_, host_peak) = radvox::shim::host_tensor_bytes();
+    let (_, host_peak) = radvox::sys::shim::host_tensor_bytes();
     let (measured, counted) = if cuda {
-        let (_, peak) = radvox::shim::cuda_allocated(0).expect("CUDA allocator stats");
+        let (_, peak) = radvox::sys::shim::cuda_allocated(0).expect("CUDA allocator stats");
         (peak as u64, peak as u64)
     } else {
         (rss, (host_peak - host0) as u64)
@@ -188,7 +198,7 @@ fn main() {
     }
     let full = std::env::var("RADVOX_MEMORY_FULL").is_ok_and(|v| v == "1");
     let only = std::env::var("RADVOX_MEMORY_ONLY").unwrap_or_default();
-    let backend = if device == "cpu" { Backend::Cpu } else { Backend::Cuda };
+    let backend = if device == "cpu" { Backend::cpu() } else { Backend::Cuda };
     let mut list: Vec<Config> = configs(full).into_iter().filter(|c| c.label().contains(&only)).collect();
     if backend == Backend::Cuda {
         // the GPU run: every configuration with AMP off and on
@@ -250,7 +260,7 @@ fn main() {
         writeln!(csv, "{},{},{},{},{:.2},{}", c.run().key(backend), p as u64, m as u64, t as u64, err, v["seconds"])
             .unwrap();
     }
-    let what = if backend == Backend::Cpu {
+    let what = if backend.is_cpu() {
         "peak RSS above the libtorch baseline; tensors = libtorch's counted tensor peak"
     } else {
         "tensors = the CUDA caching allocator's peak allocated bytes"

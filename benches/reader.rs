@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use half::f16;
+use radvox::io::npy::NpyHeader;
+use radvox::io::Source;
 use radvox::memory::PeakSampler;
-use radvox::npy::{NpyHeader, Source};
 use radvox::{Dataset, DatasetConfig, Layout, Modality, Split};
 
 mod common;

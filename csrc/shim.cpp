@@ -7,9 +7,22 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <atomic>
+#include <cstring>
 #include <dlfcn.h>
+#include <string>
+
+// Every entry point below catches every C++ exception: none may cross the
+// extern "C" boundary into Rust (undefined behaviour). Fallible calls return
+// false and leave the message for radvox_last_error.
 
 namespace {
+
+thread_local std::string g_last_error;
+
+bool fail(const char *what) {
+  g_last_error = what;
+  return false;
+}
 
 // Host tensor bytes in use and their peak, counted by CountingCpuAllocator.
 std::atomic<int64_t> g_host_current{0};
@@ -60,14 +73,38 @@ int64_t radvox_memory_owners(const at::Tensor *t) {
   }
 }
 
-// CPU autocast (bf16): tch only switches CUDA autocast.
-void radvox_set_cpu_autocast(bool enabled) {
-  at::autocast::set_autocast_enabled(at::kCPU, enabled);
-  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-  if (!enabled) at::autocast::clear_cache();
+// Copies this thread's last error message into buf (NUL-terminated,
+// truncated to n bytes) and returns its full length.
+size_t radvox_last_error(char *buf, size_t n) {
+  if (n > 0) {
+    size_t k = std::min(n - 1, g_last_error.size());
+    std::memcpy(buf, g_last_error.data(), k);
+    buf[k] = 0;
+  }
+  return g_last_error.size();
 }
 
-bool radvox_cpu_autocast_enabled() { return at::autocast::is_autocast_enabled(at::kCPU); }
+// CPU autocast (bf16): tch only switches CUDA autocast.
+bool radvox_set_cpu_autocast(bool enabled) {
+  try {
+    at::autocast::set_autocast_enabled(at::kCPU, enabled);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    if (!enabled) at::autocast::clear_cache();
+    return true;
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  } catch (...) {
+    return fail("unknown C++ exception");
+  }
+}
+
+bool radvox_cpu_autocast_enabled() {
+  try {
+    return at::autocast::is_autocast_enabled(at::kCPU);
+  } catch (...) {
+    return false;
+  }
+}
 
 // Routes libtorch's CPU tensor allocations through a counting allocator
 // (process-wide, from now on; tensors allocated before keep their deleter).
@@ -113,6 +150,7 @@ bool radvox_cuda_reset_peak(int64_t device) {
 // Free and total memory of the current CUDA device through the CUDA runtime
 // libtorch_cuda already loaded (looked up by name: no CUDA headers needed).
 bool radvox_cuda_mem_info(int64_t *free_bytes, int64_t *total_bytes) {
+  // No C++ call here (a C function looked up by name): nothing can throw.
   using MemGetInfo = int (*)(size_t *, size_t *);
   auto fn = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
   size_t f = 0, t = 0;
@@ -125,12 +163,19 @@ bool radvox_cuda_mem_info(int64_t *free_bytes, int64_t *total_bytes) {
 // Leaves autocast fully off with an empty cast cache: after a step unwound
 // (an out-of-memory error) inside tch::autocast, its nesting count and cache
 // would otherwise keep stale half copies of the weights.
-void radvox_reset_autocast() {
-  int n = at::autocast::decrement_nesting();
-  while (n > 0) n = at::autocast::decrement_nesting();
-  while (n < 0) n = at::autocast::increment_nesting();
-  at::autocast::clear_cache();
-  at::autocast::set_autocast_enabled(at::kCUDA, false);
-  at::autocast::set_autocast_enabled(at::kCPU, false);
+bool radvox_reset_autocast() {
+  try {
+    int n = at::autocast::decrement_nesting();
+    while (n > 0) n = at::autocast::decrement_nesting();
+    while (n < 0) n = at::autocast::increment_nesting();
+    at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    return true;
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  } catch (...) {
+    return fail("unknown C++ exception");
+  }
 }
 }

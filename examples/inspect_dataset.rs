@@ -1,33 +1,35 @@
 //! Prints one line per frame of an NTU4DRadLM_Pre tree:
-//! `<scene>/<stem> shape=C,Z,H,W target_sum=.. radar_sum=.. target_nnz=n radar_nnz=n`.
-//!
-//! `cargo run --release --example inspect_dataset -- <root> [--split train|val|all] [--resample Z,H,W]`
+//! `<scene>/<stem> shape=C,Z,H,W target_sum=.. radar_sum=.. target_nnz=n radar_nnz=n`,
+//! and exits non-zero with the error on bad data.
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use radvox::{Dataset, DatasetConfig, Layout, Modality, Split};
+use clap::Parser;
+use radvox::data::{Dataset, DatasetConfig, Layout, Modality, Split};
 
 mod common;
 
+/// Print per-frame sums and occupancy of an NTU4DRadLM_Pre tree.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// NTU4DRadLM_Pre root.
+    root: PathBuf,
+    /// Split: train, val or all.
+    #[arg(long, default_value = "all")]
+    split: Split,
+    /// Resample every frame to Z,H,W (default: pad to a multiple of 32).
+    #[arg(long, value_parser = common::zhw)]
+    resample: Option<[usize; 3]>,
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut root, mut split, mut config) = (None, Split::All, DatasetConfig::default());
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--split" => split = args.next().ok_or("--split needs a value")?.parse()?,
-            "--resample" => {
-                let zhw = radvox::layout::parse_zhw(&args.next().ok_or("--resample needs Z,H,W")?)?;
-                config.layout = Layout::Resample { zhw };
-            }
-            "-h" | "--help" => {
-                println!("usage: inspect_dataset <root> [--split train|val|all] [--resample Z,H,W]");
-                return Ok(());
-            }
-            _ if root.is_none() && !arg.starts_with('-') => root = Some(arg),
-            other => return Err(format!("unexpected argument {other:?}").into()),
-        }
+    let cli = Cli::parse();
+    let mut config = DatasetConfig::default();
+    if let Some(zhw) = cli.resample {
+        config.layout = Layout::Resample { zhw };
     }
-    let root = root.ok_or("usage: inspect_dataset <root> [--split train|val|all] [--resample Z,H,W]")?;
-    let ds = Dataset::open(&root, split, &config)?;
+    let ds = Dataset::open(&cli.root, cli.split, &config)?;
     for w in ds.warnings() {
         eprintln!("warning: {w}");
     }

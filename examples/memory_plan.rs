@@ -3,19 +3,37 @@
 //! it fits, the measured peak where `benches/memory_plan.rs` measured it, the
 //! change that would make it fit, and the largest VAE that fits.
 //!
-//! `cargo run --release --example memory_plan -- --budget-gb 24 [--grid Z,H,W]
-//!  [--backend cuda|cpu] [--measured FILE.csv] [--prefetch N] [--num-workers N]`
 use std::process::ExitCode;
 
-use radvox::layout::parse_zhw;
-use radvox::memory::plan::{gib, Planner, VAE_PRESETS};
-use radvox::memory::{fit, Backend, ModelConfig, Precision, Run};
+use clap::Parser;
+use radvox::memory::{fit, gib, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS};
 use radvox::model::{Checkpointing, UnetConfig, VaeConfig};
 
 mod common;
 
-const USAGE: &str = "usage: memory_plan [--budget-gb GiB] [--grid Z,H,W] [--backend cuda|cpu] [--measured FILE.csv] \
-[--prefetch N] [--num-workers N]";
+/// Print the seed's memory table for a budget: predicted peaks, what fits, what would.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Memory budget in GiB.
+    #[arg(long, default_value_t = 24.0, value_parser = common::positive)]
+    budget_gb: f64,
+    /// Padded input grid Z,H,W.
+    #[arg(long, default_value = "96,608,224", value_parser = common::zhw)]
+    grid: [usize; 3],
+    /// cuda, or cpu (this machine's kind of bf16).
+    #[arg(long, default_value = "cuda")]
+    backend: String,
+    /// Measured peaks (the memory_plan bench's CSV).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/memory_measured.csv"))]
+    measured: std::path::PathBuf,
+    /// Loader prefetch.
+    #[arg(long, default_value_t = 2)]
+    prefetch: usize,
+    /// Loader workers.
+    #[arg(long, default_value_t = 1)]
+    num_workers: usize,
+}
 
 /// A measured peak from the validation bench's CSV.
 struct Measured {
@@ -39,38 +57,16 @@ fn read_measured(path: &str) -> Vec<Measured> {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut budget_gib, mut grid, mut backend) = (24.0f64, [96, 608, 224], Backend::Cuda);
-    let mut measured_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/memory_measured.csv").to_string();
-    let (mut prefetch, mut workers) = (2, 1);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || common::value(&mut args, &flag);
-        match flag.as_str() {
-            "--budget-gb" => budget_gib = value()?.parse()?,
-            "--grid" => {
-                let g = parse_zhw(&value()?)?;
-                grid = [g[0] as i64, g[1] as i64, g[2] as i64];
-            }
-            "--backend" => {
-                backend = match value()?.as_str() {
-                    "cuda" => Backend::Cuda,
-                    "cpu" => Backend::Cpu,
-                    other => return Err(format!("--backend {other:?}: use cuda or cpu").into()),
-                }
-            }
-            "--measured" => measured_path = value()?,
-            "--prefetch" => prefetch = value()?.parse()?,
-            "--num-workers" => workers = value()?.parse()?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
-        }
-    }
-    if !(budget_gib > 0.0 && budget_gib.is_finite()) {
-        return Err(format!("--budget-gb must be > 0, got {budget_gib}").into());
-    }
+    let cli = Cli::parse();
+    let budget_gib = cli.budget_gb;
+    let grid = cli.grid.map(|d| d as i64);
+    let backend = match cli.backend.as_str() {
+        "cuda" => Backend::Cuda,
+        "cpu" => Backend::cpu(),
+        other => return Err(format!("--backend {other:?}: use cuda or cpu").into()),
+    };
+    let (prefetch, workers) = (cli.prefetch, cli.num_workers);
+    let measured_path = cli.measured.display().to_string();
     let budget = (budget_gib * (1u64 << 30) as f64) as u64;
     let planner = Planner { prefetch, workers, ..Planner::new(backend) };
     let measured = read_measured(&measured_path);

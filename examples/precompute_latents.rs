@@ -1,45 +1,61 @@
 //! Encodes the target and radar grids of every frame once with a frozen VAE
-//! and writes them as f16 `.npy` latents (memory-mapped by `train_ldm`).
-//!
-//! `cargo run --release --example precompute_latents -- --vae CKPT --dataset-dir DIR --out DIR
-//!  [--split train|val|all] [--resample Z,H,W] [--device auto|cpu|cuda]`
+//! and writes them as f16 `.npy` latents (memory-mapped by `train_ldm`). The
+//! data layout is the VAE's; a contradicting `--resample` is refused.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use radvox::latents::{precompute, FrozenVae};
-use radvox::layout::{parse_zhw, Layout};
-use radvox::train::parse_device;
-use radvox::{Dataset, DatasetConfig, Split};
+use clap::Parser;
+use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::diffusion::latents::precompute;
+use radvox::train::vae::layout_for;
+use radvox::train::{load_vae, parse_device};
 
 mod common;
 
+/// Encode every frame's target and radar grids with a frozen VAE.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The VAE checkpoint.
+    #[arg(long)]
+    vae: PathBuf,
+    /// NTU4DRadLM_Pre root.
+    #[arg(long)]
+    dataset_dir: PathBuf,
+    /// Cache directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Split to encode: train, val or all.
+    #[arg(long, default_value = "all")]
+    split: Split,
+    /// Must match the VAE's layout when given.
+    #[arg(long, value_parser = common::zhw)]
+    resample: Option<[usize; 3]>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut vae, mut dir, mut out, mut split, mut device) = (None, None, None, Split::All, "auto".to_string());
-    let mut ds_cfg = DatasetConfig::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || common::value(&mut args, &flag);
-        match flag.as_str() {
-            "--vae" => vae = Some(PathBuf::from(value()?)),
-            "--dataset-dir" => dir = Some(PathBuf::from(value()?)),
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "--split" => split = value()?.parse()?,
-            "--resample" => ds_cfg.layout = Layout::Resample { zhw: parse_zhw(&value()?)? },
-            "--device" => device = value()?,
-            other => return Err(format!("unknown flag {other}").into()),
-        }
-    }
-    let (vae_path, dir, out) =
-        (vae.ok_or("--vae is required")?, dir.ok_or("--dataset-dir is required")?, out.ok_or("--out is required")?);
-    let vae = FrozenVae::load(&vae_path, None, parse_device(&device)?)?;
-    let ds = Dataset::open(&dir, split, &ds_cfg)?;
+    let cli = Cli::parse();
+    let (vae, recipe) = load_vae(&cli.vae, None, parse_device(&cli.device)?)?;
+    let layout = layout_for(recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
+    let s = ds.output_shape(0);
+    recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;
+    let bar =
+        if cli.no_progress { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(ds.len() as u64) };
     let t = std::time::Instant::now();
-    let m = precompute(&vae, &ds, &out, &vae_path)?;
+    let m = precompute(&vae, &ds, &cli.out, &cli.vae, &|i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
     println!(
         "{} frames -> latents {:?} (f16) in {} ({:.1} s); VAE hash {}",
         m.frames.len(),
         m.latent_shape,
-        out.display(),
+        cli.out.display(),
         t.elapsed().as_secs_f64(),
         m.vae_hash
     );

@@ -1,57 +1,73 @@
 //! Samples LiDAR-like grids from radar with a trained VAE + latent diffusion
 //! model, writes per frame the prediction as sparse `.npz` (the dataset's
 //! format), an occupancy `.ply` and a bird's-eye-view PNG (radar |
-//! prediction | target), and scores it against the target.
-//!
-//! `cargo run --release --example sample -- --vae CKPT --ldm CKPT --dataset-dir DIR
-//!  [--split val] [--out DIR] [--steps 18] [--solver heun|euler] [--seed N]
-//!  [--threshold 0.5] [--resample Z,H,W] [--device auto|cpu|cuda]`
+//! prediction | target), and scores it against the target. The data layout
+//! is the VAE's; a contradicting `--resample` is refused.
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use radvox::data::{Dataset, DatasetConfig, Layout, Modality, Split};
 use radvox::diffusion::Solver;
-use radvox::export::{bev_panels, centres, to_sparse, write_ply, write_prediction_npz};
-use radvox::latents::FrozenVae;
-use radvox::layout::{parse_zhw, Layout};
-use radvox::ldm::Sampler;
-use radvox::metrics::{chamfer, Occupancy};
-use radvox::train::parse_device;
-use radvox::{Dataset, DatasetConfig, Modality, Split};
+use radvox::eval::export::{bev_panels, centres, to_sparse, write_ply, write_prediction_npz};
+use radvox::eval::{chamfer, Occupancy};
+use radvox::train::vae::layout_for;
+use radvox::train::{load_sampler, load_vae, parse_device};
 
 mod common;
 
+/// Densify radar frames with a trained VAE + latent diffusion model.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The VAE checkpoint.
+    #[arg(long)]
+    vae: PathBuf,
+    /// The latent diffusion checkpoint (trained on this VAE's latents).
+    #[arg(long)]
+    ldm: PathBuf,
+    /// NTU4DRadLM_Pre root.
+    #[arg(long)]
+    dataset_dir: PathBuf,
+    /// Split to densify: train, val or all.
+    #[arg(long, default_value = "val")]
+    split: Split,
+    /// Output directory.
+    #[arg(long, default_value = "runs/samples")]
+    out: PathBuf,
+    /// Solver steps (at least 1).
+    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
+    /// ODE solver: heun or euler.
+    #[arg(long, default_value = "heun")]
+    solver: Solver,
+    /// Seed of the initial noise (frame i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Occupancy threshold in (0, 1).
+    #[arg(long, default_value_t = 0.5, value_parser = common::unit_interval)]
+    threshold: f64,
+    /// Must match the VAE's layout when given.
+    #[arg(long, value_parser = common::zhw)]
+    resample: Option<[usize; 3]>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut vae, mut ldm, mut dir, mut split) = (None, None, None, Split::Val);
-    let (mut out, mut steps, mut solver, mut seed, mut threshold) =
-        (PathBuf::from("runs/samples"), 18, Solver::Heun, 0u64, 0.5);
-    let mut device = "auto".to_string();
-    let mut ds_cfg = DatasetConfig::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || common::value(&mut args, &flag);
-        match flag.as_str() {
-            "--vae" => vae = Some(PathBuf::from(value()?)),
-            "--ldm" => ldm = Some(PathBuf::from(value()?)),
-            "--dataset-dir" => dir = Some(PathBuf::from(value()?)),
-            "--split" => split = value()?.parse()?,
-            "--out" => out = value()?.into(),
-            "--steps" => steps = value()?.parse()?,
-            "--solver" => solver = value()?.parse()?,
-            "--seed" => seed = value()?.parse()?,
-            "--threshold" => threshold = value()?.parse()?,
-            "--resample" => ds_cfg.layout = Layout::Resample { zhw: parse_zhw(&value()?)? },
-            "--device" => device = value()?,
-            other => return Err(format!("unknown flag {other}").into()),
-        }
-    }
-    let device = parse_device(&device)?;
-    let vae = FrozenVae::load(&vae.ok_or("--vae is required")?, None, device)?;
-    let sampler = Sampler::load(&ldm.ok_or("--ldm is required")?, &vae.hash, device)?;
-    let ds = Dataset::open(dir.ok_or("--dataset-dir is required")?, split, &ds_cfg)?;
-    std::fs::create_dir_all(&out)?;
-    let mut csv = std::fs::File::create(out.join("metrics.csv"))?;
-    writeln!(csv, "frame,iou,precision,recall,f1,chamfer_m,pred_voxels,target_voxels")?;
+    let cli = Cli::parse();
+    let device = parse_device(&cli.device)?;
+    let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
+    let (sampler, _) = load_sampler(&cli.ldm, &vae.hash, device)?;
+    let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
+    let s = ds.output_shape(0);
+    vae_recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;
+    std::fs::create_dir_all(&cli.out)?;
+    let (steps, threshold, out) = (cli.steps as usize, cli.threshold, &cli.out);
+    let mut csv = vec!["frame,iou,precision,recall,f1,chamfer_m,pred_voxels,target_voxels".to_string()];
     let (mut tot, mut cham, mut n) = ((0.0, 0.0, 0.0), Vec::new(), 0usize);
     println!(
         "{:<16} {:>7} {:>9} {:>7} {:>7} {:>10} {:>7} {:>7}",
@@ -60,10 +76,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (i, f) in ds.frames().iter().enumerate() {
         let (radar, target) = (ds.read(i, Modality::Radar)?.to_tensor(), ds.read(i, Modality::Target)?.to_tensor());
         let cond = vae.encode(&radar);
-        let z = sampler.sample(&cond, steps, solver, seed.wrapping_add(i as u64));
+        let z = sampler.sample(&cond, steps, cli.solver, cli.seed.wrapping_add(i as u64));
         let pred = vae.decode(&z).squeeze_dim(0);
         let [h, w, zd, _] = f.target.shape();
-        let hwz = match ds_cfg.layout {
+        let hwz = match layout {
             Layout::Pad { .. } => [h, w, zd],
             Layout::Resample { zhw } => [zhw[1], zhw[2], zhw[0]],
         };
@@ -88,7 +104,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             p.len(),
             t.len()
         );
-        writeln!(csv, "{},{},{},{},{},{},{},{}", f.id, o.iou, o.precision, o.recall, o.f1, c, p.len(), t.len())?;
+        csv.push(format!("{},{},{},{},{},{},{},{}", f.id, o.iou, o.precision, o.recall, o.f1, c, p.len(), t.len()));
         tot = (tot.0 + tp, tot.1 + fp, tot.2 + fn_);
         cham.push(c);
         n += 1;
@@ -97,16 +113,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Mean Chamfer over the split (infinite when any frame has an empty side).
     let cham = cham.iter().sum::<f64>() / cham.len().max(1) as f64;
     println!(
-        "{:<16} {:>7.4} {:>9.4} {:>7.4} {:>7.4} {:>10.4}   ({n} frames, {steps} {solver:?} steps, seed {seed}; outputs in {})",
+        "{:<16} {:>7.4} {:>9.4} {:>7.4} {:>7.4} {:>10.4}   ({n} frames, {steps} {:?} steps, seed {}; outputs in {})",
         "ALL",
         o.iou,
         o.precision,
         o.recall,
         o.f1,
         cham,
+        cli.solver,
+        cli.seed,
         out.display()
     );
-    writeln!(csv, "ALL,{},{},{},{},{},,", o.iou, o.precision, o.recall, o.f1, cham)?;
+    csv.push(format!("ALL,{},{},{},{},{},,", o.iou, o.precision, o.recall, o.f1, cham));
+    let path = out.join("metrics.csv");
+    radvox::io::write_atomic(&path, (csv.join("\n") + "\n").as_bytes())?;
+    let _ = std::io::stdout().flush();
     Ok(())
 }
 

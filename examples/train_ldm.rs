@@ -1,68 +1,112 @@
 //! Trains the radar-conditioned latent diffusion model (EDM) in a frozen
 //! VAE's latent space, from a latent cache (`precompute_latents`) or
-//! encoding on the fly.
-//!
-//! `cargo run --release --example train_ldm -- --vae CKPT --dataset-dir DIR [--latents DIR]
-//!  [--epochs N] [--lr X] [--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing]
-//!  [--resample Z,H,W] [--device auto|cpu|cuda] [--seed N] [--resume CKPT] [--out DIR] [--no-progress]`
+//! encoding on the fly. The data layout is the VAE's (a contradicting
+//! `--resample` is refused); `--resume` continues a run exactly (its recipe;
+//! `--epochs` may extend it).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use radvox::latents::{FrozenVae, LatentCache};
-use radvox::layout::{parse_zhw, Layout};
-use radvox::ldm::{LatentSource, LdmConfig, LdmTrainer};
-use radvox::train::parse_device;
-use radvox::{Dataset, DatasetConfig, Split};
+use clap::Parser;
+use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::diffusion::LatentCache;
+use radvox::train::checkpoint::Checkpoint;
+use radvox::train::recipe::read_file;
+use radvox::train::vae::layout_for;
+use radvox::train::{load_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
 
 mod common;
+use common::{apply, RuntimeArgs};
+
+/// Train the latent diffusion model on a frozen VAE's latents.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The VAE checkpoint whose latent space the model learns.
+    #[arg(long)]
+    vae: PathBuf,
+    /// NTU4DRadLM_Pre root.
+    #[arg(long)]
+    dataset_dir: PathBuf,
+    /// A latent cache written by precompute_latents (default: encode on the fly).
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Recipe file (TOML, or JSON by extension); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run of this checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Must match the VAE's layout when given.
+    #[arg(long, value_parser = common::zhw)]
+    resample: Option<[usize; 3]>,
+    /// Epochs (the cosine schedule spans them).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long, value_parser = common::positive)]
+    lr: Option<f64>,
+    /// Frames per micro-batch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
+    /// Micro-batches per optimizer step.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    grad_accum: Option<u64>,
+    /// Seed of order, noise and initialisation.
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut cfg = LdmConfig::default();
-    let (mut vae, mut dir, mut latents, mut resume) = (None, None, None, None);
-    let mut out = PathBuf::from("runs/ldm");
-    let mut ds_cfg = DatasetConfig::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || common::value(&mut args, &flag);
-        match flag.as_str() {
-            "--vae" => vae = Some(PathBuf::from(value()?)),
-            "--dataset-dir" => dir = Some(PathBuf::from(value()?)),
-            "--latents" => latents = Some(PathBuf::from(value()?)),
-            "--epochs" => cfg.epochs = value()?.parse()?,
-            "--lr" => cfg.lr = value()?.parse()?,
-            "--batch-size" => cfg.batch_size = value()?.parse()?,
-            "--grad-accum" => cfg.grad_accum = value()?.parse()?,
-            "--amp" => cfg.amp = true,
-            "--no-amp" => cfg.amp = false,
-            "--checkpointing" => cfg.checkpointing = true,
-            "--resample" => ds_cfg.layout = Layout::Resample { zhw: parse_zhw(&value()?)? },
-            "--device" => cfg.device = value()?,
-            "--seed" => cfg.seed = value()?.parse()?,
-            "--resume" => resume = Some(PathBuf::from(value()?)),
-            "--out" => out = value()?.into(),
-            "--no-progress" => cfg.progress = false,
-            other => return Err(format!("unknown flag {other}").into()),
-        }
+    let cli = Cli::parse();
+    let runtime = cli.runtime.runtime("runs/ldm");
+    let (vae, vae_recipe) = load_vae(&cli.vae, None, parse_device(&runtime.device)?)?;
+    let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, LdmRecipe::KIND)).transpose()?;
+    let resume = cli.resume.as_deref();
+    if let (Some(path), Some(_)) = (resume, &cli.config) {
+        return Err(format!("--config with --resume: a resumed run keeps the recipe of {}", path.display()).into());
     }
-    let vae_path = vae.ok_or("--vae is required")?;
-    let dir = dir.ok_or("--dataset-dir is required")?;
-    let vae = FrozenVae::load(&vae_path, None, parse_device(&cfg.device)?)?;
-    let ds = Dataset::open(&dir, Split::Train, &ds_cfg)?;
+    let mut recipe = match &ckpt {
+        Some(c) => c.recipe::<LdmRecipe>()?,
+        None => cli.config.as_deref().map(read_file::<LdmRecipe>).transpose()?.unwrap_or_default(),
+    };
+    let o = &mut recipe.optim;
+    apply(&mut o.lr, cli.lr, "lr", resume)?;
+    apply(&mut o.batch_size, cli.batch_size.map(|v| v as usize), "batch-size", resume)?;
+    apply(&mut o.grad_accum, cli.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
+    apply(&mut o.seed, cli.seed, "seed", resume)?;
+    if let Some(e) = cli.epochs {
+        recipe.optim.epochs = e as usize;
+    }
+    recipe.validate()?;
+    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;
     let hash = vae.hash.clone();
-    let source = match latents {
-        Some(l) => LatentSource::Cache(LatentCache::open(&l, &hash, &ds)?),
+    let source = match &cli.latents {
+        Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
         None => LatentSource::OnTheFly(Box::new(vae)),
     };
-    let mut trainer = LdmTrainer::new(ds, source, &hash, cfg, &out)?;
-    if let Some(r) = resume {
-        trainer.load_checkpoint(&r)?;
-    }
-    println!("UNet parameters: {}", trainer.parameter_count());
-    let losses = trainer.fit()?;
-    if let (Some(a), Some(b)) = (losses.first(), losses.last()) {
+    let out = runtime.out.clone();
+    let objective = LdmObjective::new(ds, source, &hash, recipe, &runtime)?;
+    println!("UNet parameters: {}", objective.parameter_count());
+    let mut trainer = match &ckpt {
+        Some(c) => {
+            let theirs = c.metadata.get("vae_hash").map(String::as_str).unwrap_or("");
+            if theirs != hash {
+                return Err(format!("{}: trained on latents of VAE {theirs}, not of {hash}", c.path.display()).into());
+            }
+            Trainer::resume(objective, runtime, c)?
+        }
+        None => Trainer::new(objective, runtime)?,
+    };
+    let reports = trainer.fit()?;
+    if let (Some(a), Some(b)) = (reports.first(), reports.last()) {
         println!(
-            "EDM loss {a:.4e} -> {b:.4e} over {} epochs; last.safetensors, ldm_log.csv, loss.png in {}",
-            losses.len(),
+            "EDM loss {:.4e} -> {:.4e} over {} epochs; last.safetensors, train_log.csv, loss.png in {}",
+            a.loss("loss").unwrap_or(f64::NAN),
+            b.loss("loss").unwrap_or(f64::NAN),
+            reports.len(),
             out.display()
         );
     }

@@ -1,116 +1,142 @@
 //! Trains the 3D VAE with the seed's recipe (ultra_lightweight, batch 1,
-//! gradient accumulation 8, AMP, one loader worker, no pinned memory, no
-//! augmentation) on the bundled fixtures, or on NTU4DRadLM_Pre with
-//! `--dataset-dir`.
+//! gradient accumulation 8, one loader worker, no pinned memory, no
+//! augmentation; AMP where the device runs it natively) on the bundled
+//! fixtures, or on NTU4DRadLM_Pre with `--dataset-dir`.
 //!
-//! `cargo run --release --example train_vae -- [--dataset-dir DIR] [--vae-type NAME]
-//!  [--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing off|block|N]
-//!  [--epochs N] [--lr X] [--resample Z,H,W] [--device auto|cpu|cuda] [--resume CKPT]
-//!  [--out DIR] [--seed N] [--num-workers N] [--config FILE.json] [--loss-occupancy W]
-//!  [--loss-edge W] [--loss-perceptual W] [--memory-budget-gb GiB] [--force] [--no-progress]`
-//!
-//! The memory plan is printed at start; a run whose plan exceeds the budget
-//! (the GPU's memory, or the RAM available) is refused with the plan and the
-//! change that would fit, unless `--force`.
+//! The recipe comes from `--config FILE` (TOML or JSON, unknown keys refused)
+//! or the defaults; a recipe flag given anywhere overrides the file. With
+//! `--resume` the recipe is the checkpoint's: a recipe flag that contradicts
+//! it is refused, `--epochs` may extend the run. The memory plan is printed
+//! at start; a run whose plan exceeds the budget is refused with the change
+//! that would fit, unless `--force`. SIGINT/SIGTERM save `last` after the
+//! current optimizer step; a second signal exits at once.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use radvox::layout::{parse_zhw, Layout};
+use clap::Parser;
+use radvox::data::{Dataset, DatasetConfig, Layout, Split};
 use radvox::model::VaeConfig;
-use radvox::train::{summary_line, TrainConfig, VaeTrainer};
-use radvox::{Dataset, DatasetConfig, Split};
+use radvox::train::checkpoint::Checkpoint;
+use radvox::train::recipe::read_file;
+use radvox::train::vae::layout_for;
+use radvox::train::{Recipe, Trainer, VaeObjective, VaeRecipe};
 
 mod common;
+use common::{apply, RuntimeArgs};
 
-const USAGE: &str =
-    "usage: train_vae [--dataset-dir DIR] [--vae-type ultra_lightweight|seed_baseline|lightweight|standard] \
-[--batch-size N] [--grad-accum N] [--amp|--no-amp] [--checkpointing off|block|N] [--epochs N] [--lr X] \
-[--resample Z,H,W] [--device auto|cpu|cuda] [--resume CKPT] [--out DIR] [--seed N] [--num-workers N] \
-[--config FILE.json] [--loss-occupancy W] [--loss-edge W] [--loss-perceptual W] [--memory-budget-gb GiB] \
-[--force] [--no-progress]";
+/// Train the 3D VAE on NTU4DRadLM_Pre target grids.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// NTU4DRadLM_Pre root (default: the bundled fixtures).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ntu_mini"))]
+    dataset_dir: PathBuf,
+    /// Recipe file (TOML, or JSON by extension); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run of this checkpoint (its recipe; `--epochs` may extend it).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Resample every frame to Z,H,W (default: pad each dim to a multiple of 32).
+    #[arg(long, value_parser = common::zhw)]
+    resample: Option<[usize; 3]>,
+    /// VAE preset: ultra_lightweight, seed_baseline, lightweight, standard.
+    #[arg(long)]
+    vae_type: Option<String>,
+    /// Epochs (the cosine schedule spans them).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long, value_parser = common::positive)]
+    lr: Option<f64>,
+    /// Frames per micro-batch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
+    /// Micro-batches per optimizer step.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    grad_accum: Option<u64>,
+    /// Seed of order, noise and initialisation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Weight of the occupancy-aware MSE.
+    #[arg(long)]
+    loss_occupancy: Option<f64>,
+    /// Weight of the 3D Sobel edge loss.
+    #[arg(long)]
+    loss_edge: Option<f64>,
+    /// Weight of the perceptual loss.
+    #[arg(long)]
+    loss_perceptual: Option<f64>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut cfg = TrainConfig::default();
-    let mut dataset_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ntu_mini"));
-    let (mut out, mut resume, mut resample, mut epochs_flag) = (PathBuf::from("runs/vae"), None, None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || common::value(&mut args, &flag);
-        match flag.as_str() {
-            "--dataset-dir" => dataset_dir = value()?.into(),
-            "--vae-type" => cfg.vae = VaeConfig::named(&value()?)?,
-            "--batch-size" => cfg.batch_size = value()?.parse()?,
-            "--grad-accum" => cfg.grad_accum = value()?.parse()?,
-            "--amp" => cfg.amp = true,
-            "--no-amp" => cfg.amp = false,
-            "--checkpointing" => cfg.checkpointing = value()?.parse()?,
-            "--epochs" => epochs_flag = Some(value()?.parse()?),
-            "--lr" => cfg.lr = value()?.parse()?,
-            "--resample" => resample = Some(parse_zhw(&value()?)?),
-            "--device" => cfg.device = value()?,
-            "--resume" => resume = Some(PathBuf::from(value()?)),
-            "--out" => out = value()?.into(),
-            "--seed" => cfg.seed = value()?.parse()?,
-            "--num-workers" => cfg.num_workers = value()?.parse()?,
-            "--config" => cfg = serde_json::from_str(&std::fs::read_to_string(value()?)?)?,
-            "--loss-occupancy" => cfg.loss.occupancy_mse = value()?.parse()?,
-            "--loss-edge" => cfg.loss.edge = value()?.parse()?,
-            "--loss-perceptual" => cfg.loss.perceptual = value()?.parse()?,
-            "--memory-budget-gb" => cfg.memory_budget_gib = Some(value()?.parse()?),
-            "--force" => cfg.force = true,
-            "--no-progress" => cfg.progress = false,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
-        }
-    }
-    if let Some(e) = epochs_flag {
-        cfg.epochs = e;
-    }
-    let mut ds_cfg = DatasetConfig::default();
-    if let Some(zhw) = resample {
-        ds_cfg.layout = Layout::Resample { zhw };
-    }
-    let train = Dataset::open(&dataset_dir, Split::Train, &ds_cfg)?;
-    let val = Dataset::open(&dataset_dir, Split::Val, &ds_cfg)?;
-    let mut trainer = match &resume {
-        Some(ckpt) => {
-            log::info!("resuming from {} (its config; --epochs, --force, --memory-budget-gb apply)", ckpt.display());
-            // the checkpoint's config, with --epochs, --force and --memory-budget-gb applied
-            VaeTrainer::resume_with(ckpt, train, Some(val), &out, |c| {
-                c.epochs = epochs_flag.unwrap_or(c.epochs);
-                c.force |= cfg.force;
-                c.memory_budget_gib = cfg.memory_budget_gib.or(c.memory_budget_gib);
-            })?
-        }
-        None => VaeTrainer::new(train, Some(val), cfg, &out)?,
+    let cli = Cli::parse();
+    let runtime = cli.runtime.runtime("runs/vae");
+    let asked = cli.resample.map(|zhw| Layout::Resample { zhw });
+    let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, VaeRecipe::KIND)).transpose()?;
+    let resume = cli.resume.as_deref();
+    let mut recipe = match &ckpt {
+        Some(c) => c.recipe::<VaeRecipe>()?,
+        None => cli.config.as_deref().map(read_file::<VaeRecipe>).transpose()?.unwrap_or_default(),
     };
-    let c = trainer.config();
-    let shape = trainer.train_loader().sample_shape();
+    if let (Some(path), Some(_)) = (resume, &cli.config) {
+        return Err(format!("--config with --resume: a resumed run keeps the recipe of {}", path.display()).into());
+    }
+    let layout = layout_for(recipe.layout, asked, resume.unwrap_or(std::path::Path::new("the recipe")))?;
+    recipe.layout = Some(layout);
+    apply(&mut recipe.vae, cli.vae_type.as_deref().map(VaeConfig::named).transpose()?, "vae-type", resume)?;
+    let o = &mut recipe.optim;
+    apply(&mut o.lr, cli.lr, "lr", resume)?;
+    apply(&mut o.batch_size, cli.batch_size.map(|v| v as usize), "batch-size", resume)?;
+    apply(&mut o.grad_accum, cli.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
+    apply(&mut o.seed, cli.seed, "seed", resume)?;
+    apply(&mut recipe.loss.occupancy_mse, cli.loss_occupancy, "loss-occupancy", resume)?;
+    apply(&mut recipe.loss.edge, cli.loss_edge, "loss-edge", resume)?;
+    apply(&mut recipe.loss.perceptual, cli.loss_perceptual, "loss-perceptual", resume)?;
+    if let Some(e) = cli.epochs {
+        if resume.is_some() && e as usize != recipe.optim.epochs {
+            log::info!("--epochs {e}: the run continues to {e} epochs (recorded {})", recipe.optim.epochs);
+        }
+        recipe.optim.epochs = e as usize;
+    }
+    recipe.validate()?;
+    let ds_cfg = DatasetConfig { layout, ..Default::default() };
+    let train = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
+    let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
+    let out = runtime.out.clone();
+    let mut trainer = match &ckpt {
+        Some(c) => {
+            log::info!("resuming from {} at epoch {} step {}", c.path.display(), c.state.epoch, c.state.step);
+            Trainer::resume(VaeObjective::new(train, Some(val), recipe, &runtime)?, runtime, c)?
+        }
+        None => Trainer::vae(train, Some(val), recipe, runtime)?,
+    };
+    let r = trainer.recipe();
+    let shape = trainer.objective().train_loader().sample_shape();
     log::info!(
-        "device {:?} amp {:?} | {} epochs, batch {} x accum {}, checkpointing {} | {} train frames of shape {:?} | out {}",
+        "device {:?} amp {:?} | {} epochs, batch {} x accum {}, checkpointing {} | {} train frames of shape {:?} ({}) | out {}",
         trainer.device(),
         trainer.amp(),
-        c.epochs,
-        c.batch_size,
-        c.grad_accum,
-        c.checkpointing,
-        trainer.train_loader().dataset().len(),
+        r.optim.epochs,
+        r.optim.batch_size,
+        r.optim.grad_accum,
+        trainer.checkpointing(),
+        trainer.objective().train_loader().dataset().len(),
         shape,
+        layout,
         out.display()
     );
     let reports = trainer.fit()?;
     for r in &reports {
-        println!("{}", summary_line(r));
+        println!("{}", r.summary());
     }
     if let (Some(first), Some(last)) = (reports.first(), reports.last()) {
+        let (a, b) = (first.loss("recon").unwrap_or(f64::NAN), last.loss("recon").unwrap_or(f64::NAN));
         println!(
-            "reconstruction loss {:.4e} -> {:.4e} ({:.1}x lower); checkpoints, train_log.csv and loss.png in {}",
-            first.recon,
-            last.recon,
-            first.recon / last.recon,
+            "reconstruction loss {a:.4e} -> {b:.4e} ({:.1}x lower); checkpoints, train_log.csv and loss.png in {}",
+            a / b,
             out.display()
         );
     }

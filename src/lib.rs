@@ -1,16 +1,22 @@
 //! radvox: train generative models on 4D radar voxel grids.
 //!
-//! The pipeline, one module per stage: [`dataset`] finds and pairs
-//! NTU4DRadLM_Pre frames, [`npy`] decodes their files (memory-mapped dense
-//! `.npy`, sparse `.npz`), [`layout`] turns them into padded or resampled
-//! f16 `(C, Z, H, W)` grids, [`augment`] perturbs radar/target pairs and
-//! [`prefetch`] batches them into f16 tensors on worker threads with
-//! bounded, recycled memory. [`model`] holds the 3D VAE and the latent UNet,
-//! [`train`] and [`ldm`] train them, [`diffusion`] samples.
+//! The crate is layered; each layer imports only from the layers below it
+//! (`tests/layers.rs` checks this):
+//!
+//! | layer | owns |
+//! |---|---|
+//! | [`sys`] | the C++ shim over libtorch, CPU facts, seeded randomness |
+//! | [`io`] | `.npy`/`.npz`, safetensors, PNG and charts, config documents, atomic writes |
+//! | [`data`] | NTU4DRadLM_Pre frames and scenes, grid layout, augmentation, the prefetching loader |
+//! | [`model`] | 3D blocks, the VAE, the latent UNet, losses, gradient checkpointing, op traces |
+//! | [`diffusion`] | EDM preconditioning and loss, samplers, the latent cache |
+//! | [`memory`] | the memory planner, fallbacks, measurement |
+//! | [`eval`] | metrics and exports of predictions |
+//! | [`train`] | the training engine, the VAE and LDM objectives, recipes, checkpoints |
 //!
 //! ```no_run
 //! use radvox::model::{Vae3d, VaeConfig};
-//! use radvox::{Dataset, DatasetConfig, Modality, Split};
+//! use radvox::data::{Dataset, DatasetConfig, Modality, Split};
 //! use tch::{nn, Device};
 //!
 //! let ds = Dataset::open("NTU4DRadLM_Pre", Split::Val, &DatasetConfig::default())?;
@@ -26,28 +32,16 @@
 // are the cold path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod augment;
-pub mod dataset;
+pub mod data;
 pub mod diffusion;
-pub mod export;
-pub mod latents;
-pub mod layout;
-pub mod ldm;
-pub mod loss;
+pub mod eval;
+pub mod io;
 pub mod memory;
-pub mod metrics;
 pub mod model;
-pub mod npy;
-pub mod optim;
-pub mod plot;
-pub mod prefetch;
-pub mod shim;
+pub mod sys;
 pub mod train;
-pub mod weights;
 
-pub use dataset::{Dataset, DatasetConfig, DatasetError, FrameId, Modality, Split};
-pub use layout::Layout;
-pub use prefetch::{Batch, Loader, LoaderConfig, LoaderError};
+pub use data::{Dataset, DatasetConfig, FrameId, Layout, Loader, LoaderConfig, Modality, Split};
 
 /// Routes `log` records (info and above, or `RADVOX_LOG=debug`) to stderr;
 /// for the examples and other binaries without a logger of their own.

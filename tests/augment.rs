@@ -3,7 +3,7 @@
 //! paired geometry, condition-only effects and the statistics of each draw.
 
 use half::f16;
-use radvox::augment::{
+use radvox::data::augment::{
     serialized_fields, AugmentError, Augmentation, Axis, CutoutAugmentation, MixupAugmentation, VoxelAugmentation,
 };
 use rand::SeedableRng;

@@ -7,9 +7,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use radvox::data::frame::{write_sparse, SparseFrame};
 use radvox::model::Checkpointing;
-use radvox::npy::{write_npz, SparseFrame};
-use radvox::train::{TrainConfig, VaeTrainer};
+use radvox::train::{AmpMode, OptimRecipe, Runtime, Trainer, VaeRecipe};
 use radvox::{Dataset, DatasetConfig, Split};
 
 fn frame(n: usize, seed: u64) -> SparseFrame {
@@ -39,7 +39,7 @@ fn ultra_lightweight_trains_at_the_full_grid_under_16_gib() {
         let d = dir.path().join("scene").join(sub);
         std::fs::create_dir_all(&d).unwrap();
         for i in 0..2 {
-            write_npz(&d.join(format!("{i:06}.npz")), &frame(n, i * 7 + n as u64), true).unwrap();
+            write_sparse(&d.join(format!("{i:06}.npz")), &frame(n, i * 7 + n as u64), true).unwrap();
         }
     }
     let ds = Dataset::open(dir.path(), Split::Train, &DatasetConfig::default()).unwrap();
@@ -48,18 +48,18 @@ fn ultra_lightweight_trains_at_the_full_grid_under_16_gib() {
     let ck =
         std::env::var("RADVOX_FULL_GRID_CKPT").ok().and_then(|s| s.parse().ok()).unwrap_or(Checkpointing::PerBlock);
     let amp = std::env::var("RADVOX_FULL_GRID_AMP").map(|v| v != "0").unwrap_or(true);
-    let cfg = TrainConfig {
-        epochs: 1,
-        grad_accum: 2,
+    let recipe =
+        VaeRecipe { optim: OptimRecipe { epochs: 1, grad_accum: 2, ..Default::default() }, ..Default::default() };
+    let runtime = Runtime {
+        out: dir.path().join("run"),
         checkpointing: ck,
-        amp,
+        amp: if amp { AmpMode::On } else { AmpMode::Off },
         device: "cpu".into(),
         progress: false,
         ..Default::default()
     };
-    let out = dir.path().join("run");
-    let mut trainer = VaeTrainer::new(ds, None, cfg, &out).unwrap();
-    let loader = trainer.train_loader();
+    let mut trainer = Trainer::vae(ds, None, recipe, runtime).unwrap();
+    let loader = trainer.objective().train_loader();
     let mut epoch = loader.epoch(0);
     let mut times = Vec::new();
     for _ in 0..steps {
@@ -67,7 +67,7 @@ fn ultra_lightweight_trains_at_the_full_grid_under_16_gib() {
         let t = Instant::now();
         let parts = trainer.micro_step(&batch).unwrap().expect("finite loss");
         times.push(t.elapsed().as_secs_f64());
-        println!("micro-step {:.1} s, loss {:.4e}", times.last().unwrap(), parts.total);
+        println!("micro-step {:.1} s, loss {:.4e}", times.last().unwrap(), parts[0]);
     }
     drop(epoch);
     trainer.optimizer_step(1e-4);

@@ -7,9 +7,11 @@ use std::path::Path;
 
 use half::f16;
 use proptest::prelude::*;
-use radvox::dataset::FrameFile;
-use radvox::layout::{Layout, Reduce};
-use radvox::npy::{encode_npy, read_npz, write_npz, NpyHeader, Source, SparseFrame};
+use radvox::data::frame::{read_sparse as read_npz, write_sparse as write_npz, SparseFrame};
+use radvox::data::FrameFile;
+use radvox::data::{layout::Layout, resample::Reduce};
+use radvox::io::npy::{encode_npy, NpyHeader};
+use radvox::io::Source;
 
 fn small_frame() -> SparseFrame {
     SparseFrame {

@@ -5,12 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use radvox::diffusion::{EdmConfig, Solver};
-use radvox::latents::{precompute, FrozenVae, LatentCache};
-use radvox::layout::Layout;
-use radvox::ldm::{LatentSource, LdmConfig, LdmTrainer, Sampler};
+use radvox::data::layout::Layout;
+use radvox::diffusion::latents::precompute;
+use radvox::diffusion::{EdmConfig, LatentCache, Solver};
 use radvox::model::{Unet3d, UnetConfig, VaeConfig};
-use radvox::train::{TrainConfig, VaeTrainer};
+use radvox::train::{load_sampler, load_vae, LatentSource, LdmRecipe, OptimRecipe, Trainer, VaeRecipe};
 use radvox::{Dataset, DatasetConfig, Split};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -26,16 +25,11 @@ fn ds(split: Split) -> Dataset {
 
 /// A VAE trained for two quick epochs, saved under `dir`.
 fn vae_checkpoint(dir: &Path) -> std::path::PathBuf {
-    let cfg = TrainConfig {
-        epochs: 2,
-        grad_accum: 1,
-        lr: 2e-3,
-        amp: false,
-        device: "cpu".into(),
-        progress: false,
+    let cfg = VaeRecipe {
+        optim: OptimRecipe { epochs: 2, grad_accum: 1, lr: 2e-3, ..Default::default() },
         ..Default::default()
     };
-    let mut t = VaeTrainer::new(ds(Split::Train), Some(ds(Split::Val)), cfg, dir).unwrap();
+    let mut t = Trainer::vae(ds(Split::Train), Some(ds(Split::Val)), cfg, common::cpu_runtime(dir)).unwrap();
     t.fit().unwrap();
     dir.join("last.safetensors")
 }
@@ -125,12 +119,12 @@ fn the_denoiser_recovers_a_clean_latent_at_small_sigma() {
 fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = vae_checkpoint(&dir.path().join("vae"));
-    let vae = FrozenVae::load(&ckpt, Some(&VaeConfig::ultra_lightweight()), Device::Cpu).unwrap();
-    let err = FrozenVae::load(&ckpt, Some(&VaeConfig::seed_baseline()), Device::Cpu).unwrap_err().to_string();
+    let (vae, _) = load_vae(&ckpt, Some(&VaeConfig::ultra_lightweight()), Device::Cpu).unwrap();
+    let err = load_vae(&ckpt, Some(&VaeConfig::seed_baseline()), Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("VAE config differs") && err.contains("\"base_channels\":16"), "{err}");
     let train = ds(Split::Train);
     let cache_dir = dir.path().join("latents");
-    let m = precompute(&vae, &ds(Split::All), &cache_dir, &ckpt).unwrap();
+    let m = precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, &|_| {}).unwrap();
     assert_eq!(m.latent_shape, [4, 4, 8, 4]);
     let cache = LatentCache::open(&cache_dir, &vae.hash, &train).unwrap();
     let (t, r) = cache.read(&train.frames()[0].id).unwrap();
@@ -144,32 +138,25 @@ fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats(
     assert!(err.contains("not by this VAE 0123456789abcdef"), "{err}");
 
     // Train on the cache; the loss falls (seeded, so this is deterministic).
-    let cfg = LdmConfig {
-        epochs: 12,
-        grad_accum: 1,
-        lr: 1e-3,
-        amp: false,
-        device: "cpu".into(),
-        progress: false,
+    let cfg = LdmRecipe {
+        optim: OptimRecipe { epochs: 12, grad_accum: 1, lr: 1e-3, ..LdmRecipe::default().optim },
         ..Default::default()
     };
     let out = dir.path().join("ldm");
-    let mut trainer = LdmTrainer::new(train, LatentSource::Cache(cache), &vae.hash, cfg, &out).unwrap();
-    let losses = trainer.fit().unwrap();
+    let runtime = common::cpu_runtime(&out);
+    let mut trainer = Trainer::ldm(train, LatentSource::Cache(cache), &vae.hash, cfg, runtime).unwrap();
+    let losses: Vec<f64> = trainer.fit().unwrap().iter().map(|r| r.loss("loss").unwrap()).collect();
     let (first, last) = (losses[..3].iter().sum::<f64>() / 3.0, losses[9..].iter().sum::<f64>() / 3.0);
     assert!(last < first, "EDM loss {losses:?}");
-    assert!(out.join("loss.png").exists() && out.join("ldm_log.csv").exists());
+    assert!(out.join("loss.png").exists() && out.join("train_log.csv").exists());
 
-    let sampler = Sampler::load(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap();
+    let (sampler, _) = load_sampler(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap();
     let cond = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
     let a = sampler.sample(&cond, 18, Solver::Heun, 5);
     assert!(a.equal(&sampler.sample(&cond, 18, Solver::Heun, 5)), "same seed, same sample");
     assert!(!a.equal(&sampler.sample(&cond, 18, Solver::Heun, 6)));
     assert!(!a.equal(&sampler.sample(&cond, 18, Solver::Euler, 5)));
-    assert!(
-        Sampler::load(&out.join("last.safetensors"), "ffffffffffffffff", Device::Cpu).is_err(),
-        "other VAE refused"
-    );
+    assert!(load_sampler(&out.join("last.safetensors"), "ffffffffffffffff", Device::Cpu).is_err(), "other VAE refused");
 }
 
 #[test]
@@ -230,7 +217,7 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
     for f in ["beta_000000.npz", "beta_000000.ply", "beta_000000.png", "beta_000001.npz", "metrics.csv"] {
         assert!(samples.join(f).exists(), "{f}");
     }
-    let frame = radvox::npy::read_npz(&samples.join("beta_000000.npz")).unwrap();
+    let frame = radvox::data::frame::read_sparse(&samples.join("beta_000000.npz")).unwrap();
     assert_eq!(frame.shape, [32, 16, 8, 4]);
     // Same seed, same files.
     let first = std::fs::read(samples.join("beta_000000.npz")).unwrap();

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use radvox::augment::{Augmentation, VoxelAugmentation};
-use radvox::prefetch::PoolStats;
-use radvox::{Dataset, DatasetConfig, Loader, LoaderConfig, LoaderError, Modality, Split};
+use radvox::data::augment::{Augmentation, VoxelAugmentation};
+use radvox::data::loader::PoolStats;
+use radvox::data::DataError;
+use radvox::{Dataset, DatasetConfig, Loader, LoaderConfig, Modality, Split};
 use tch::{Kind, Tensor};
 
 mod common;
@@ -158,7 +159,7 @@ fn holding_every_buffer_is_an_error_not_a_hang() {
     let l = loader(Split::All, LoaderConfig { prefetch: 1, num_workers: 1, ..Default::default() });
     let mut epoch = l.epoch(0);
     let held: Vec<_> = (0..2).map(|_| epoch.next().unwrap().unwrap()).collect();
-    assert!(matches!(epoch.next(), Some(Err(LoaderError::AllBuffersHeld(2)))));
+    assert!(matches!(epoch.next(), Some(Err(DataError::AllBuffersHeld(2)))));
     drop(held);
 }
 
@@ -177,7 +178,7 @@ fn decode_errors_travel_through_the_queue() {
     assert_eq!(results.len(), 6);
     for (i, r) in results.iter().enumerate() {
         match (i, r) {
-            (2, Err(e @ LoaderError::Read { batch: 2, .. })) => {
+            (2, Err(e @ DataError::Batch { batch: 2, .. })) => {
                 assert!(e.to_string().contains(victim.to_str().unwrap()), "{e}")
             }
             (2, other) => panic!("batch 2 should fail: {other:?}"),
@@ -193,7 +194,7 @@ fn a_worker_panic_is_an_error_not_a_hang() {
     let results: Vec<_> = l.epoch(0).map(|r| r.map(|b| b.ids.clone())).collect();
     assert_eq!(results.len(), 6);
     match &results[3] {
-        Err(LoaderError::WorkerPanic { batch: 3, message }) => assert!(message.contains("injected fault at frame 3")),
+        Err(DataError::WorkerPanic { batch: 3, message }) => assert!(message.contains("injected fault at frame 3")),
         other => panic!("{other:?}"),
     }
     assert!(results.iter().enumerate().all(|(i, r)| i == 3 || r.is_ok()));
@@ -246,7 +247,7 @@ fn ranks_get_disjoint_equal_slices() {
     }
     assert!(matches!(
         Loader::new(dataset(Split::All), LoaderConfig { rank: 2, world_size: 2, ..Default::default() }),
-        Err(LoaderError::Config(_))
+        Err(DataError::Config(_))
     ));
 }
 
@@ -263,7 +264,7 @@ fn targets_only_when_radar_is_not_needed() {
     }
     let aug = Augmentation { cutout: Some(Default::default()), ..Default::default() };
     let cfg = LoaderConfig { load_radar: false, augmentation: Some(aug), ..Default::default() };
-    assert!(matches!(Loader::new(dataset(Split::Train), cfg), Err(LoaderError::Config(_))));
+    assert!(matches!(Loader::new(dataset(Split::Train), cfg), Err(DataError::Config(_))));
 }
 
 #[test]

@@ -5,13 +5,15 @@
 
 use std::sync::Mutex;
 
+use radvox::data::layout::Layout;
 use radvox::diffusion::EdmConfig;
-use radvox::layout::Layout;
-use radvox::memory::tape::{Backend, Tape};
+use radvox::io::safetensors::named_variables;
+use radvox::model::trace::{Backend, Tape};
 use radvox::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
-use radvox::shim;
-use radvox::train::{Amp, TrainConfig, TrainError, VaeTrainer};
-use radvox::{weights, Dataset, DatasetConfig, Split};
+use radvox::sys::{cpu_bf16, shim, CpuBf16};
+use radvox::train::engine::is_out_of_memory;
+use radvox::train::{Amp, Objective, OptimRecipe, Runtime, TrainError, Trainer, VaeRecipe, VaeTrainer};
+use radvox::{Dataset, DatasetConfig, Split};
 use tch::{nn, Device, Kind, Tensor};
 
 mod common;
@@ -43,21 +45,42 @@ fn check(what: &str, predicted: u64, measured: u64, failures: &mut Vec<String>) 
     }
 }
 
+/// The simulation against libtorch's counted tensor peak of a real step, on
+/// this machine's kind of CPU (`Backend::cpu()`: bf16 convolutions run in
+/// oneDNN where the CPU has bf16 instructions, unfold their input where it
+/// only emulates bf16). Float32 cases use the grids that prove the
+/// activation model; bf16 cases, ~20x slower where emulated, use the
+/// smallest grid at which activations still dominate the weight copies.
 #[test]
 fn planned_activation_peaks_match_counted_allocations() {
     let _g = serial();
     assert!(shim::count_host_tensors());
+    let backend = Backend::cpu();
+    let emulated = cpu_bf16() == CpuBf16::Emulated;
     let mut failures = Vec::new();
     // Float32 CPU convolutions of small inputs unfold them (slow): the larger
     // grid runs bf16 only; `standard` (attention) runs on a small grid.
-    let (both, bf16): (&[Amp], &[Amp]) = (&[Amp::Off, Amp::CpuBf16], &[Amp::CpuBf16]);
-    let cases = [
-        ("ultra_lightweight", [8, 32, 32], both),
-        ("ultra_lightweight", [16, 64, 64], bf16),
-        ("seed_baseline", [8, 32, 32], both),
-        ("lightweight", [8, 32, 32], both),
-        ("standard", [4, 16, 16], both),
-    ];
+    let (both, bf16, f32): (&[Amp], &[Amp], &[Amp]) = (&[Amp::Off, Amp::CpuBf16], &[Amp::CpuBf16], &[Amp::Off]);
+    let cases: Vec<(&str, [i64; 3], &[Amp])> = if emulated {
+        vec![
+            ("ultra_lightweight", [8, 32, 32], f32),
+            ("ultra_lightweight", [4, 16, 16], bf16),
+            ("seed_baseline", [8, 32, 32], f32),
+            ("seed_baseline", [4, 16, 16], bf16),
+            ("lightweight", [8, 32, 32], f32),
+            ("lightweight", [4, 16, 16], bf16),
+            ("standard", [4, 16, 16], f32),
+            ("standard", [2, 8, 8], bf16),
+        ]
+    } else {
+        vec![
+            ("ultra_lightweight", [8, 32, 32], both),
+            ("ultra_lightweight", [16, 64, 64], bf16),
+            ("seed_baseline", [8, 32, 32], both),
+            ("lightweight", [8, 32, 32], both),
+            ("standard", [4, 16, 16], both),
+        ]
+    };
     for (name, grid, amps) in cases {
         let vs = nn::VarStore::new(Device::Cpu);
         let vae = Vae3d::new(&vs.root(), &VaeConfig::named(name).unwrap()).unwrap();
@@ -70,13 +93,13 @@ fn planned_activation_peaks_match_counted_allocations() {
             for ck in [Checkpointing::Off, Checkpointing::PerBlock, Checkpointing::Segments(4)] {
                 if name == "standard" && amp == Amp::CpuBf16 && ck == Checkpointing::Segments(4) {
                     // At this tiny grid the 78 MB of bf16 weight copies dominate, and
-                    // replaying a quarter of the model holds ~20% more than modelled.
+                    // replaying a quarter of the model holds ~15-20% more than modelled.
                     continue;
                 }
                 let measured = counted_peak(held, &|| {
-                    amp.run(|| vae.backward(&x, Some(&eps), ck, 1.0, &mse));
+                    amp.run(|| vae.backward(&x, Some(&eps), ck, 1.0, &mse)).unwrap();
                 });
-                let mut tape = Tape::new(Backend::Cpu, amp != Amp::Off);
+                let mut tape = Tape::new(backend, amp != Amp::Off);
                 vae.trace_step(&mut tape, shape, ck);
                 check(&format!("{name} {grid:?} {amp:?} {ck}"), tape.simulate().peak(), measured, &mut failures);
             }
@@ -84,22 +107,23 @@ fn planned_activation_peaks_match_counted_allocations() {
     }
     let vs = nn::VarStore::new(Device::Cpu);
     let unet = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
-    let shape = [1, 4, 16, 32, 32];
-    let (y, c) = (Tensor::randn(shape, (Kind::Float, Device::Cpu)), Tensor::randn(shape, (Kind::Float, Device::Cpu)));
     let edm = EdmConfig::default();
-    let draws = edm.draw(&y, 1);
-    let held = 3 * y.numel() as u64 * 4;
     for amp in [Amp::Off, Amp::CpuBf16] {
+        let shape = if emulated && amp == Amp::CpuBf16 { [1, 4, 8, 16, 16] } else { [1, 4, 16, 32, 32] };
+        let (y, c) =
+            (Tensor::randn(shape, (Kind::Float, Device::Cpu)), Tensor::randn(shape, (Kind::Float, Device::Cpu)));
+        let draws = edm.draw(&y, 1);
+        let held = 3 * y.numel() as u64 * 4;
         for ck in [false, true] {
             let measured = counted_peak(held, &|| {
-                amp.run(|| edm.backward(&unet, &y, &c, &draws, ck, 1.0));
+                amp.run(|| edm.backward(&unet, &y, &c, &draws, ck, 1.0)).unwrap();
             });
-            let mut tape = Tape::new(Backend::Cpu, amp != Amp::Off);
+            let mut tape = Tape::new(backend, amp != Amp::Off);
             unet.trace_step(&mut tape, shape, ck);
             check(&format!("unet {shape:?} {amp:?} ck {ck}"), tape.simulate().peak(), measured, &mut failures);
         }
     }
-    assert!(failures.is_empty(), "beyond 8%:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "beyond 8% on {backend:?}:\n{}", failures.join("\n"));
 }
 
 /// Scene beta: two frames, both occupied (an empty frame's GroupNorm has
@@ -115,31 +139,31 @@ fn beta() -> Dataset {
     Dataset::open(common::mini(), Split::Train, &cfg).unwrap()
 }
 
-fn config() -> TrainConfig {
-    TrainConfig {
-        epochs: 1,
-        batch_size: 2,
-        grad_accum: 1,
-        amp: false,
-        device: "cpu".into(),
-        seed: 3,
-        lr: 1e-3,
-        progress: false,
-        shuffle: false,
-        ..Default::default()
-    }
+fn optim() -> OptimRecipe {
+    OptimRecipe { epochs: 1, batch_size: 2, grad_accum: 1, seed: 3, lr: 1e-3, shuffle: false, ..Default::default() }
+}
+
+fn config() -> VaeRecipe {
+    VaeRecipe { optim: optim(), ..Default::default() }
+}
+
+fn trainer(recipe: VaeRecipe, runtime: Runtime) -> Result<VaeTrainer, TrainError> {
+    Trainer::vae(beta(), None, recipe, runtime)
+}
+
+fn vars(t: &VaeTrainer) -> Vec<(String, Tensor)> {
+    named_variables(t.objective().var_store())
 }
 
 /// Micro-steps over the whole (beta) epoch: their losses and the accumulated gradients.
 fn accumulate(mut trainer: VaeTrainer) -> (VaeTrainer, Vec<f64>, Vec<(String, Tensor)>) {
-    let loader = trainer.train_loader();
-    let batches: Vec<_> = loader.epoch(0).map(|b| b.unwrap()).collect();
+    let batches: Vec<_> = trainer.objective().train_loader().epoch(0).map(|b| b.unwrap()).collect();
     let mut losses = Vec::new();
     for b in &batches {
-        losses.push(trainer.micro_step(b).unwrap().expect("finite").total);
+        losses.push(trainer.micro_step(b).unwrap().expect("finite")[0]);
     }
     drop(batches);
-    let grads = weights::named_variables(trainer.var_store()).into_iter().map(|(k, t)| (k, t.grad().copy())).collect();
+    let grads = vars(&trainer).into_iter().map(|(k, t)| (k, t.grad().copy())).collect();
     (trainer, losses, grads)
 }
 
@@ -159,14 +183,14 @@ fn assert_same(clean: &(Vec<f64>, Vec<(String, Tensor)>), other: &(Vec<f64>, Vec
 fn an_out_of_memory_step_is_rerun_with_half_the_micro_batch() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (_, l, g) = accumulate(VaeTrainer::new(beta(), None, config(), &dir.path().join("a")).unwrap());
-    let mut faulty = VaeTrainer::new(beta(), None, config(), &dir.path().join("b")).unwrap();
-    // Fails whenever two frames run at once, after the forward pass allocated.
+    let (_, l, g) = accumulate(trainer(config(), common::cpu_runtime(&dir.path().join("a"))).unwrap());
+    let mut faulty = trainer(config(), common::cpu_runtime(&dir.path().join("b"))).unwrap();
+    // Fails whenever two frames run at once.
     faulty.inject_out_of_memory(|micro_batch, _| micro_batch > 1);
     let (faulty, fl, fg) = accumulate(faulty);
     assert_eq!(faulty.micro_batch(), 1, "halved from 2");
-    assert_eq!(faulty.config().checkpointing, Checkpointing::Off, "no finer checkpointing needed");
-    assert_eq!(faulty.plan().run.batch, 1, "the plan follows the fallback");
+    assert_eq!(faulty.checkpointing(), Checkpointing::Off, "no finer checkpointing needed");
+    assert_eq!(faulty.plan().unwrap().run.batch, 1, "the plan follows the fallback");
     // Same data, noise and mean loss: the gradients match the unbroken run.
     assert_same(&(l, g), &(fl, fg));
 }
@@ -175,15 +199,15 @@ fn an_out_of_memory_step_is_rerun_with_half_the_micro_batch() {
 fn a_failed_step_is_undone_then_rerun_with_finer_checkpointing() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { batch_size: 1, grad_accum: 2, ..config() };
-    let (_, l, g) = accumulate(VaeTrainer::new(beta(), None, cfg.clone(), &dir.path().join("a")).unwrap());
-    let mut faulty = VaeTrainer::new(beta(), None, cfg, &dir.path().join("b")).unwrap();
+    let cfg = VaeRecipe { optim: OptimRecipe { batch_size: 1, grad_accum: 2, ..optim() }, ..config() };
+    let (_, l, g) = accumulate(trainer(cfg.clone(), common::cpu_runtime(&dir.path().join("a"))).unwrap());
+    let mut faulty = trainer(cfg, common::cpu_runtime(&dir.path().join("b"))).unwrap();
     // The second micro-step fails once, with the first one's gradients accumulated.
     let calls = std::sync::atomic::AtomicUsize::new(0);
     faulty.inject_out_of_memory(move |_, _| calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1);
     let (faulty, fl, fg) = accumulate(faulty);
     assert_eq!(faulty.micro_batch(), 1);
-    assert_ne!(faulty.config().checkpointing, Checkpointing::Off, "batch 1 cannot halve: checkpointing instead");
+    assert_ne!(faulty.checkpointing(), Checkpointing::Off, "batch 1 cannot halve: checkpointing instead");
     assert_same(&(l, g), &(fl, fg));
 }
 
@@ -191,15 +215,15 @@ fn a_failed_step_is_undone_then_rerun_with_finer_checkpointing() {
 fn with_no_fallback_left_the_error_carries_the_plan() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut trainer = VaeTrainer::new(beta(), None, config(), dir.path()).unwrap();
+    let mut trainer = trainer(config(), common::cpu_runtime(dir.path())).unwrap();
     let tried = std::sync::Arc::new(Mutex::new(Vec::new()));
     let log = tried.clone();
     trainer.inject_out_of_memory(move |b, ck| {
         log.lock().unwrap().push((b, ck));
         true
     });
-    let before: Vec<Tensor> = weights::named_variables(trainer.var_store()).iter().map(|(_, t)| t.copy()).collect();
-    let batch = trainer.train_loader().epoch(0).next().unwrap().unwrap();
+    let before: Vec<Tensor> = vars(&trainer).iter().map(|(_, t)| t.copy()).collect();
+    let batch = trainer.objective().train_loader().epoch(0).next().unwrap().unwrap();
     let err = trainer.micro_step(&batch).unwrap_err();
     drop(batch);
     let TrainError::OutOfMemory { message, plan } = &err else { panic!("{err}") };
@@ -210,7 +234,7 @@ fn with_no_fallback_left_the_error_carries_the_plan() {
     assert_eq!(tried[1], (1, Checkpointing::Off), "the micro-batch halves first");
     assert!(tried[2..].iter().all(|&(b, ck)| b == 1 && ck != Checkpointing::Off), "then checkpointing: {tried:?}");
     // Nothing changed: gradients restored, no update.
-    for (p, b) in weights::named_variables(trainer.var_store()).iter().zip(&before) {
+    for (p, b) in vars(&trainer).iter().zip(&before) {
         assert!(p.1.equal(b));
         let g = p.1.grad();
         assert!(!g.defined() || g.abs().max().double_value(&[]) == 0.0, "{} has a gradient left", p.0);
@@ -221,48 +245,44 @@ fn with_no_fallback_left_the_error_carries_the_plan() {
 fn a_run_that_cannot_fit_is_refused_with_its_plan_unless_forced() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let tiny = TrainConfig { memory_budget_gib: Some(0.001), ..config() };
-    let err = VaeTrainer::new(beta(), None, tiny.clone(), dir.path()).unwrap_err();
+    let tiny = Runtime { memory_budget_gib: Some(0.001), ..common::cpu_runtime(dir.path()) };
+    let err = trainer(config(), tiny.clone()).unwrap_err();
     let TrainError::WontFit { budget, plan } = &err else { panic!("{err}") };
     assert_eq!(budget, "1.0 MiB");
     assert!(plan.contains("activations kept") && plan.contains("total"), "{plan}");
     assert!(err.to_string().contains("--force"));
-    let forced = TrainConfig { force: true, ..tiny };
-    assert!(VaeTrainer::new(beta(), None, forced, dir.path()).is_ok());
-    let roomy = TrainConfig { memory_budget_gib: Some(64.0), ..config() };
-    let t = VaeTrainer::new(beta(), None, roomy, dir.path()).unwrap();
-    assert!(t.plan().total() < 64 << 30);
-    assert_eq!(t.plan().run.grid, [8, 16, 16]);
+    let forced = Runtime { force: true, ..tiny };
+    assert!(trainer(config(), forced).is_ok());
+    let roomy = Runtime { memory_budget_gib: Some(64.0), ..common::cpu_runtime(dir.path()) };
+    let t = trainer(config(), roomy).unwrap();
+    assert!(t.plan().unwrap().total() < 64 << 30);
+    assert_eq!(t.plan().unwrap().run.grid, [8, 16, 16]);
 }
 
 #[test]
 fn refused_allocations_are_recognised_as_out_of_memory() {
     // A real host allocation libtorch cannot get (128 TiB).
     let err = Tensor::f_zeros([1i64 << 45], (Kind::Float, Device::Cpu)).unwrap_err().to_string();
-    assert!(radvox::train::is_out_of_memory(&err), "{err}");
+    assert!(is_out_of_memory(&err), "{err}");
     // The CUDA caching allocator's wording.
-    assert!(radvox::train::is_out_of_memory("CUDA out of memory. Tried to allocate 2.00 GiB"));
+    assert!(is_out_of_memory("CUDA out of memory. Tried to allocate 2.00 GiB"));
     let shape_err =
         Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)).f_matmul(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)));
-    assert!(!radvox::train::is_out_of_memory(&shape_err.unwrap_err().to_string()));
+    assert!(!is_out_of_memory(&shape_err.unwrap_err().to_string()));
 }
 
 #[test]
 fn a_resumed_run_is_checked_against_the_budget_too() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut t = VaeTrainer::new(beta(), None, config(), dir.path()).unwrap();
+    let mut t = trainer(config(), common::cpu_runtime(dir.path())).unwrap();
     t.fit().unwrap();
     drop(t);
     let ckpt = dir.path().join("last.safetensors");
-    let tiny = |c: &mut TrainConfig| c.memory_budget_gib = Some(0.001);
-    let err = VaeTrainer::resume_with(&ckpt, beta(), None, dir.path(), tiny).unwrap_err();
+    let tiny = Runtime { memory_budget_gib: Some(0.001), ..common::cpu_runtime(dir.path()) };
+    let err = Trainer::resume_vae(&ckpt, beta(), None, tiny.clone(), |_| {}).unwrap_err();
     assert!(matches!(err, TrainError::WontFit { .. }), "{err}");
-    let forced = VaeTrainer::resume_with(&ckpt, beta(), None, dir.path(), |c| {
-        tiny(c);
-        c.force = true;
-        c.epochs = 2;
-    })
-    .unwrap();
-    assert_eq!((forced.state().epoch, forced.config().epochs), (1, 2));
+    let forced = Runtime { force: true, ..tiny };
+    let forced = Trainer::resume_vae(&ckpt, beta(), None, forced, |r| r.optim.epochs = 2).unwrap();
+    assert_eq!((forced.state().epoch, forced.recipe().optim.epochs), (1, 2));
 }

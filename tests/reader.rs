@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use radvox::dataset::FrameFile;
-use radvox::layout::{Layout, Reduce};
-use radvox::npy::NpyError;
-use radvox::{Dataset, DatasetConfig, DatasetError, Modality, Split};
+use radvox::data::DataError;
+use radvox::data::FrameFile;
+use radvox::data::{layout::Layout, resample::Reduce};
+use radvox::io::FormatError;
+use radvox::{Dataset, DatasetConfig, Modality, Split};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -82,7 +83,7 @@ fn fixtures_cover_every_encoding() {
     for f in ds.frames() {
         for file in [&f.radar, &f.target, f.lidar.as_ref().unwrap()] {
             kinds.insert(match file {
-                FrameFile::Dense(d) => format!("{} fortran={}", d.header.dtype, d.header.fortran_order),
+                FrameFile::Dense { header, .. } => format!("{} fortran={}", header.dtype, header.fortran_order),
                 FrameFile::Sparse { .. } => "npz".to_string(),
             });
         }
@@ -145,7 +146,7 @@ fn explicit_scene_lists_override_the_split() {
     assert_eq!(Dataset::open(mini(), Split::Val, &cfg).unwrap().scenes(), ["alpha"]);
     let bad = DatasetConfig { train_scenes: Some(vec!["gamma".into()]), ..Default::default() };
     match Dataset::open(mini(), Split::Train, &bad) {
-        Err(DatasetError::UnknownScene { name, available, .. }) => {
+        Err(DataError::UnknownScene { name, available, .. }) => {
             assert_eq!(name, "gamma");
             assert_eq!(available, ["alpha", "beta"]);
         }
@@ -156,13 +157,13 @@ fn explicit_scene_lists_override_the_split() {
 #[test]
 fn lidar_is_read_only_on_request() {
     let ds = Dataset::open(mini(), Split::All, &DatasetConfig::default()).unwrap();
-    assert!(matches!(ds.read(0, Modality::Lidar), Err(DatasetError::MissingLidar(_))));
+    assert!(matches!(ds.read(0, Modality::Lidar), Err(DataError::MissingLidar(_))));
     let tmp = tempfile::tempdir().unwrap();
     copy_tree(&mini(), tmp.path());
     std::fs::remove_file(tmp.path().join("beta/lidar_voxel/000001.npz")).unwrap();
     let cfg = DatasetConfig { with_lidar: true, ..Default::default() };
     match Dataset::open(tmp.path(), Split::Val, &cfg) {
-        Err(DatasetError::MissingLidar(p)) => assert!(p.ends_with("beta/target_voxel/000001.npz")),
+        Err(DataError::MissingLidar(p)) => assert!(p.ends_with("beta/target_voxel/000001.npz")),
         other => panic!("{other:?}"),
     }
 }
@@ -171,15 +172,15 @@ fn lidar_is_read_only_on_request() {
 fn missing_root_no_scenes_no_pairs() {
     let cfg = DatasetConfig::default();
     let missing = Path::new("/definitely/not/here");
-    assert!(matches!(Dataset::open(missing, Split::All, &cfg), Err(DatasetError::MissingRoot(p)) if p == missing));
+    assert!(matches!(Dataset::open(missing, Split::All, &cfg), Err(DataError::MissingRoot(p)) if p == missing));
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(Dataset::open(empty.path(), Split::All, &cfg), Err(DatasetError::NoScenes(_))));
+    assert!(matches!(Dataset::open(empty.path(), Split::All, &cfg), Err(DataError::NoScenes(_))));
     std::fs::create_dir_all(empty.path().join("s/radar_voxel")).unwrap();
     std::fs::create_dir_all(empty.path().join("s/target_voxel")).unwrap();
     std::fs::copy(mini().join("alpha/radar_voxel/000009.npz"), empty.path().join("s/radar_voxel/000009.npz")).unwrap();
-    assert!(matches!(Dataset::open(empty.path(), Split::All, &cfg), Err(DatasetError::NoPairs { .. })));
+    assert!(matches!(Dataset::open(empty.path(), Split::All, &cfg), Err(DataError::NoPairs { .. })));
     let zero = DatasetConfig { layout: Layout::Pad { alignment: 0 }, ..Default::default() };
-    assert!(matches!(Dataset::open(mini(), Split::All, &zero), Err(DatasetError::Config(_))));
+    assert!(matches!(Dataset::open(mini(), Split::All, &zero), Err(DataError::Config(_))));
 }
 
 #[test]
@@ -187,16 +188,13 @@ fn same_stem_twice_is_ambiguous() {
     let tmp = tempfile::tempdir().unwrap();
     copy_tree(&mini(), tmp.path());
     std::fs::copy(mini().join("beta/radar_voxel/000001.npz"), tmp.path().join("beta/radar_voxel/000000.npz")).unwrap();
-    assert!(matches!(
-        Dataset::open(tmp.path(), Split::Val, &DatasetConfig::default()),
-        Err(DatasetError::Ambiguous(..))
-    ));
+    assert!(matches!(Dataset::open(tmp.path(), Split::Val, &DatasetConfig::default()), Err(DataError::Ambiguous(..))));
 }
 
 #[test]
 fn radar_target_shape_mismatch_is_refused() {
     match Dataset::open(fixtures().join("bad/mismatch"), Split::All, &DatasetConfig::default()) {
-        Err(DatasetError::ShapeMismatch { a_shape, b_shape, a, b }) => {
+        Err(DataError::ShapeMismatch { a_shape, b_shape, a, b }) => {
             assert_eq!((a_shape, b_shape), ([6, 5, 4, 4], [6, 5, 8, 4]));
             assert!(a.ends_with("radar_voxel/000000.npz") && b.ends_with("target_voxel/000000.npz"));
         }
@@ -205,7 +203,7 @@ fn radar_target_shape_mismatch_is_refused() {
 }
 
 /// Opens and reads one file the way the dataset does.
-fn read_file(path: &Path) -> Result<Vec<half::f16>, NpyError> {
+fn read_file(path: &Path) -> Result<Vec<half::f16>, DataError> {
     let file = FrameFile::open(path)?;
     let layout = Layout::default();
     let mut out = vec![half::f16::ZERO; layout.output_shape(file.shape()).iter().product()];
@@ -213,7 +211,7 @@ fn read_file(path: &Path) -> Result<Vec<half::f16>, NpyError> {
     Ok(out)
 }
 
-fn bad(name: &str) -> NpyError {
+fn bad(name: &str) -> DataError {
     let path = fixtures().join("bad").join(name);
     let err = read_file(&path).expect_err(name);
     let msg = err.to_string();
@@ -223,15 +221,17 @@ fn bad(name: &str) -> NpyError {
 
 #[test]
 fn bad_dense_files_get_typed_errors() {
-    assert!(matches!(bad("dense_int32.npy"), NpyError::Dtype { dtype, .. } if dtype == "<i4"));
-    assert!(matches!(bad("dense_rank3.npy"), NpyError::Shape { shape, .. } if shape == [6, 5, 4]));
+    assert!(matches!(bad("dense_int32.npy"), DataError::Format(FormatError::Dtype { dtype, .. }) if dtype == "<i4"));
+    assert!(
+        matches!(bad("dense_rank3.npy"), DataError::Format(FormatError::Shape { shape, .. }) if shape == [6, 5, 4])
+    );
     let e = bad("dense_nan.npy");
-    assert!(matches!(e, NpyError::BadValue { voxel: [2, 1, 0], channel: 2, problem: "non-finite", .. }), "{e}");
+    assert!(matches!(e, DataError::BadValue { voxel: [2, 1, 0], channel: 2, problem: "non-finite", .. }), "{e}");
     let e = bad("dense_inf.npy");
-    assert!(matches!(e, NpyError::BadValue { voxel: [0, 4, 1], channel: 1, problem: "non-finite", .. }), "{e}");
+    assert!(matches!(e, DataError::BadValue { voxel: [0, 4, 1], channel: 1, problem: "non-finite", .. }), "{e}");
     let e = bad("dense_overflow.npy");
     assert!(
-        matches!(e, NpyError::BadValue { voxel: [5, 0, 2], channel: 1, value, problem: "float16-overflowing", .. } if value == 1e6),
+        matches!(e, DataError::BadValue { voxel: [5, 0, 2], channel: 1, value, problem: "float16-overflowing", .. } if value == 1e6),
         "{e}"
     );
 }
@@ -240,31 +240,41 @@ fn bad_dense_files_get_typed_errors() {
 fn bad_sparse_files_get_typed_errors() {
     let e = bad("sparse_features_mismatch.npz");
     assert!(
-        matches!(&e, NpyError::Shape { src, shape, .. } if src.member == Some("features.npy") && shape == &[2, 3]),
+        matches!(&e, DataError::Format(FormatError::Shape { src, shape, .. }) if src.member == Some("features.npy") && shape == &[2, 3]),
         "{e}"
     );
-    assert!(matches!(bad("sparse_count_mismatch.npz"), NpyError::Shape { shape, .. } if shape == [1, 4]));
+    assert!(
+        matches!(bad("sparse_count_mismatch.npz"), DataError::Format(FormatError::Shape { shape, .. }) if shape == [1, 4])
+    );
     assert!(matches!(
         bad("sparse_out_of_grid.npz"),
-        NpyError::OutOfGrid { index: 1, coord: [6, 0, 1], grid: [6, 5, 4], .. }
+        DataError::OutOfGrid { index: 1, coord: [6, 0, 1], grid: [6, 5, 4], .. }
     ));
-    assert!(matches!(bad("sparse_negative.npz"), NpyError::OutOfGrid { index: 1, coord: [0, -1, 1], .. }));
+    assert!(matches!(bad("sparse_negative.npz"), DataError::OutOfGrid { index: 1, coord: [0, -1, 1], .. }));
     assert!(matches!(
         bad("sparse_nan.npz"),
-        NpyError::BadValue { voxel: [4, 0, 1], channel: 2, problem: "non-finite", .. }
+        DataError::BadValue { voxel: [4, 0, 1], channel: 2, problem: "non-finite", .. }
     ));
     assert!(matches!(
         bad("sparse_overflow.npz"),
-        NpyError::BadValue { voxel: [1, 2, 3], channel: 1, problem: "float16-overflowing", .. }
+        DataError::BadValue { voxel: [1, 2, 3], channel: 1, problem: "float16-overflowing", .. }
     ));
-    assert!(matches!(bad("sparse_duplicate.npz"), NpyError::Duplicate { coord: [1, 2, 3], .. }));
+    assert!(matches!(bad("sparse_duplicate.npz"), DataError::Duplicate { coord: [1, 2, 3], .. }));
     assert!(
-        matches!(bad("sparse_missing_features.npz"), NpyError::MissingMember { src } if src.member == Some("features.npy"))
+        matches!(bad("sparse_missing_features.npz"), DataError::Format(FormatError::MissingMember { src }) if src.member == Some("features.npy"))
     );
-    assert!(matches!(bad("sparse_float_coords.npz"), NpyError::Dtype { dtype, .. } if dtype == "<f4"));
-    assert!(matches!(bad("sparse_int_features.npz"), NpyError::Dtype { dtype, .. } if dtype == "<i4"));
-    assert!(matches!(bad("sparse_shape_rank.npz"), NpyError::Shape { shape, .. } if shape == [3]));
-    assert!(matches!(bad("sparse_coords_rank.npz"), NpyError::Shape { shape, .. } if shape == [2, 2]));
+    assert!(
+        matches!(bad("sparse_float_coords.npz"), DataError::Format(FormatError::Dtype { dtype, .. }) if dtype == "<f4")
+    );
+    assert!(
+        matches!(bad("sparse_int_features.npz"), DataError::Format(FormatError::Dtype { dtype, .. }) if dtype == "<i4")
+    );
+    assert!(
+        matches!(bad("sparse_shape_rank.npz"), DataError::Format(FormatError::Shape { shape, .. }) if shape == [3])
+    );
+    assert!(
+        matches!(bad("sparse_coords_rank.npz"), DataError::Format(FormatError::Shape { shape, .. }) if shape == [2, 2])
+    );
 }
 
 #[test]
@@ -282,14 +292,20 @@ fn truncated_and_corrupt_files_are_refused_without_panic() {
     for cut in [0, 5, 9, 60, 127, 128, dense.len() / 2, dense.len() - 1] {
         let p = write("t.npy", &dense[..cut]);
         let err = read_file(&p).unwrap_err();
-        assert!(matches!(err, NpyError::Header { .. } | NpyError::Truncated { .. }), "cut {cut}: {err}");
+        assert!(
+            matches!(
+                err,
+                DataError::Format(FormatError::Header { .. }) | DataError::Format(FormatError::Truncated { .. })
+            ),
+            "cut {cut}: {err}"
+        );
     }
     let mut longer = dense.clone();
     longer.extend_from_slice(b"junk");
-    assert!(matches!(read_file(&write("l.npy", &longer)), Err(NpyError::Truncated { .. })));
+    assert!(matches!(read_file(&write("l.npy", &longer)), Err(DataError::Format(FormatError::Truncated { .. }))));
     let mut bad_magic = dense.clone();
     bad_magic[1] = b'X';
-    assert!(matches!(read_file(&write("m.npy", &bad_magic)), Err(NpyError::Header { .. })));
+    assert!(matches!(read_file(&write("m.npy", &bad_magic)), Err(DataError::Format(FormatError::Header { .. }))));
     // Sparse: truncations and flipped bytes anywhere give an error, never a panic.
     for (name, bytes) in [("d.npz", &sparse), ("s.npz", &stored)] {
         for cut in (0..bytes.len()).step_by(bytes.len() / 40 + 1) {
@@ -307,7 +323,7 @@ fn truncated_and_corrupt_files_are_refused_without_panic() {
     std::fs::write(&p, &dense[..dense.len() - 4]).unwrap();
     let mut out = vec![half::f16::ZERO; Layout::default().output_shape(file.shape()).iter().product()];
     let err = file.read_into(Layout::default(), &Reduce::for_channels(4, false), &mut out).unwrap_err();
-    assert!(matches!(err, NpyError::Truncated { .. }), "{err}");
+    assert!(matches!(err, DataError::Format(FormatError::Truncated { .. })), "{err}");
 }
 
 mod common;

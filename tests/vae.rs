@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use radvox::io::safetensors;
 use radvox::model::{Checkpointing, Vae3d, VaeConfig};
-use radvox::weights;
 use tch::{nn, Device, Kind, Tensor};
 
 fn golden(name: &str) -> PathBuf {
@@ -34,7 +34,7 @@ fn parameter_counts_match_the_reference() {
 #[test]
 fn ultra_lightweight_keys_and_shapes_equal_the_pytorch_state_dict() {
     let (vs, _) = build(&VaeConfig::ultra_lightweight());
-    let reference = weights::read(&golden("vae3d_ultra_lightweight_weights.safetensors")).unwrap();
+    let reference = safetensors::read(&golden("vae3d_ultra_lightweight_weights.safetensors")).unwrap();
     let ours: std::collections::BTreeMap<String, Vec<i64>> =
         vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
     let theirs: std::collections::BTreeMap<String, Vec<i64>> =
@@ -56,8 +56,8 @@ fn ultra_lightweight_keys_and_shapes_equal_the_pytorch_state_dict() {
 #[test]
 fn forward_matches_pytorch_golden_values() {
     let (vs, vae) = build(&VaeConfig::ultra_lightweight());
-    weights::load_strict(&vs, &golden("vae3d_ultra_lightweight_weights.safetensors")).unwrap();
-    let io = weights::read(&golden("vae3d_ultra_lightweight_io.safetensors")).unwrap().tensors;
+    safetensors::load_strict(&vs, &golden("vae3d_ultra_lightweight_weights.safetensors")).unwrap();
+    let io = safetensors::read(&golden("vae3d_ultra_lightweight_io.safetensors")).unwrap().tensors;
     let x = &io["input"];
     let (post, z, recon) = tch::no_grad(|| {
         let post = vae.posterior(x, false);
@@ -76,22 +76,22 @@ fn forward_matches_pytorch_golden_values() {
 #[test]
 fn loading_refuses_missing_extra_and_misshaped_tensors() {
     let path = golden("vae3d_ultra_lightweight_weights.safetensors");
-    let mut file = weights::read(&path).unwrap();
+    let mut file = safetensors::read(&path).unwrap();
     let (vs, _) = build(&VaeConfig::ultra_lightweight());
     let missing = file.tensors.remove("decoder.conv_out.bias").unwrap();
-    let err = weights::load_into(&vs, "", &file.tensors, &path).unwrap_err().to_string();
+    let err = safetensors::load_into(&vs, "", &file.tensors, &path).unwrap_err().to_string();
     assert!(err.contains("missing decoder.conv_out.bias"), "{err}");
     file.tensors.insert("decoder.conv_out.bias".into(), missing);
     file.tensors.insert("encoder.extra.weight".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
-    let err = weights::load_into(&vs, "", &file.tensors, &path).unwrap_err().to_string();
+    let err = safetensors::load_into(&vs, "", &file.tensors, &path).unwrap_err().to_string();
     assert!(err.contains("unexpected encoder.extra.weight"), "{err}");
     file.tensors.remove("encoder.extra.weight");
     file.tensors.insert("quant_conv.weight".into(), Tensor::zeros([4, 4, 1, 1, 2], (Kind::Float, Device::Cpu)));
-    let err = weights::load_into(&vs, "", &file.tensors, &path).unwrap_err().to_string();
+    let err = safetensors::load_into(&vs, "", &file.tensors, &path).unwrap_err().to_string();
     assert!(err.contains("quant_conv.weight has shape [4, 4, 1, 1, 2]"), "{err}");
     // The seed_baseline model cannot take ultra_lightweight weights.
     let (big, _) = build(&VaeConfig::seed_baseline());
-    assert!(weights::load_strict(&big, &path).is_err());
+    assert!(safetensors::load_strict(&big, &path).is_err());
 }
 
 #[test]
@@ -99,9 +99,9 @@ fn safetensors_round_trip_is_exact() {
     let (vs, _) = build(&VaeConfig::ultra_lightweight());
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("w.safetensors");
-    weights::save_atomic(&p, &weights::named_variables(&vs), &Default::default()).unwrap();
+    safetensors::save_atomic(&p, &safetensors::named_variables(&vs), &Default::default()).unwrap();
     let (vs2, _) = build(&VaeConfig::ultra_lightweight());
-    weights::load_strict(&vs2, &p).unwrap();
+    safetensors::load_strict(&vs2, &p).unwrap();
     let (a, b) = (vs.variables(), vs2.variables());
     for (k, t) in &a {
         assert!(t.equal(&b[k]), "{k}");
@@ -191,7 +191,7 @@ fn grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 #[test]
 fn checkpointed_gradients_equal_the_plain_path() {
     let (vs, vae) = build(&VaeConfig::ultra_lightweight());
-    let (x, eps) = radvox::train::with_torch_seed(1, || {
+    let (x, eps) = radvox::sys::with_torch_seed(1, || {
         (
             Tensor::randn([1, 4, 8, 16, 16], (Kind::Float, Device::Cpu)),
             Tensor::randn(vae.latent_shape([1, 4, 8, 16, 16]), (Kind::Float, Device::Cpu)),
@@ -234,7 +234,7 @@ fn checkpointed_gradients_under_bf16_autocast_reach_every_weight() {
     // A checkpointed segment's first forward runs without a graph; autocast
     // must not serve that forward's graph-less weight casts to the replay.
     let (vs, vae) = build(&VaeConfig::ultra_lightweight());
-    let (x, eps) = radvox::train::with_torch_seed(2, || {
+    let (x, eps) = radvox::sys::with_torch_seed(2, || {
         (
             Tensor::randn([1, 4, 8, 16, 16], (Kind::Float, Device::Cpu)),
             Tensor::randn(vae.latent_shape([1, 4, 8, 16, 16]), (Kind::Float, Device::Cpu)),

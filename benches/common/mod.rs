@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use radvox::npy::{write_npy, write_npz, SparseFrame};
+use radvox::data::frame::{write_sparse as write_npz, SparseFrame};
+use radvox::io::npy::write_npy;
 
 /// The real grid `(H, W, Z, C)`.
 pub const GRID: [usize; 4] = [600, 200, 80, 4];

@@ -1,10 +1,18 @@
-//! Shared by the examples: the exit-code wrapper and flag values.
+//! Shared by the examples: the exit-code wrapper and the flags every
+//! training command takes (how this process runs: never saved with a run).
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Runs `run` after setting up logging; prints its error and exits non-zero on failure.
-pub fn main_with(run: fn() -> Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+use clap::Args;
+use radvox::data::layout::parse_zhw;
+use radvox::model::Checkpointing;
+use radvox::train::{AmpMode, Runtime};
+
+/// Runs `run` after setting up logging; prints its error (one line per
+/// cause) and exits non-zero on failure.
+pub fn main_with(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     radvox::init_logging();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,7 +23,132 @@ pub fn main_with(run: fn() -> Result<(), Box<dyn std::error::Error>>) -> ExitCod
     }
 }
 
-/// The value after `flag`, or an error naming the flag.
-pub fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
-    args.next().ok_or_else(|| format!("{flag} needs a value"))
+/// `Z,H,W` for clap.
+pub fn zhw(s: &str) -> Result<[usize; 3], String> {
+    parse_zhw(s).map_err(|e| e.to_string())
+}
+
+/// A finite number in (0, 1), for clap.
+pub fn unit_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if v.is_finite() && v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not in (0, 1)"))
+    }
+}
+
+/// A finite positive number, for clap.
+pub fn positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a finite number > 0"))
+    }
+}
+
+/// How this process runs (see `radvox::train::Runtime`).
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Force mixed precision (bf16 on CPU even where it is emulated, f16 on CUDA).
+    #[arg(long, conflicts_with = "no_amp")]
+    pub amp: bool,
+    /// float32 throughout. Default: AMP where the device runs it natively.
+    #[arg(long)]
+    pub no_amp: bool,
+    /// Gradient checkpointing: off, block (per ResBlock) or a segment count.
+    #[arg(long, default_value = "off")]
+    pub checkpointing: Checkpointing,
+    /// Loader threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub num_workers: u64,
+    /// Batches decoded ahead.
+    #[arg(long, default_value_t = 2)]
+    pub prefetch: usize,
+    /// Page-locked batch memory (CUDA only).
+    #[arg(long)]
+    pub pin_memory: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Memory budget the plan must fit (GiB); default: the GPU's memory or the RAM available.
+    #[arg(long, value_parser = positive)]
+    pub memory_budget_gb: Option<f64>,
+    /// Start even when the memory plan exceeds the budget.
+    #[arg(long)]
+    pub force: bool,
+    /// Fail on out of memory instead of retrying with a smaller micro-batch or finer checkpointing.
+    #[arg(long)]
+    pub no_oom_fallback: bool,
+    /// Also save `last` every N optimizer steps (mid-epoch; resumable exactly).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub save_every_steps: Option<u64>,
+    /// Seconds to wait for one batch of frames before failing with the files named.
+    #[arg(long, default_value_t = 120.0, value_parser = positive)]
+    pub read_timeout: f64,
+    /// Non-finite batches in a row that stop the run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_nonfinite_streak: u64,
+    /// Replace the run already in --out (its files are removed first).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl RuntimeArgs {
+    /// The runtime, with `default_out` when `--out` is not given.
+    pub fn runtime(&self, default_out: &str) -> Runtime {
+        let amp = match (self.amp, self.no_amp) {
+            (true, _) => AmpMode::On,
+            (_, true) => AmpMode::Off,
+            _ => AmpMode::Auto,
+        };
+        Runtime {
+            out: self.out.clone().unwrap_or_else(|| default_out.into()),
+            device: self.device.clone(),
+            amp,
+            checkpointing: self.checkpointing,
+            num_workers: self.num_workers as usize,
+            prefetch: self.prefetch,
+            pin_memory: self.pin_memory,
+            progress: !self.no_progress,
+            memory_budget_gib: self.memory_budget_gb,
+            force: self.force,
+            oom_fallback: !self.no_oom_fallback,
+            max_nonfinite_streak: self.max_nonfinite_streak as usize,
+            save_every_steps: self.save_every_steps,
+            read_timeout_s: Some(self.read_timeout),
+            handle_signals: true,
+            overwrite: self.overwrite,
+            ..Runtime::default()
+        }
+    }
+}
+
+/// Overrides `field` with a flag's value when the flag was given; with
+/// `resume`, a value that differs from the checkpoint's is refused instead.
+pub fn apply<T: PartialEq + std::fmt::Debug + Clone>(
+    field: &mut T,
+    flag: Option<T>,
+    name: &str,
+    resume: Option<&std::path::Path>,
+) -> Result<(), radvox::train::TrainError> {
+    let Some(v) = flag else { return Ok(()) };
+    match resume {
+        Some(path) if *field != v => Err(radvox::train::TrainError::Contradiction {
+            what: format!("--{name} {v:?}"),
+            recorded: format!("{name} {:?}", field),
+            path: path.into(),
+        }),
+        _ => {
+            *field = v;
+            Ok(())
+        }
+    }
 }

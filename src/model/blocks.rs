@@ -4,7 +4,7 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::{Kind, Tensor};
 
-use crate::memory::tape::{Dtype, Tape, Tid, Trace};
+use super::trace::{Dtype, Tape, Tid, Trace};
 
 /// `[D, H, W]` triple.
 pub type Dims3 = [i64; 3];

@@ -27,14 +27,14 @@ pub enum Checkpointing {
 }
 
 impl std::str::FromStr for Checkpointing {
-    type Err = String;
+    type Err = super::ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "off" | "none" => Ok(Checkpointing::Off),
             "block" | "per-block" | "per_block" => Ok(Checkpointing::PerBlock),
             n => match n.parse::<usize>() {
                 Ok(k) if k > 0 => Ok(Checkpointing::Segments(k)),
-                _ => Err(format!("checkpointing {s:?}: use off, block or a segment count")),
+                _ => Err(super::ModelError::Config(format!("checkpointing {s:?}: use off, block or a segment count"))),
             },
         }
     }
@@ -156,7 +156,7 @@ impl<'a> Recorder<'a> {
 
     /// Back-propagates `loss`, then replays every checkpointed call.
     pub fn backward(self, loss: &Tensor) {
-        crate::shim::backward_keep_graph(loss).expect("backward");
+        crate::sys::shim::backward_keep_graph(loss).expect("backward of a checkpointed graph");
         for (f, input, leaf) in self.records.into_iter().rev() {
             let grad = leaf.grad();
             if !grad.defined() {
@@ -164,9 +164,10 @@ impl<'a> Recorder<'a> {
             }
             let upstream = input.requires_grad();
             let x = input.detach().set_requires_grad(upstream);
-            crate::shim::backward_keep_graph(&(f(&x) * &grad).sum(Kind::Float)).expect("replay");
+            crate::sys::shim::backward_keep_graph(&(f(&x) * &grad).sum(Kind::Float)).expect("replay of a checkpoint");
             if upstream {
-                crate::shim::backward_keep_graph(&(&input * x.grad()).sum(Kind::Float)).expect("chain");
+                crate::sys::shim::backward_keep_graph(&(&input * x.grad()).sum(Kind::Float))
+                    .expect("chain of a checkpoint");
             }
         }
     }

@@ -1,10 +1,33 @@
-//! Models on libtorch: shared 3D blocks, the VAE, the latent UNet, gradient checkpointing.
+//! Layer 3, the models on libtorch: shared 3D blocks, the VAE, the latent
+//! UNet, reconstruction losses, gradient checkpointing, and [`trace`]: each
+//! block records its own forward pass op by op for the memory planner.
+//! Imports [`crate::sys`] only.
 
 pub mod blocks;
 pub mod checkpoint;
+pub mod frozen;
+pub mod loss;
+pub mod trace;
 pub mod unet;
 pub mod vae;
 
 pub use checkpoint::Checkpointing;
+pub use frozen::FrozenVae;
 pub use unet::{Unet3d, UnetConfig};
 pub use vae::{Vae3d, VaeConfig};
+
+/// Errors of the model layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// A setting that cannot build or run.
+    #[error("invalid model config: {0}")]
+    Config(String),
+    /// A grid the model cannot process.
+    #[error("grid (Z, H, W) = {grid:?} does not fit the model: {rule}")]
+    Grid {
+        /// The grid.
+        grid: [i64; 3],
+        /// The rule it breaks.
+        rule: String,
+    },
+}

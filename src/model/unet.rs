@@ -10,8 +10,8 @@ use tch::{Kind, Tensor};
 
 use super::blocks::{trace_tail, Conv3d, Norm, SelfAttention3d};
 use super::checkpoint::Recorder;
-use super::vae::ConfigError;
-use crate::memory::tape::{Dtype, Tape, Tid, Trace};
+use super::trace::{Dtype, Tape, Tid, Trace};
+use super::ModelError;
 
 /// Architecture of a [`Unet3d`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +56,8 @@ impl Default for UnetConfig {
 
 impl UnetConfig {
     /// Refuses settings that cannot build.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let err = |m: String| Err(ModelError::Config(m));
         if self.latent_channels <= 0 || self.cond_channels < 0 || self.model_channels <= 0 {
             return err("latent_channels and model_channels must be > 0, cond_channels >= 0".into());
         }
@@ -167,7 +167,7 @@ pub struct Unet3d {
 
 impl Unet3d {
     /// Validates and builds the network under `vs`.
-    pub fn new(vs: &nn::Path, config: &UnetConfig) -> Result<Unet3d, ConfigError> {
+    pub fn new(vs: &nn::Path, config: &UnetConfig) -> Result<Unet3d, ModelError> {
         config.validate()?;
         let (mc, emb, dp) = (config.model_channels, config.emb_channels(), config.dropout);
         let levels = config.channel_mult.len();

@@ -11,11 +11,13 @@ use tch::{Kind, Tensor};
 
 use super::blocks::{level_stride, Conv3d, Downsample3d, Norm, ResBlock3d, SelfAttention3d, Upsample3d};
 use super::checkpoint::{Chain, Checkpointing};
-use crate::memory::tape::{Dtype, Tape, Tid, Trace};
+use super::trace::{Dtype, Tape, Tid, Trace};
+use super::ModelError;
 
-/// Architecture of a [`Vae3d`]; see the named presets.
+/// Architecture of a [`Vae3d`]; see the named presets. Fields missing from
+/// a stored config take the `ultra_lightweight` values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VaeConfig {
     /// Input channels (4: occupancy, intensity, Doppler, var/mask).
     pub in_channels: i64,
@@ -46,11 +48,6 @@ impl Default for VaeConfig {
         VaeConfig::ultra_lightweight()
     }
 }
-
-/// A setting [`VaeConfig::validate`] refuses.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid VAE config: {0}")]
-pub struct ConfigError(pub String);
 
 impl VaeConfig {
     fn preset(base: i64, mult: &[i64], res: usize, attention: bool) -> VaeConfig {
@@ -91,13 +88,13 @@ impl VaeConfig {
     }
 
     /// A preset by name: `ultra_lightweight`, `seed_baseline`, `lightweight`, `standard`.
-    pub fn named(name: &str) -> Result<VaeConfig, ConfigError> {
+    pub fn named(name: &str) -> Result<VaeConfig, ModelError> {
         match name.replace('-', "_").as_str() {
             "ultra_lightweight" | "ultra" => Ok(Self::ultra_lightweight()),
             "seed_baseline" => Ok(Self::seed_baseline()),
             "lightweight" => Ok(Self::lightweight()),
             "standard" => Ok(Self::standard()),
-            other => Err(ConfigError(format!(
+            other => Err(ModelError::Config(format!(
                 "unknown VAE preset {other:?}: use ultra_lightweight, seed_baseline, lightweight or standard"
             ))),
         }
@@ -109,8 +106,8 @@ impl VaeConfig {
     }
 
     /// Refuses settings that cannot build or run, before any weight exists.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let err = |m: String| Err(ModelError::Config(m));
         for (name, v) in [
             ("in_channels", self.in_channels),
             ("out_channels", self.out_channels),
@@ -161,6 +158,23 @@ impl VaeConfig {
             let s = level_stride(i);
             [acc[0] * s[0], acc[1] * s[1], acc[2] * s[2]]
         })
+    }
+
+    /// Refuses a `(Z, H, W)` grid the model cannot reconstruct: each dim must
+    /// be a positive multiple of the encoder's downsampling (otherwise the
+    /// decoder's output differs in size from its input).
+    pub fn check_grid(&self, zhw: [i64; 3]) -> Result<(), ModelError> {
+        let f = self.downsampling();
+        if (0..3).any(|i| zhw[i] <= 0 || zhw[i] % f[i] != 0) {
+            return Err(ModelError::Grid {
+                grid: zhw,
+                rule: format!(
+                    "each of Z, H, W must be a positive multiple of the VAE's downsampling {f:?} (e.g. {:?})",
+                    [0, 1, 2].map(|i| (zhw[i].max(1) + f[i] - 1) / f[i] * f[i])
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -361,7 +375,7 @@ pub struct LossParts {
 impl Vae3d {
     /// Validates `config` and builds the model under `vs` (paths `encoder.*`,
     /// `decoder.*`, `quant_conv`, `post_quant_conv`).
-    pub fn new(vs: &nn::Path, config: &VaeConfig) -> Result<Vae3d, ConfigError> {
+    pub fn new(vs: &nn::Path, config: &VaeConfig) -> Result<Vae3d, ModelError> {
         config.validate()?;
         let l = config.latent_dim;
         Ok(Vae3d {

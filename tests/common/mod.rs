@@ -35,3 +35,14 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A quiet float32 CPU runtime writing to `out`.
+pub fn cpu_runtime(out: &Path) -> radvox::train::Runtime {
+    radvox::train::Runtime {
+        out: out.to_path_buf(),
+        device: "cpu".into(),
+        amp: radvox::train::AmpMode::Off,
+        progress: false,
+        ..Default::default()
+    }
+}

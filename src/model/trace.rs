@@ -25,11 +25,31 @@ use std::ops::Range;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    /// libtorch CPU kernels: float32 3D convolutions unfold their input
-    /// (`vol2col`, `k^3 * C_in * N_out` floats); bfloat16 ones run in oneDNN.
+    /// libtorch CPU kernels on a CPU with native bf16: float32 3D
+    /// convolutions of small inputs unfold them (`vol2col`, `k^3 * C_in *
+    /// N_out` floats); bfloat16 ones run in oneDNN.
     Cpu,
+    /// libtorch CPU kernels on a CPU without native bf16: float32 as
+    /// [`Backend::Cpu`], but bfloat16 convolutions fall back to
+    /// `slow_conv3d` at every size, unfolding their input in bf16.
+    CpuEmulatedBf16,
     /// CUDA with cuDNN (workspace bounded by the allocator, not modelled).
     Cuda,
+}
+
+impl Backend {
+    /// The CPU backend of this machine (by its bf16 instructions).
+    pub fn cpu() -> Backend {
+        match crate::sys::cpu_bf16() {
+            crate::sys::CpuBf16::Native => Backend::Cpu,
+            crate::sys::CpuBf16::Emulated => Backend::CpuEmulatedBf16,
+        }
+    }
+
+    /// A CPU backend (either kind).
+    pub fn is_cpu(self) -> bool {
+        self != Backend::Cuda
+    }
 }
 
 /// Element type of a traced tensor.
@@ -280,10 +300,13 @@ impl Tape {
 
     /// Forward and backward scratch bytes of a convolution with input shape
     /// `s` and output shape `out`, measured on libtorch 2.11 CPU kernels with
-    /// the counting allocator. libtorch runs float32 in
-    /// oneDNN unless the input is small (batch 1 and `C*D*H <= 20480`), where
-    /// the fallback unfolds the input `k^3` times; bfloat16 runs in oneDNN.
-    /// On CUDA cuDNN's workspace is not modelled (0).
+    /// the counting allocator. libtorch runs float32 in oneDNN unless the
+    /// input is small (batch 1 and `C*D*H <= 20480`), where the fallback
+    /// unfolds the input `k^3` times; bfloat16 runs in oneDNN on a CPU with
+    /// native bf16 (measured on an AVX512-BF16 machine) and in the unfolding
+    /// fallback on one without (measured on an AVX2 machine: within 6% of
+    /// the counted peak for single convolutions, `tests/memory.rs` for whole
+    /// models). On CUDA cuDNN's workspace is not modelled (0).
     fn conv_scratch(
         &self,
         (input, output): (u64, u64),
@@ -296,15 +319,19 @@ impl Tape {
             return (0, 0);
         }
         let pointwise = k == 1 && stride == [1; 3];
-        match self.compute_dtype() {
-            Dtype::F32 if s[0] == 1 && s[1] * s[2] * s[3] <= 20480 => {
-                if pointwise {
-                    (0, input + output)
-                } else {
-                    let columns = (k * k * k * s[1]) as u64 * numel(&out[2..]) * 4;
-                    (columns, columns + output)
-                }
+        // slow_conv3d: a `k^3 C_in x N_out` column matrix per batch, in the
+        // compute dtype (a view of the input for a pointwise convolution)
+        let unfold = |elem: u64| {
+            if pointwise {
+                (0, input + output)
+            } else {
+                let columns = (k * k * k * s[1]) as u64 * numel(&out[2..]) * s[0] as u64 * elem;
+                (columns, columns + output)
             }
+        };
+        match self.compute_dtype() {
+            Dtype::F32 if s[0] == 1 && s[1] * s[2] * s[3] <= 20480 => unfold(4),
+            Dtype::Half if self.backend == Backend::CpuEmulatedBf16 => unfold(2),
             Dtype::F32 => (input.max(output), input + 2 * output),
             Dtype::Half if pointwise => (input + 4 * output, 4 * input + 2 * output),
             Dtype::Half => (input.max(output), 3 * input + 4 * output),

@@ -9,13 +9,18 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::npy::{Scalar, SparseFrame};
+use super::frame::SparseFrame;
+use super::resample::{Reduce, Resampler};
+use super::DataError;
+use crate::io::npy::{load_f64, Scalar};
 
 /// Largest finite float16.
 pub const F16_MAX: f64 = 65504.0;
 
-/// How a frame is brought to the output grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a frame is brought to the output grid (part of a run's recipe: a
+/// model trained on one layout expects it downstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Layout {
     /// Zero-pad Z, H and W at the end to a multiple of `alignment` (the
     /// reference loader's behaviour; 32 turns the real grid into 96x608x224).
@@ -52,30 +57,22 @@ impl Layout {
 }
 
 /// Parses `Z,H,W` (e.g. `32,128,128`) for a [`Layout::Resample`] grid.
-pub fn parse_zhw(s: &str) -> Result<[usize; 3], String> {
+pub fn parse_zhw(s: &str) -> Result<[usize; 3], DataError> {
+    let bad = || DataError::Config(format!("{s:?}: expected three positive dims Z,H,W"));
     let dims: Vec<usize> =
-        s.split(',').map(|d| d.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
+        s.split(',').map(|d| d.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad())?;
     match dims.as_slice() {
         &[z, h, w] if z > 0 && h > 0 && w > 0 => Ok([z, h, w]),
-        _ => Err(format!("{s:?}: expected three positive dims Z,H,W")),
+        _ => Err(bad()),
     }
 }
 
-/// How resampling reduces one channel over the cells an output cell covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reduce {
-    /// Keep any occupied voxel: the maximum (empty voxels count as 0).
-    Max,
-    /// `sum(value * occ) / sum(occ)`, 0 where nothing is occupied.
-    OccMean,
-}
-
-impl Reduce {
-    /// Channel rules: occupancy is `Max`, features `OccMean`, and with
-    /// `mask_last` (target frames, whose channel 3 is the Doppler-valid mask)
-    /// the last channel is `Max` too.
-    pub fn for_channels(c: usize, mask_last: bool) -> Vec<Reduce> {
-        (0..c).map(|i| if i == 0 || (mask_last && i == 3 && c == 4) { Reduce::Max } else { Reduce::OccMean }).collect()
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layout::Pad { alignment } => write!(f, "padded to a multiple of {alignment}"),
+            Layout::Resample { zhw: [z, h, w] } => write!(f, "resampled to {z},{h},{w}"),
+        }
     }
 }
 
@@ -116,29 +113,6 @@ pub struct DenseView<'a> {
     pub fortran_order: bool,
 }
 
-/// Loads element `i` of a buffer as f64 (exact for every supported type).
-pub fn load_f64(raw: &[u8], i: usize, scalar: Scalar, big_endian: bool) -> f64 {
-    let n = scalar.size();
-    let b = &raw[i * n..(i + 1) * n];
-    macro_rules! get {
-        ($t:ty) => {{
-            let a = b.try_into().expect("element width");
-            (if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
-        }};
-    }
-    match scalar {
-        Scalar::F16 => {
-            let a = [b[0], b[1]];
-            let bits = if big_endian { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) };
-            f16::from_bits(bits).to_f64()
-        }
-        Scalar::F32 => get!(f32),
-        Scalar::F64 => get!(f64),
-        Scalar::I32 => get!(i32),
-        Scalar::I64 => get!(i64),
-    }
-}
-
 /// Correctly rounded f64 -> f16 (round to nearest even, like numpy).
 /// Goes through f32 with round-to-odd, which cannot double-round.
 pub fn f64_to_f16(v: f64) -> f16 {
@@ -167,7 +141,7 @@ fn as_f32_slice(bytes: &[u8]) -> Option<&[f32]> {
     (pre.is_empty() && post.is_empty()).then_some(mid)
 }
 
-fn is_inf_or_nan(h: f16) -> bool {
+pub(crate) fn is_inf_or_nan(h: f16) -> bool {
     h.to_bits() & 0x7c00 == 0x7c00
 }
 
@@ -378,83 +352,6 @@ pub fn sparse_into(frame: &SparseFrame, layout: Layout, reduce: &[Reduce], out: 
     Ok(())
 }
 
-/// Adaptive-pooling windows: output cell `o` of `n_out` covers source
-/// `[floor(o*n_in/n_out), ceil((o+1)*n_in/n_out))`; for each source index,
-/// the (contiguous) range of output cells that cover it.
-fn windows(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
-    let mut cover = vec![(usize::MAX, 0); n_in];
-    for o in 0..n_out {
-        let (s, e) = (o * n_in / n_out, ((o + 1) * n_in).div_ceil(n_out));
-        for c in &mut cover[s..e.min(n_in)] {
-            c.0 = c.0.min(o);
-            c.1 = c.1.max(o + 1);
-        }
-    }
-    cover
-}
-
-/// Accumulates voxels into an output grid for [`Layout::Resample`], in f64.
-struct Resampler<'r> {
-    cover: [Vec<(usize, usize)>; 3],
-    oshape: [usize; 4],
-    reduce: &'r [Reduce],
-    acc: Vec<f64>,
-    occ: Vec<f64>,
-}
-
-impl<'r> Resampler<'r> {
-    fn new(hwzc: [usize; 4], oshape: [usize; 4], reduce: &'r [Reduce]) -> Self {
-        let [c, zo, ho, wo] = oshape;
-        assert_eq!(reduce.len(), c, "one reduction per channel");
-        Resampler {
-            cover: [windows(hwzc[0], ho), windows(hwzc[1], wo), windows(hwzc[2], zo)],
-            oshape,
-            reduce,
-            acc: vec![0.0; c * zo * ho * wo],
-            occ: vec![0.0; zo * ho * wo],
-        }
-    }
-
-    fn add(&mut self, [x, y, z]: [usize; 3], vals: &[f64]) {
-        let [_, zo, ho, wo] = self.oshape;
-        let plane = zo * ho * wo;
-        let occ = vals[0];
-        let ([xs, xe], [ys, ye], [zs, ze]) = (
-            [self.cover[0][x].0, self.cover[0][x].1],
-            [self.cover[1][y].0, self.cover[1][y].1],
-            [self.cover[2][z].0, self.cover[2][z].1],
-        );
-        for zi in zs..ze {
-            for xi in xs..xe {
-                for yi in ys..ye {
-                    let cell = (zi * ho + xi) * wo + yi;
-                    self.occ[cell] += occ;
-                    for (ci, (&v, reduce)) in vals.iter().zip(self.reduce).enumerate() {
-                        let a = &mut self.acc[ci * plane + cell];
-                        match reduce {
-                            Reduce::Max => *a = a.max(v),
-                            Reduce::OccMean => *a += v * occ,
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish(self, out: &mut [f16]) {
-        let plane = self.occ.len();
-        for (i, o) in out.iter_mut().enumerate() {
-            let (ci, cell) = (i / plane, i % plane);
-            let v = match self.reduce[ci] {
-                Reduce::Max => self.acc[i],
-                Reduce::OccMean if self.occ[cell] != 0.0 => self.acc[i] / self.occ[cell],
-                Reduce::OccMean => 0.0,
-            };
-            *o = f64_to_f16(v);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,18 +417,6 @@ mod tests {
         let view = DenseView { data: &data, ..view };
         let err = dense_into(&view, layout, &[], &mut out).unwrap_err();
         assert_eq!((err.voxel, err.channel, err.problem()), ([1, 5, 2], 3, "non-finite"));
-    }
-
-    #[test]
-    fn windows_cover_every_source_index() {
-        for (n_in, n_out) in [(600, 128), (80, 32), (7, 3), (3, 7), (5, 5)] {
-            let w = windows(n_in, n_out);
-            assert!(w.iter().all(|&(s, e)| s < e && e <= n_out), "{n_in}->{n_out}");
-            assert_eq!(w[0].0, 0);
-            assert_eq!(w[n_in - 1].1, n_out);
-        }
-        // Integer ratio: each source index maps to exactly one output cell.
-        assert!(windows(8, 4).iter().enumerate().all(|(i, &(s, e))| s == i / 2 && e == s + 1));
     }
 
     #[test]

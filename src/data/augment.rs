@@ -16,6 +16,8 @@ use rand_distr::{Beta, Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::io::config::closest;
+
 /// Errors of augmentation configs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AugmentError {
@@ -298,13 +300,12 @@ const SECTIONS: &[&str] = &["voxel", "cutout", "mixup"];
 impl Augmentation {
     /// Parses a TOML document, refusing unknown names.
     pub fn from_toml(text: &str) -> Result<Self, AugmentError> {
-        let value: toml::Value = toml::from_str(text).map_err(|e| AugmentError::Parse(e.to_string()))?;
-        Self::from_value(serde_json::to_value(value).map_err(|e| AugmentError::Parse(e.to_string()))?)
+        Self::from_value(crate::io::config::parse_document(text, false).map_err(AugmentError::Parse)?)
     }
 
     /// Parses a JSON document, refusing unknown names.
     pub fn from_json(text: &str) -> Result<Self, AugmentError> {
-        Self::from_value(serde_json::from_str(text).map_err(|e| AugmentError::Parse(e.to_string()))?)
+        Self::from_value(crate::io::config::parse_document(text, true).map_err(AugmentError::Parse)?)
     }
 
     /// Reads a `.toml` or `.json` file (by extension).
@@ -622,31 +623,6 @@ fn check_keys(value: &Value, section: &str, allowed: &[&str]) -> Result<(), Augm
 
 fn unknown(section: &str, name: &str, allowed: &[&str]) -> AugmentError {
     AugmentError::UnknownParameter { section: section.into(), name: name.into(), closest: closest(name, allowed) }
-}
-
-/// The valid name nearest to `name`: most shared `_`-separated words
-/// first (so `dropout_rate` finds `point_dropout_rate`), then edit distance.
-fn closest(name: &str, allowed: &[&str]) -> Option<String> {
-    let words: Vec<&str> = name.split('_').collect();
-    allowed
-        .iter()
-        .map(|a| (a.split('_').filter(|w| words.contains(w)).count(), levenshtein(name, a), *a))
-        .filter(|&(shared, dist, a)| shared > 0 || dist <= a.len() / 2)
-        .min_by_key(|&(shared, dist, _)| (std::cmp::Reverse(shared), dist))
-        .map(|(_, _, a)| a.to_string())
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Field names as serialised, for the test that [`VoxelAugmentation::FIELDS`] etc. cannot drift.

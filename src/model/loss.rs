@@ -9,6 +9,8 @@ use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use super::ModelError;
+
 /// Weights of each reconstruction term (0 turns a term off).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,10 +56,10 @@ impl std::fmt::Debug for ReconLoss {
 
 impl ReconLoss {
     /// Builds the loss (and the perceptual extractor when used) on `device`.
-    pub fn new(config: &LossConfig, in_channels: i64, device: Device) -> Result<ReconLoss, String> {
+    pub fn new(config: &LossConfig, in_channels: i64, device: Device) -> Result<ReconLoss, ModelError> {
         let weights = [config.mse, config.occupancy_mse, config.edge, config.perceptual];
         if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().all(|w| *w == 0.0) {
-            return Err(format!("loss weights must be finite, >= 0 and not all 0: {weights:?}"));
+            return Err(ModelError::Config(format!("loss weights must be finite, >= 0 and not all 0: {weights:?}")));
         }
         let perceptual = (config.perceptual > 0.0)
             .then(|| Perceptual3d::new(in_channels, config.perceptual_seed, config.perceptual_levels, device))
@@ -146,10 +148,12 @@ impl Perceptual3d {
 
     /// The extractor for `in_channels` inputs, weights fixed by `seed`;
     /// `levels` are normalised to sum 1.
-    pub fn new(in_channels: i64, seed: u64, levels: [f64; 4], device: Device) -> Result<Perceptual3d, String> {
+    pub fn new(in_channels: i64, seed: u64, levels: [f64; 4], device: Device) -> Result<Perceptual3d, ModelError> {
         let sum: f64 = levels.iter().sum();
         if levels.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || sum <= 0.0 {
-            return Err(format!("perceptual level weights must be >= 0 with a positive sum: {levels:?}"));
+            return Err(ModelError::Config(format!(
+                "perceptual level weights must be >= 0 with a positive sum: {levels:?}"
+            )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut conv = |cin: i64, cout: i64| {
@@ -215,7 +219,7 @@ mod tests {
     use super::*;
 
     fn grid(seed: i64) -> Tensor {
-        let (occ, feats) = crate::train::with_torch_seed(seed as u64, || {
+        let (occ, feats) = crate::sys::with_torch_seed(seed as u64, || {
             (
                 Tensor::rand([1, 1, 8, 16, 16], (Kind::Float, Device::Cpu)),
                 Tensor::randn([1, 3, 8, 16, 16], (Kind::Float, Device::Cpu)),

@@ -1,5 +1,6 @@
 //! NTU4DRadLM_Pre discovery: scenes, the train/val split, radar/target
 //! pairing by stem, and reading a frame into an f16 `(C, Z, H, W)` buffer.
+//! Only regular files are considered frames (a FIFO would block a reader).
 //!
 //! Headers are parsed once at [`Dataset::open`] (so shape mismatches fail
 //! early); reading maps or decodes the file each time.
@@ -12,8 +13,10 @@ use std::str::FromStr;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::layout::{self, DenseView, Layout, Reduce};
-use crate::npy::{self, DenseFile, NpyError, Source};
+use super::frame::{FrameFile, FrameId, Grid};
+use super::layout::Layout;
+use super::resample::Reduce;
+use super::DataError;
 
 /// Which part of the dataset to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,13 +30,13 @@ pub enum Split {
 }
 
 impl FromStr for Split {
-    type Err = DatasetError;
+    type Err = DataError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "train" => Ok(Split::Train),
             "val" => Ok(Split::Val),
             "all" => Ok(Split::All),
-            other => Err(DatasetError::Config(format!("unknown split {other:?}: use train, val or all"))),
+            other => Err(DataError::Config(format!("unknown split {other:?}: use train, val or all"))),
         }
     }
 }
@@ -82,158 +85,6 @@ pub struct DatasetConfig {
     pub with_lidar: bool,
 }
 
-/// Errors of dataset discovery and frame reading.
-#[derive(Debug, thiserror::Error)]
-pub enum DatasetError {
-    /// The root directory does not exist or is not a directory.
-    #[error("dataset root {0} does not exist or is not a directory")]
-    MissingRoot(PathBuf),
-    /// No scene folder (with `radar_voxel/` and `target_voxel/`) was found.
-    #[error("no scene under {0}: expected folders holding radar_voxel/ and target_voxel/")]
-    NoScenes(PathBuf),
-    /// A configured scene name does not exist.
-    #[error("scene {name:?} not found under {root}; available: {available:?}")]
-    UnknownScene {
-        /// Dataset root.
-        root: PathBuf,
-        /// The name asked for.
-        name: String,
-        /// Scenes that exist.
-        available: Vec<String>,
-    },
-    /// The split has scenes but no radar/target pair.
-    #[error("no radar/target frame pair in the {split} split under {root}")]
-    NoPairs {
-        /// Dataset root.
-        root: PathBuf,
-        /// The split.
-        split: Split,
-    },
-    /// Two files share a stem in one folder.
-    #[error("{0} and {1} share a stem: remove one")]
-    Ambiguous(PathBuf, PathBuf),
-    /// A paired frame lacks its `lidar_voxel` file.
-    #[error("{0} has no lidar_voxel frame")]
-    MissingLidar(PathBuf),
-    /// Radar, target (or lidar) grids of one frame disagree.
-    #[error("shape mismatch: {a} is {a_shape:?} but {b} is {b_shape:?} (H, W, Z, C)")]
-    ShapeMismatch {
-        /// First file.
-        a: PathBuf,
-        /// Its shape.
-        a_shape: [usize; 4],
-        /// Second file.
-        b: PathBuf,
-        /// Its shape.
-        b_shape: [usize; 4],
-    },
-    /// A directory could not be listed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The directory.
-        path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
-    },
-    /// Decoding a file failed.
-    #[error(transparent)]
-    Read(#[from] NpyError),
-    /// An invalid option.
-    #[error("invalid dataset config: {0}")]
-    Config(String),
-}
-
-/// A frame file, its header already parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameFile {
-    /// Dense `.npy`, memory-mapped when read.
-    Dense(DenseFile),
-    /// Sparse `.npz`, decoded when read.
-    Sparse {
-        /// The archive.
-        path: PathBuf,
-        /// Its `(H, W, Z, C)` from `shape.npy`.
-        shape: [usize; 4],
-    },
-}
-
-impl FrameFile {
-    /// Parses the header of a `.npy` or `.npz` frame.
-    pub fn open(path: &Path) -> Result<FrameFile, NpyError> {
-        if path.extension().is_some_and(|e| e == "npz") {
-            Ok(FrameFile::Sparse { path: path.to_path_buf(), shape: npy::read_npz_shape(path)? })
-        } else {
-            Ok(FrameFile::Dense(DenseFile::open(path)?))
-        }
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        match self {
-            FrameFile::Dense(d) => &d.path,
-            FrameFile::Sparse { path, .. } => path,
-        }
-    }
-
-    /// `(H, W, Z, C)`.
-    pub fn shape(&self) -> [usize; 4] {
-        match self {
-            FrameFile::Dense(d) => d.shape(),
-            FrameFile::Sparse { shape, .. } => *shape,
-        }
-    }
-
-    /// Decodes into `out`, which must hold `layout.output_shape(self.shape())`.
-    pub fn read_into(&self, layout: Layout, reduce: &[Reduce], out: &mut [f16]) -> Result<(), NpyError> {
-        let result = match self {
-            FrameFile::Dense(d) => {
-                let map = d.map()?;
-                let view = DenseView {
-                    data: map.data(),
-                    scalar: d.header.dtype.scalar.expect("checked at open"),
-                    big_endian: d.header.dtype.big_endian,
-                    shape: d.shape(),
-                    fortran_order: d.header.fortran_order,
-                };
-                layout::dense_into(&view, layout, reduce, out)
-            }
-            FrameFile::Sparse { path, shape } => {
-                let frame = npy::read_npz(path)?;
-                if frame.shape != *shape {
-                    return Err(NpyError::Shape {
-                        src: Source { path: path.clone(), member: Some("shape.npy") },
-                        shape: frame.shape.to_vec(),
-                        expected: format!("{shape:?} as when the dataset was opened"),
-                    });
-                }
-                layout::sparse_into(&frame, layout, reduce, out)
-            }
-        };
-        result.map_err(|b| NpyError::BadValue {
-            src: Source { path: self.path().to_path_buf(), member: None },
-            voxel: b.voxel,
-            channel: b.channel,
-            value: b.value,
-            problem: b.problem(),
-        })
-    }
-}
-
-/// Identifies a frame: scene folder and file stem.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FrameId {
-    /// Scene folder name.
-    pub scene: String,
-    /// File stem, e.g. `000042`.
-    pub stem: String,
-}
-
-impl fmt::Display for FrameId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.scene, self.stem)
-    }
-}
-
 /// One paired frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameEntry {
@@ -245,33 +96,6 @@ pub struct FrameEntry {
     pub target: FrameFile,
     /// LiDAR-only grid, when opened `with_lidar`.
     pub lidar: Option<FrameFile>,
-}
-
-/// A decoded grid: f16 values in `(C, Z, H, W)` order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Grid {
-    /// `(C, Z, H, W)`.
-    pub shape: [usize; 4],
-    /// Row-major values.
-    pub data: Vec<f16>,
-}
-
-impl Grid {
-    /// The grid as an f16 `(1, C, Z, H, W)` tensor (a batch of one).
-    pub fn to_tensor(&self) -> tch::Tensor {
-        tch::Tensor::from_slice(&self.data).view(self.shape.map(|d| d as i64)).unsqueeze(0)
-    }
-
-    /// Per-channel sums of the f16 values, accumulated in f64.
-    pub fn channel_sums(&self) -> Vec<f64> {
-        let plane = self.data.len() / self.shape[0].max(1);
-        self.data.chunks(plane.max(1)).map(|c| c.iter().map(|v| v.to_f64()).sum()).collect()
-    }
-    /// Number of occupied voxels (channel 0 > 0).
-    pub fn occupied(&self) -> usize {
-        let plane = self.data.len() / self.shape[0].max(1);
-        self.data[..plane].iter().filter(|v| v.to_f32() > 0.0).count()
-    }
 }
 
 /// The frames of one split of an NTU4DRadLM_Pre tree.
@@ -289,16 +113,16 @@ impl Dataset {
     /// Discovers scenes under `root`, picks those of `split`, pairs frames
     /// by stem and parses every header (in parallel), checking that the
     /// radar and target grids of each frame agree.
-    pub fn open(root: impl AsRef<Path>, split: Split, config: &DatasetConfig) -> Result<Dataset, DatasetError> {
+    pub fn open(root: impl AsRef<Path>, split: Split, config: &DatasetConfig) -> Result<Dataset, DataError> {
         let root = root.as_ref().to_path_buf();
         validate_layout(config.layout)?;
         if !root.is_dir() {
-            return Err(DatasetError::MissingRoot(root));
+            return Err(DataError::MissingRoot(root));
         }
         let mut warnings = Vec::new();
         let all = list_scenes(&root)?;
         if all.is_empty() {
-            return Err(DatasetError::NoScenes(root));
+            return Err(DataError::NoScenes(root));
         }
         let scenes = select_scenes(&root, &all, split, config, &mut warnings)?;
         let mut frames = Vec::new();
@@ -306,7 +130,7 @@ impl Dataset {
             frames.extend(pair_scene(&root, scene, config.with_lidar, &mut warnings)?);
         }
         if frames.is_empty() {
-            return Err(DatasetError::NoPairs { root, split });
+            return Err(DataError::NoPairs { root, split });
         }
         for w in &warnings {
             log::warn!("{w}");
@@ -353,25 +177,25 @@ impl Dataset {
     }
 
     /// The file of one modality of frame `i`.
-    pub fn file(&self, i: usize, modality: Modality) -> Result<&FrameFile, DatasetError> {
+    pub fn file(&self, i: usize, modality: Modality) -> Result<&FrameFile, DataError> {
         let f = &self.frames[i];
         match modality {
             Modality::Radar => Ok(&f.radar),
             Modality::Target => Ok(&f.target),
-            Modality::Lidar => f.lidar.as_ref().ok_or_else(|| DatasetError::MissingLidar(f.target.path().into())),
+            Modality::Lidar => f.lidar.as_ref().ok_or_else(|| DataError::MissingLidar(f.target.path().into())),
         }
     }
 
     /// Decodes one modality of frame `i` into `out` (length: the product of
     /// [`Dataset::output_shape`]); every element is overwritten.
-    pub fn read_into(&self, i: usize, modality: Modality, out: &mut [f16]) -> Result<(), DatasetError> {
+    pub fn read_into(&self, i: usize, modality: Modality, out: &mut [f16]) -> Result<(), DataError> {
         let file = self.file(i, modality)?;
         let reduce = Reduce::for_channels(file.shape()[3], modality == Modality::Target);
         Ok(file.read_into(self.config.layout, &reduce, out)?)
     }
 
     /// Decodes one modality of frame `i` into a new [`Grid`].
-    pub fn read(&self, i: usize, modality: Modality) -> Result<Grid, DatasetError> {
+    pub fn read(&self, i: usize, modality: Modality) -> Result<Grid, DataError> {
         let shape = self.output_shape(i);
         let mut data = vec![f16::ZERO; shape.iter().product()];
         self.read_into(i, modality, &mut data)?;
@@ -379,25 +203,25 @@ impl Dataset {
     }
 }
 
-fn validate_layout(layout: Layout) -> Result<(), DatasetError> {
+fn validate_layout(layout: Layout) -> Result<(), DataError> {
     match layout {
-        Layout::Pad { alignment: 0 } => Err(DatasetError::Config("alignment must be >= 1".into())),
+        Layout::Pad { alignment: 0 } => Err(DataError::Config("alignment must be >= 1".into())),
         Layout::Resample { zhw } if zhw.contains(&0) => {
-            Err(DatasetError::Config(format!("resample grid {zhw:?} has a zero dimension")))
+            Err(DataError::Config(format!("resample grid {zhw:?} has a zero dimension")))
         }
         _ => Ok(()),
     }
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
-    let io = |source| DatasetError::Io { path: dir.to_path_buf(), source };
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
     let mut entries =
         std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>().map_err(io)?;
     entries.sort();
     Ok(entries)
 }
 
-fn list_scenes(root: &Path) -> Result<Vec<String>, DatasetError> {
+fn list_scenes(root: &Path) -> Result<Vec<String>, DataError> {
     Ok(read_dir_sorted(root)?
         .into_iter()
         .filter(|p| p.join(Modality::Radar.dir()).is_dir() && p.join(Modality::Target.dir()).is_dir())
@@ -411,7 +235,7 @@ fn select_scenes(
     split: Split,
     config: &DatasetConfig,
     warnings: &mut Vec<String>,
-) -> Result<Vec<String>, DatasetError> {
+) -> Result<Vec<String>, DataError> {
     let explicit = match split {
         Split::Train => config.train_scenes.as_ref(),
         Split::Val => config.val_scenes.as_ref(),
@@ -420,7 +244,7 @@ fn select_scenes(
     if let Some(names) = explicit {
         for name in names {
             if !all.contains(name) {
-                return Err(DatasetError::UnknownScene {
+                return Err(DataError::UnknownScene {
                     root: root.to_path_buf(),
                     name: name.clone(),
                     available: all.to_vec(),
@@ -448,21 +272,22 @@ fn select_scenes(
 }
 
 /// Frame files of one modality folder by stem (`.npy` or `.npz`).
-fn frames_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>, DatasetError> {
+fn frames_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>, DataError> {
     let mut map = BTreeMap::new();
     if !dir.is_dir() {
         return Ok(map);
     }
     for path in read_dir_sorted(dir)? {
         let ext = path.extension().and_then(|e| e.to_str());
-        if !matches!(ext, Some("npy") | Some("npz")) || !path.is_file() {
+        if !matches!(ext, Some("npy") | Some("npz")) {
             continue;
         }
+        crate::io::check_regular(&path)?;
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
             continue;
         };
         if let Some(prev) = map.insert(stem, path.clone()) {
-            return Err(DatasetError::Ambiguous(prev, path));
+            return Err(DataError::Ambiguous(prev, path));
         }
     }
     Ok(map)
@@ -473,7 +298,7 @@ fn pair_scene(
     scene: &str,
     with_lidar: bool,
     warnings: &mut Vec<String>,
-) -> Result<Vec<FrameEntry>, DatasetError> {
+) -> Result<Vec<FrameEntry>, DataError> {
     let dir = root.join(scene);
     let radar = frames_by_stem(&dir.join(Modality::Radar.dir()))?;
     let target = frames_by_stem(&dir.join(Modality::Target.dir()))?;
@@ -491,7 +316,7 @@ fn pair_scene(
             let (radar, target) = (FrameFile::open(r)?, FrameFile::open(t)?);
             check_same_shape(&radar, &target)?;
             let lidar = if with_lidar {
-                let path = lidar.get(stem).ok_or_else(|| DatasetError::MissingLidar(t.clone()))?;
+                let path = lidar.get(stem).ok_or_else(|| DataError::MissingLidar(t.clone()))?;
                 let l = FrameFile::open(path)?;
                 check_same_shape(&l, &target)?;
                 Some(l)
@@ -503,9 +328,9 @@ fn pair_scene(
         .collect()
 }
 
-fn check_same_shape(a: &FrameFile, b: &FrameFile) -> Result<(), DatasetError> {
+fn check_same_shape(a: &FrameFile, b: &FrameFile) -> Result<(), DataError> {
     if a.shape() != b.shape() {
-        return Err(DatasetError::ShapeMismatch {
+        return Err(DataError::ShapeMismatch {
             a: a.path().to_path_buf(),
             a_shape: a.shape(),
             b: b.path().to_path_buf(),

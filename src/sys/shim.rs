@@ -1,10 +1,16 @@
 //! Bindings to `csrc/shim.cpp`: the few libtorch calls tch does not expose.
+//! Every C++ entry point catches every exception (none may cross into
+//! Rust); fallible ones return false and leave the message, which becomes a
+//! [`SysError`].
 
 use tch::Tensor;
 
+use super::SysError;
+
 extern "C" {
     fn radvox_memory_owners(t: *const torch_sys::C_tensor) -> i64;
-    fn radvox_set_cpu_autocast(enabled: bool);
+    fn radvox_last_error(buf: *mut libc::c_char, n: usize) -> usize;
+    fn radvox_set_cpu_autocast(enabled: bool) -> bool;
     fn radvox_cpu_autocast_enabled() -> bool;
     fn radvox_count_host_tensors() -> bool;
     fn radvox_host_tensor_bytes() -> i64;
@@ -13,7 +19,7 @@ extern "C" {
     fn radvox_cuda_allocated(device: i64, current: *mut i64, peak: *mut i64) -> bool;
     fn radvox_cuda_reset_peak(device: i64) -> bool;
     fn radvox_cuda_mem_info(free: *mut i64, total: *mut i64) -> bool;
-    fn radvox_reset_autocast();
+    fn radvox_reset_autocast() -> bool;
 }
 
 /// How many handles reach this tensor's memory: shallow clones of it plus
@@ -25,9 +31,19 @@ pub fn memory_owners(t: &Tensor) -> i64 {
     unsafe { radvox_memory_owners(t.as_ptr()) }
 }
 
+/// The message the shim left for a failed `call` on this thread.
+fn last_error(call: &'static str) -> SysError {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the buffer is live and its length is passed; the shim writes
+    // at most that many bytes, NUL-terminated.
+    unsafe { radvox_last_error(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    SysError::Torch { call, message: String::from_utf8_lossy(&buf[..end]).into_owned() }
+}
+
 /// `t.backward()` keeping the graph, so other backward passes may still
 /// traverse it (gradient checkpointing inside arbitrary graphs).
-pub fn backward_keep_graph(t: &Tensor) -> Result<(), String> {
+pub fn backward_keep_graph(t: &Tensor) -> Result<(), SysError> {
     // SAFETY: `as_ptr` is a live tensor for the borrow; at_backward does not
     // take ownership. Errors are reported through libtorch's last-error slot,
     // which we read and free exactly as tch does.
@@ -39,15 +55,20 @@ pub fn backward_keep_graph(t: &Tensor) -> Result<(), String> {
         } else {
             let msg = std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned();
             libc::free(err as *mut libc::c_void);
-            Err(msg)
+            Err(SysError::Torch { call: "backward", message: msg })
         }
     }
 }
 
 /// Turns libtorch's CPU autocast (bfloat16) on or off for this thread.
-pub fn set_cpu_autocast(enabled: bool) {
-    // SAFETY: plain calls into libtorch's thread-local autocast state.
-    unsafe { radvox_set_cpu_autocast(enabled) }
+pub fn set_cpu_autocast(enabled: bool) -> Result<(), SysError> {
+    // SAFETY: plain calls into libtorch's thread-local autocast state; the
+    // shim catches every exception.
+    if unsafe { radvox_set_cpu_autocast(enabled) } {
+        Ok(())
+    } else {
+        Err(last_error("set_cpu_autocast"))
+    }
 }
 
 /// Whether CPU autocast is on for this thread.
@@ -98,9 +119,14 @@ pub fn cuda_mem_info() -> Option<(u64, u64)> {
 
 /// Turns autocast off (CUDA and CPU), resets its nesting and clears its
 /// cache; for recovery after a step unwound inside autocast.
-pub fn reset_autocast() {
-    // SAFETY: plain calls into libtorch's thread-local autocast state.
-    unsafe { radvox_reset_autocast() }
+pub fn reset_autocast() -> Result<(), SysError> {
+    // SAFETY: plain calls into libtorch's thread-local autocast state; the
+    // shim catches every exception.
+    if unsafe { radvox_reset_autocast() } {
+        Ok(())
+    } else {
+        Err(last_error("reset_autocast"))
+    }
 }
 
 #[cfg(test)]
@@ -131,13 +157,25 @@ mod tests {
     #[test]
     fn cpu_autocast_switch_runs_matmul_in_bf16() {
         let a = Tensor::ones([8, 8], (Kind::Float, Device::Cpu));
-        set_cpu_autocast(true);
+        set_cpu_autocast(true).unwrap();
         assert!(cpu_autocast_enabled());
         let inside = a.matmul(&a).kind();
-        set_cpu_autocast(false);
+        set_cpu_autocast(false).unwrap();
         assert!(!cpu_autocast_enabled());
         assert_eq!(inside, Kind::BFloat16);
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn a_libtorch_error_becomes_a_typed_error() {
+        // backward of a tensor that needs no gradient throws inside libtorch
+        let t = Tensor::ones([2], (Kind::Float, Device::Cpu)).sum(Kind::Float);
+        match backward_keep_graph(&t) {
+            Err(SysError::Torch { call: "backward", message }) => assert!(message.contains("grad"), "{message}"),
+            other => panic!("expected a typed error, got {other:?}"),
+        }
+        reset_autocast().unwrap();
+        assert!(!cpu_autocast_enabled());
     }
 
     #[test]

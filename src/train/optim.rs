@@ -1,11 +1,15 @@
 //! Optimisation state that must survive a resume: AdamW with its own
-//! moments (tch's optimizers cannot save theirs), the dynamic loss scaler
-//! of mixed precision, gradient clipping and the cosine schedule.
+//! moments (tch's optimizers cannot save theirs), an exponential moving
+//! average of the weights, the dynamic loss scaler of mixed precision,
+//! gradient clipping and the cosine schedule.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use super::TrainError;
 
 /// AdamW (decoupled weight decay, as `torch.optim.AdamW`) over named parameters.
 #[derive(Debug)]
@@ -74,19 +78,77 @@ impl AdamW {
         out
     }
 
-    /// Restores the moments from checkpoint tensors; every one must be present.
-    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, steps: u64) -> Result<(), String> {
+    /// Restores the moments from the tensors of checkpoint `path`; every one
+    /// must be present and shaped like its parameter.
+    pub fn load_state(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+        steps: u64,
+        path: &Path,
+    ) -> Result<(), TrainError> {
+        let fail = |reason: String| TrainError::Checkpoint { path: path.into(), reason };
         for (((name, p), m), v) in self.params.iter().zip(&mut self.m).zip(&mut self.v) {
             for (kind, dst) in [("m", &mut *m), ("v", &mut *v)] {
                 let key = format!("adamw.{kind}.{name}");
-                let src = tensors.get(&key).ok_or_else(|| format!("checkpoint lacks {key}"))?;
+                let src = tensors.get(&key).ok_or_else(|| fail(format!("checkpoint lacks {key}")))?;
                 if src.size() != p.size() {
-                    return Err(format!("{key} has shape {:?}, parameter has {:?}", src.size(), p.size()));
+                    return Err(fail(format!("{key} has shape {:?}, parameter has {:?}", src.size(), p.size())));
                 }
                 *dst = src.to_device(p.device()).to_kind(Kind::Float);
             }
         }
         self.steps = steps;
+        Ok(())
+    }
+}
+
+/// An exponential moving average of named parameters (the weights used
+/// for sampling): `shadow = decay * shadow + (1 - decay) * live` after each
+/// optimizer step.
+#[derive(Debug)]
+pub struct Ema {
+    /// The decay.
+    pub decay: f64,
+    shadow: Vec<(String, Tensor)>,
+}
+
+impl Ema {
+    /// Starts as a copy of `params`.
+    pub fn new(params: &[(String, Tensor)], decay: f64) -> Ema {
+        let shadow = tch::no_grad(|| params.iter().map(|(n, p)| (n.clone(), p.detach().copy())).collect());
+        Ema { decay, shadow }
+    }
+
+    /// One update from the live parameters (same names, same order).
+    pub fn update(&mut self, live: &[(String, Tensor)]) {
+        let d = self.decay;
+        tch::no_grad(|| {
+            for ((_, e), (_, p)) in self.shadow.iter_mut().zip(live) {
+                let _ = e.g_mul_scalar_(d).g_add_(&(p * (1.0 - d)));
+            }
+        });
+    }
+
+    /// The averaged weights as `(ema.<name>, tensor)` for a checkpoint.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.shadow.iter().map(|(n, t)| (format!("ema.{n}"), t.shallow_clone())).collect()
+    }
+
+    /// The averaged weights by name.
+    pub fn weights(&self) -> &[(String, Tensor)] {
+        &self.shadow
+    }
+
+    /// Restores the averages from the `ema.*` tensors of checkpoint `path`.
+    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), TrainError> {
+        for (name, e) in &mut self.shadow {
+            let key = format!("ema.{name}");
+            let src = tensors
+                .get(&key)
+                .filter(|t| t.size() == e.size())
+                .ok_or_else(|| TrainError::Checkpoint { path: path.into(), reason: format!("lacks {key}") })?;
+            tch::no_grad(|| e.copy_(src));
+        }
         Ok(())
     }
 }
@@ -203,9 +265,24 @@ mod tests {
         assert_eq!(state.len(), 2);
         let mut fresh = AdamW::new(vec![("p".into(), p.shallow_clone())], 0.1);
         let map = state.into_iter().collect();
-        fresh.load_state(&map, 1).unwrap();
+        fresh.load_state(&map, 1, Path::new("c.safetensors")).unwrap();
         assert!(fresh.m[0].equal(&opt.m[0]) && fresh.v[0].equal(&opt.v[0]) && fresh.steps == 1);
-        assert!(fresh.load_state(&Default::default(), 1).unwrap_err().contains("adamw.m.p"));
+        let err = fresh.load_state(&Default::default(), 1, Path::new("c.safetensors")).unwrap_err();
+        assert!(err.to_string().contains("adamw.m.p"), "{err}");
+    }
+
+    #[test]
+    fn ema_moves_towards_the_live_weights() {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]);
+        let params = vec![("w".to_string(), p.shallow_clone())];
+        let mut ema = Ema::new(&params, 0.9);
+        tch::no_grad(|| p.shallow_clone().copy_(&Tensor::from_slice(&[11.0f32, 2.0])));
+        ema.update(&params);
+        let w = &ema.weights()[0].1;
+        assert!((w.double_value(&[0]) - 2.0).abs() < 1e-6 && (w.double_value(&[1]) - 2.0).abs() < 1e-6);
+        let mut back = Ema::new(&params, 0.9);
+        back.load_state(&ema.state_tensors().into_iter().collect(), Path::new("c")).unwrap();
+        assert!(back.weights()[0].1.equal(w));
     }
 
     #[test]

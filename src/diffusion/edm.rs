@@ -1,6 +1,5 @@
 //! EDM (Karras et al. 2022) in the VAE's latent space: preconditioning,
-//! the log-normal training noise and loss weighting, and the Heun (EDM
-//! Algorithm 2, deterministic) and Euler samplers.
+//! the noise schedule, the log-normal training noise and loss weighting.
 //!
 //! The reference fed raw sigma as a timestep, skipped preconditioning and
 //! drew its training sigmas from two different uniforms; none of that here.
@@ -98,7 +97,7 @@ impl EdmConfig {
     /// Draws a training step's randomness for latents shaped like `y`:
     /// per-sample sigmas and the unit noise, seeded.
     pub fn draw(&self, y: &Tensor, seed: u64) -> (Tensor, Tensor) {
-        crate::train::with_torch_seed(seed, || (self.training_sigmas(y.size()[0], y.device()), y.randn_like()))
+        crate::sys::with_torch_seed(seed, || (self.training_sigmas(y.size()[0], y.device()), y.randn_like()))
     }
 
     /// The EDM training loss for clean latents `y` with condition `cond`
@@ -152,57 +151,6 @@ impl EdmConfig {
     }
 }
 
-/// ODE solver of the sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Solver {
-    /// Heun's 2nd-order method (EDM Algorithm 2, no churn).
-    #[default]
-    Heun,
-    /// Euler's method.
-    Euler,
-}
-
-impl std::str::FromStr for Solver {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "heun" => Ok(Solver::Heun),
-            "euler" => Ok(Solver::Euler),
-            other => Err(format!("unknown solver {other:?}: heun or euler")),
-        }
-    }
-}
-
-/// Integrates the probability-flow ODE from `sigma_max` to 0 with `denoise(x, sigma)`
-/// (the ideal `D`), starting from `sigma_max * noise`; the noise is seeded.
-pub fn sample(
-    edm: &EdmConfig,
-    shape: &[i64],
-    steps: usize,
-    solver: Solver,
-    seed: u64,
-    device: tch::Device,
-    denoise: &dyn Fn(&Tensor, f64) -> Tensor,
-) -> Tensor {
-    let sigmas = edm.karras_sigmas(steps);
-    let mut x = crate::train::with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, device))) * sigmas[0];
-    tch::no_grad(|| {
-        for w in sigmas.windows(2) {
-            let (s, s_next) = (w[0], w[1]);
-            let d = (&x - denoise(&x, s)) / s;
-            let euler = &x + &d * (s_next - s);
-            x = if solver == Solver::Heun && s_next > 0.0 {
-                let d2 = (&euler - denoise(&euler, s_next)) / s_next;
-                &x + (d + d2) * (0.5 * (s_next - s))
-            } else {
-                euler
-            };
-        }
-    });
-    x
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,40 +181,8 @@ mod tests {
             assert!((w - den / (s * 0.5).powi(2)).abs() < 1e-3 * w);
         }
         // Training sigmas are log-normal(P_mean, P_std).
-        let ln = crate::train::with_torch_seed(0, || edm.training_sigmas(20000, Device::Cpu)).log();
+        let ln = crate::sys::with_torch_seed(0, || edm.training_sigmas(20000, Device::Cpu)).log();
         assert!((ln.mean(Kind::Float).double_value(&[]) + 1.2).abs() < 0.05);
         assert!((ln.std(true).double_value(&[]) - 1.2).abs() < 0.05);
-    }
-
-    /// For data ~ N(0, s^2) the ideal denoiser is `x s^2 / (s^2 + sigma^2)`:
-    /// integrating the ODE from sigma_max must give samples of variance s^2.
-    #[test]
-    fn heun_integrates_a_gaussian_to_the_right_variance() {
-        let edm = EdmConfig::default();
-        for s in [0.5f64, 2.0] {
-            let ideal = move |x: &Tensor, sigma: f64| x * (s * s / (s * s + sigma * sigma));
-            // 18 Heun steps are 7-11% off for this toy (their discretisation error;
-            // checked in numpy): 50 Heun or 200 Euler steps reach 5%.
-            for (solver, steps, tol) in [(Solver::Heun, 50, 0.05), (Solver::Euler, 200, 0.05)] {
-                let x = sample(&edm, &[40000], steps, solver, 3, Device::Cpu, &ideal);
-                let var = x.var(true).double_value(&[]);
-                assert!((var / (s * s) - 1.0).abs() < tol, "{solver:?} s={s}: variance {var}");
-            }
-        }
-        // Heun with 18 steps is far closer than Euler with 18 steps.
-        let ideal = |x: &Tensor, sigma: f64| x * (1.0 / (1.0 + sigma * sigma));
-        let heun = sample(&edm, &[40000], 18, Solver::Heun, 3, Device::Cpu, &ideal).var(true).double_value(&[]);
-        let euler = sample(&edm, &[40000], 18, Solver::Euler, 3, Device::Cpu, &ideal).var(true).double_value(&[]);
-        assert!((heun - 1.0).abs() < (euler - 1.0).abs(), "heun {heun} euler {euler}");
-    }
-
-    #[test]
-    fn sampling_is_reproducible_for_a_seed() {
-        let edm = EdmConfig::default();
-        let ideal = |x: &Tensor, sigma: f64| x / (1.0 + sigma * sigma);
-        let a = sample(&edm, &[64], 18, Solver::Heun, 9, Device::Cpu, &ideal);
-        let b = sample(&edm, &[64], 18, Solver::Heun, 9, Device::Cpu, &ideal);
-        let c = sample(&edm, &[64], 18, Solver::Heun, 10, Device::Cpu, &ideal);
-        assert!(a.equal(&b) && !a.equal(&c));
     }
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use crate::metrics::voxel_centre;
-use crate::npy::{write_npz, SparseFrame};
-use crate::plot::Canvas;
+use super::metrics::voxel_centre;
+use crate::data::frame::{write_sparse, SparseFrame};
+use crate::io::atomic::write_atomic_with;
+use crate::io::png::Canvas;
 
 /// Voxels of a `(C, Z, H, W)` grid whose occupancy exceeds `threshold`,
 /// cropped to the file grid `(H, W, Z)`, as a sparse frame in file order.
@@ -39,13 +40,16 @@ pub fn to_sparse(grid: &Tensor, hwz: [usize; 3], threshold: f64) -> SparseFrame 
 
 /// Writes a prediction in the dataset's sparse format (deflated).
 pub fn write_prediction_npz(path: &Path, frame: &SparseFrame) -> std::io::Result<()> {
-    write_npz(path, frame, true)
+    write_sparse(path, frame, true)
 }
 
-/// ASCII PLY of the occupied voxel centres (metres), with intensity.
+/// ASCII PLY of the occupied voxel centres (metres), with intensity; atomic.
 pub fn write_ply(path: &Path, frame: &SparseFrame) -> std::io::Result<()> {
+    write_atomic_with(path, |out| write_ply_to(out, frame))
+}
+
+fn write_ply_to(out: &mut dyn Write, frame: &SparseFrame) -> std::io::Result<()> {
     let c = frame.shape[3];
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     write!(
         out,
         "ply\nformat ascii 1.0\ncomment radvox occupancy, voxel centres in metres\nelement vertex {}\n\
@@ -57,7 +61,7 @@ pub fn write_ply(path: &Path, frame: &SparseFrame) -> std::io::Result<()> {
         let intensity = if c > 1 { frame.features[i * c + 1] } else { 0.0 };
         writeln!(out, "{} {} {} {}", p[0], p[1], p[2], intensity)?;
     }
-    out.flush()
+    Ok(())
 }
 
 /// Occupied voxel centres of a sparse frame.
@@ -109,7 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.npz");
         write_prediction_npz(&p, &f).unwrap();
-        assert_eq!(crate::npy::read_npz(&p).unwrap(), f);
+        assert_eq!(crate::data::frame::read_sparse(&p).unwrap(), f);
         let ply = dir.path().join("p.ply");
         write_ply(&ply, &f).unwrap();
         let text = std::fs::read_to_string(&ply).unwrap();

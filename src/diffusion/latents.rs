@@ -1,0 +1,134 @@
+//! A cache of latents: target and radar of every frame encoded once by a
+//! frozen VAE and written as f16 `.npy`, memory-mapped at training time and
+//! tied to the VAE by the hash of its weights (`cache.json`).
+
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::DiffusionError;
+use crate::data::{Dataset, FrameId, Modality};
+use crate::io::npy::{write_npy, MappedNpy, Scalar};
+use crate::io::{write_atomic, FormatError};
+use crate::model::FrozenVae;
+
+/// `cache.json` of a latent cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheManifest {
+    /// Hash of the VAE weights that wrote the latents.
+    pub vae_hash: String,
+    /// The VAE checkpoint path (informative).
+    pub vae_checkpoint: String,
+    /// Latent shape `(C, D, H, W)`.
+    pub latent_shape: Vec<i64>,
+    /// Frames, as `scene/stem`.
+    pub frames: Vec<String>,
+}
+
+fn latent_path(dir: &Path, id: &FrameId, modality: &str) -> PathBuf {
+    dir.join(&id.scene).join(format!("{}_{modality}.npy", id.stem))
+}
+
+/// Encodes target and radar of every frame once and writes them as f16
+/// `.npy` under `dir`, with `cache.json` recording the VAE's hash; `progress`
+/// is called after each frame.
+pub fn precompute(
+    vae: &FrozenVae,
+    ds: &Dataset,
+    dir: &Path,
+    checkpoint: &Path,
+    progress: &dyn Fn(usize),
+) -> Result<CacheManifest, DiffusionError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| DiffusionError::Format(FormatError::io(&path, e))
+    };
+    let mut frames = Vec::new();
+    let mut latent_shape = Vec::new();
+    for (i, f) in ds.frames().iter().enumerate() {
+        for (modality, name) in [(Modality::Target, "target"), (Modality::Radar, "radar")] {
+            let g = ds.read(i, modality)?;
+            let z = vae.encode(&g.to_tensor()).squeeze_dim(0).to_kind(Kind::Half).to_device(Device::Cpu).contiguous();
+            latent_shape = z.size();
+            let mut data = vec![f16::ZERO; z.numel()];
+            let n = data.len();
+            z.copy_data(&mut data, n);
+            let p = latent_path(dir, &f.id, name);
+            let shape: Vec<usize> = latent_shape.iter().map(|&d| d as usize).collect();
+            write_npy(&p, &shape, &data).map_err(io(&p))?;
+        }
+        frames.push(f.id.to_string());
+        progress(i + 1);
+    }
+    let manifest = CacheManifest {
+        vae_hash: vae.hash.clone(),
+        vae_checkpoint: checkpoint.display().to_string(),
+        latent_shape,
+        frames,
+    };
+    let m = dir.join("cache.json");
+    write_atomic(&m, serde_json::to_string_pretty(&manifest).expect("serialises").as_bytes()).map_err(io(&m))?;
+    Ok(manifest)
+}
+
+/// A latent cache checked against a VAE: reads latents by memory map.
+#[derive(Debug, Clone)]
+pub struct LatentCache {
+    dir: PathBuf,
+    /// Its manifest.
+    pub manifest: CacheManifest,
+}
+
+impl LatentCache {
+    /// Opens `dir`, refusing a cache written by another VAE or lacking a frame of `ds`.
+    pub fn open(dir: &Path, vae_hash: &str, ds: &Dataset) -> Result<LatentCache, DiffusionError> {
+        let bad = |reason: String| DiffusionError::Cache { dir: dir.into(), reason };
+        let m = dir.join("cache.json");
+        let text = std::fs::read_to_string(&m).map_err(|e| bad(format!("cannot read {}: {e}", m.display())))?;
+        let manifest: CacheManifest = serde_json::from_str(&text).map_err(|e| bad(format!("cache.json: {e}")))?;
+        if manifest.vae_hash != vae_hash {
+            return Err(bad(format!(
+                "written by VAE {} ({}), not by this VAE {vae_hash}: recompute the latents",
+                manifest.vae_hash, manifest.vae_checkpoint
+            )));
+        }
+        for f in ds.frames() {
+            if !manifest.frames.contains(&f.id.to_string()) {
+                return Err(bad(format!("frame {} is not cached", f.id)));
+            }
+        }
+        Ok(LatentCache { dir: dir.into(), manifest })
+    }
+
+    /// One latent, `(C, D, H, W)` float32: any float dtype and either element
+    /// order is read (f16 C order, what [`precompute`] writes, without a copy).
+    fn read_one(&self, id: &FrameId, name: &str) -> Result<Tensor, DiffusionError> {
+        let p = latent_path(&self.dir, id, name);
+        let map = MappedNpy::open(&p)?;
+        let h = &map.header;
+        let shape: Vec<i64> = h.shape.iter().map(|&d| d as i64).collect();
+        if shape != self.manifest.latent_shape || !h.dtype.scalar.is_some_and(Scalar::is_float) {
+            return Err(DiffusionError::Cache {
+                dir: self.dir.clone(),
+                reason: format!(
+                    "{} is {} {:?}, not a float latent of shape {:?}",
+                    p.display(),
+                    h.dtype,
+                    h.shape,
+                    self.manifest.latent_shape
+                ),
+            });
+        }
+        if h.dtype.scalar == Some(Scalar::F16) && !h.dtype.big_endian && !h.fortran_order {
+            return Ok(Tensor::from_data_size(map.data(), &shape, Kind::Half).to_kind(Kind::Float));
+        }
+        Ok(Tensor::from_slice(&h.c_order_f64(map.data())).to_kind(Kind::Float).view(shape.as_slice()))
+    }
+
+    /// `(target, radar)` latents of a frame, `(C, D, H, W)` float32.
+    pub fn read(&self, id: &FrameId) -> Result<(Tensor, Tensor), DiffusionError> {
+        Ok((self.read_one(id, "target")?, self.read_one(id, "radar")?))
+    }
+}

@@ -1,0 +1,36 @@
+//! Layer 4, diffusion in the VAE's latent space: the EDM objective and
+//! preconditioning ([`edm`]), ODE samplers ([`sampler`]), and the cache of
+//! latents a frozen VAE wrote ([`latents`]). Imports [`crate::sys`],
+//! [`crate::io`], [`crate::data`] and [`crate::model`].
+
+pub mod edm;
+pub mod latents;
+pub mod sampler;
+
+use std::path::PathBuf;
+
+pub use edm::EdmConfig;
+pub use latents::{CacheManifest, LatentCache};
+pub use sampler::{sample, Sampler, Solver};
+
+/// Errors of the diffusion layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffusionError {
+    /// An invalid setting.
+    #[error("invalid diffusion config: {0}")]
+    Config(String),
+    /// The latent cache was written with another VAE, is incomplete, or damaged.
+    #[error("latent cache {dir}: {reason}")]
+    Cache {
+        /// Cache directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A latent file failed to read or decode.
+    #[error(transparent)]
+    Format(#[from] crate::io::FormatError),
+    /// Reading frames failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}

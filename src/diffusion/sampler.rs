@@ -1,0 +1,134 @@
+//! Sampling the probability-flow ODE of [`EdmConfig`]: the Heun (EDM
+//! Algorithm 2, deterministic) and Euler solvers, and [`Sampler`], a
+//! trained denoiser ready to sample target latents from radar latents.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::edm::EdmConfig;
+use super::DiffusionError;
+use crate::model::Unet3d;
+
+/// ODE solver of the sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Solver {
+    /// Heun's 2nd-order method (EDM Algorithm 2, no churn).
+    #[default]
+    Heun,
+    /// Euler's method.
+    Euler,
+}
+
+impl std::str::FromStr for Solver {
+    type Err = DiffusionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "heun" => Ok(Solver::Heun),
+            "euler" => Ok(Solver::Euler),
+            other => Err(DiffusionError::Config(format!("unknown solver {other:?}: heun or euler"))),
+        }
+    }
+}
+
+/// Integrates the probability-flow ODE from `sigma_max` to 0 with `denoise(x, sigma)`
+/// (the ideal `D`), starting from `sigma_max * noise`; the noise is seeded.
+pub fn sample(
+    edm: &EdmConfig,
+    shape: &[i64],
+    steps: usize,
+    solver: Solver,
+    seed: u64,
+    device: tch::Device,
+    denoise: &dyn Fn(&Tensor, f64) -> Tensor,
+) -> Tensor {
+    let sigmas = edm.karras_sigmas(steps);
+    let mut x = crate::sys::with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, device))) * sigmas[0];
+    tch::no_grad(|| {
+        for w in sigmas.windows(2) {
+            let (s, s_next) = (w[0], w[1]);
+            let d = (&x - denoise(&x, s)) / s;
+            let euler = &x + &d * (s_next - s);
+            x = if solver == Solver::Heun && s_next > 0.0 {
+                let d2 = (&euler - denoise(&euler, s_next)) / s_next;
+                &x + (d + d2) * (0.5 * (s_next - s))
+            } else {
+                euler
+            };
+        }
+    });
+    x
+}
+
+/// A denoiser (the EMA weights of a trained UNet) ready to sample.
+pub struct Sampler {
+    unet: Unet3d,
+    _vs: tch::nn::VarStore,
+    /// EDM settings it was trained with.
+    pub edm: EdmConfig,
+}
+
+impl Sampler {
+    /// Wraps a built UNet whose weights live in `vs` (frozen here).
+    pub fn new(mut vs: tch::nn::VarStore, unet: Unet3d, edm: EdmConfig) -> Sampler {
+        vs.freeze();
+        Sampler { unet, _vs: vs, edm }
+    }
+
+    /// The network.
+    pub fn unet(&self) -> &Unet3d {
+        &self.unet
+    }
+
+    /// Samples target latents for a batch of radar latents `cond` with
+    /// `steps` solver steps (at least 1).
+    pub fn sample(&self, cond: &Tensor, steps: usize, solver: Solver, seed: u64) -> Tensor {
+        let mut shape = cond.size();
+        shape[1] = self.unet.config().latent_channels;
+        let (edm, unet) = (self.edm, &self.unet);
+        let b = shape[0];
+        let denoise = |x: &Tensor, s: f64| {
+            let sigma = Tensor::full([b], s, (Kind::Float, x.device()));
+            edm.denoise(unet, x, &sigma, cond, false)
+        };
+        sample(&self.edm, &shape, steps, solver, seed, cond.device(), &denoise)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// For data ~ N(0, s^2) the ideal denoiser is `x s^2 / (s^2 + sigma^2)`:
+    /// integrating the ODE from sigma_max must give samples of variance s^2.
+    #[test]
+    fn heun_integrates_a_gaussian_to_the_right_variance() {
+        let edm = EdmConfig::default();
+        for s in [0.5f64, 2.0] {
+            let ideal = move |x: &Tensor, sigma: f64| x * (s * s / (s * s + sigma * sigma));
+            // 18 Heun steps are 7-11% off for this toy (their discretisation error;
+            // checked in numpy): 50 Heun or 200 Euler steps reach 5%.
+            for (solver, steps, tol) in [(Solver::Heun, 50, 0.05), (Solver::Euler, 200, 0.05)] {
+                let x = sample(&edm, &[40000], steps, solver, 3, Device::Cpu, &ideal);
+                let var = x.var(true).double_value(&[]);
+                assert!((var / (s * s) - 1.0).abs() < tol, "{solver:?} s={s}: variance {var}");
+            }
+        }
+        // Heun with 18 steps is far closer than Euler with 18 steps.
+        let ideal = |x: &Tensor, sigma: f64| x * (1.0 / (1.0 + sigma * sigma));
+        let heun = sample(&edm, &[40000], 18, Solver::Heun, 3, Device::Cpu, &ideal).var(true).double_value(&[]);
+        let euler = sample(&edm, &[40000], 18, Solver::Euler, 3, Device::Cpu, &ideal).var(true).double_value(&[]);
+        assert!((heun - 1.0).abs() < (euler - 1.0).abs(), "heun {heun} euler {euler}");
+    }
+
+    #[test]
+    fn sampling_is_reproducible_for_a_seed() {
+        let edm = EdmConfig::default();
+        let ideal = |x: &Tensor, sigma: f64| x / (1.0 + sigma * sigma);
+        let a = sample(&edm, &[64], 18, Solver::Heun, 9, Device::Cpu, &ideal);
+        let b = sample(&edm, &[64], 18, Solver::Heun, 9, Device::Cpu, &ideal);
+        let c = sample(&edm, &[64], 18, Solver::Heun, 10, Device::Cpu, &ideal);
+        assert!(a.equal(&b) && !a.equal(&c));
+    }
+}

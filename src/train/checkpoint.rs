@@ -1,0 +1,216 @@
+//! The one checkpoint format of every trainer: a safetensors file with the
+//! model's variables (PyTorch state_dict names), `ema.*` averages,
+//! `adamw.{m,v}.*` moments, and in the metadata the format, the kind of run,
+//! its versioned recipe (JSON), the counters that make a resume exact, and a
+//! content checksum. One writer, one reader, one format check; format-1
+//! files (written before recipes) are still read.
+//!
+//! Downstream commands build what they need from a checkpoint here:
+//! [`load_vae`] (a frozen VAE with its channel scale and data layout) and
+//! [`load_sampler`] (an LDM's EMA weights, tied to its VAE).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use super::ldm::LdmRecipe;
+use super::optim::GradScaler;
+use super::recipe::{read_stored, Recipe, RECIPE_VERSION};
+use super::vae::VaeRecipe;
+use super::TrainError;
+use crate::diffusion::Sampler;
+use crate::io::safetensors::{self, check_finite, weights_hash};
+use crate::model::{FrozenVae, Unet3d, Vae3d, VaeConfig};
+
+/// The `format` metadata of radvox checkpoints.
+pub const FORMAT: &str = "radvox-checkpoint";
+
+/// Counters that, with the weights and moments, make a resume exact.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainState {
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Micro-steps taken (seeds each step's sampling noise: the RNG state).
+    pub micro: u64,
+    /// Next batch within the epoch (the data cursor).
+    pub cursor: usize,
+    /// Micro-batches accumulated since the last optimizer step.
+    pub accum_phase: usize,
+    /// Best validation score so far (the objective's, higher is better).
+    #[serde(alias = "best_iou")]
+    pub best: Option<f64>,
+    /// Batches skipped as non-finite.
+    pub skipped: u64,
+    /// Loss scaler.
+    pub scaler: GradScaler,
+    /// Seconds of training before this process (the log's clock continues).
+    pub elapsed_s: f64,
+}
+
+impl Default for TrainState {
+    fn default() -> Self {
+        TrainState {
+            epoch: 0,
+            step: 0,
+            micro: 0,
+            cursor: 0,
+            accum_phase: 0,
+            best: None,
+            skipped: 0,
+            scaler: GradScaler::new(false, 1.0, 2000),
+            elapsed_s: 0.0,
+        }
+    }
+}
+
+/// A checkpoint read back: checked for format, kind, checksum and finite values.
+pub struct Checkpoint {
+    /// The file.
+    pub path: PathBuf,
+    /// `vae`, `ldm`, ...
+    pub kind: String,
+    /// Recipe version it was written with (1: before recipes).
+    pub version: u32,
+    /// The recipe, JSON.
+    pub recipe_json: String,
+    /// Counters.
+    pub state: TrainState,
+    /// Every tensor by name.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// Every metadata entry.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Reads `path`, requiring a radvox checkpoint of `kind`.
+    pub fn read(path: &Path, kind: &str) -> Result<Checkpoint, TrainError> {
+        let fail = |reason: String| TrainError::Checkpoint { path: path.into(), reason };
+        let file = safetensors::read(path)?;
+        let meta = &file.metadata;
+        let format = meta.get("format").map(String::as_str).unwrap_or("");
+        let (found, version, recipe_key) = match format {
+            FORMAT => {
+                let v = meta.get("version").and_then(|v| v.parse().ok()).ok_or_else(|| fail("no version".into()))?;
+                (meta.get("kind").cloned().unwrap_or_default(), v, "recipe")
+            }
+            "radvox-vae-checkpoint-1" => ("vae".to_string(), 1, "config"),
+            "radvox-ldm-checkpoint-1" => ("ldm".to_string(), 1, "config"),
+            "" => return Err(fail("not a radvox checkpoint (no format in its metadata)".into())),
+            other => return Err(fail(format!("unknown checkpoint format {other:?}"))),
+        };
+        if found != kind {
+            return Err(fail(format!("a {found} checkpoint, expected a {kind} checkpoint")));
+        }
+        check_finite(path, &file.tensors)?;
+        let recipe_json = meta.get(recipe_key).cloned().ok_or_else(|| fail(format!("metadata lacks {recipe_key}")))?;
+        let state = match meta.get("state") {
+            Some(s) => serde_json::from_str(s).map_err(|e| fail(format!("state: {e}")))?,
+            None => TrainState::default(),
+        };
+        Ok(Checkpoint {
+            path: path.into(),
+            kind: found,
+            version,
+            recipe_json,
+            state,
+            tensors: file.tensors,
+            metadata: file.metadata,
+        })
+    }
+
+    /// The recipe, read tolerantly (see [`super::recipe`]); ignored keys are logged.
+    pub fn recipe<R: Recipe>(&self) -> Result<R, TrainError> {
+        let (recipe, ignored) = read_stored::<R>(&self.recipe_json, self.version, &self.path)?;
+        for key in ignored {
+            log::warn!("{}: recipe {key} ignored", self.path.display());
+        }
+        Ok(recipe)
+    }
+
+    /// The model's own tensors (no `ema.` or `adamw.` prefix).
+    pub fn model_tensors(&self) -> BTreeMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .filter(|(k, _)| !k.starts_with("ema.") && !k.starts_with("adamw."))
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect()
+    }
+
+    /// Tensors under `prefix.`, the prefix stripped.
+    pub fn prefixed(&self, prefix: &str) -> BTreeMap<String, Tensor> {
+        let p = format!("{prefix}.");
+        self.tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(&p).map(|s| (s.to_string(), t.shallow_clone())))
+            .collect()
+    }
+}
+
+/// Writes a checkpoint of `kind` atomically: `tensors` (model, EMA, moments)
+/// and the recipe, counters and `extra` metadata.
+pub fn write(
+    path: &Path,
+    kind: &str,
+    recipe: &impl Serialize,
+    state: &TrainState,
+    tensors: &[(String, Tensor)],
+    extra: &BTreeMap<String, String>,
+) -> Result<(), TrainError> {
+    let mut meta = extra.clone();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("version".into(), RECIPE_VERSION.to_string());
+    meta.insert("kind".into(), kind.into());
+    meta.insert("recipe".into(), serde_json::to_string(recipe).expect("recipes serialise"));
+    meta.insert("state".into(), serde_json::to_string(state).expect("state serialises"));
+    Ok(safetensors::save_atomic(path, tensors, &meta)?)
+}
+
+/// Loads a trained VAE from its checkpoint, frozen, with its recipe. The
+/// model's tensors must match the recipe's architecture exactly; `expect`,
+/// when given, must equal it (the difference is named otherwise).
+pub fn load_vae(path: &Path, expect: Option<&VaeConfig>, device: Device) -> Result<(FrozenVae, VaeRecipe), TrainError> {
+    let ckpt = Checkpoint::read(path, "vae")?;
+    let recipe: VaeRecipe = ckpt.recipe()?;
+    if let Some(want) = expect {
+        if want != &recipe.vae {
+            return Err(TrainError::Checkpoint {
+                path: path.into(),
+                reason: format!(
+                    "VAE config differs: checkpoint has {}, expected {}",
+                    serde_json::to_string(&recipe.vae).unwrap_or_default(),
+                    serde_json::to_string(want).unwrap_or_default()
+                ),
+            });
+        }
+    }
+    let mut vs = nn::VarStore::new(device);
+    let vae = Vae3d::new(&vs.root(), &recipe.vae)?;
+    let model = ckpt.model_tensors();
+    safetensors::load_into(&vs, "", &model, path)?;
+    vs.freeze();
+    let frozen = FrozenVae { vs, vae, channel_scale: recipe.channel_scale.clone(), hash: weights_hash(&model) };
+    Ok((frozen, recipe))
+}
+
+/// Loads the EMA weights of an LDM checkpoint as a [`Sampler`], refusing
+/// one trained on another VAE's latents.
+pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<(Sampler, LdmRecipe), TrainError> {
+    let ckpt = Checkpoint::read(path, "ldm")?;
+    let recipe: LdmRecipe = ckpt.recipe()?;
+    let theirs = ckpt.metadata.get("vae_hash").cloned().unwrap_or_default();
+    if theirs != vae_hash {
+        return Err(TrainError::Checkpoint {
+            path: path.into(),
+            reason: format!("trained on latents of VAE {theirs}, not of this VAE {vae_hash}"),
+        });
+    }
+    let vs = nn::VarStore::new(device);
+    let unet = Unet3d::new(&vs.root(), &recipe.unet)?;
+    safetensors::load_into(&vs, "", &ckpt.prefixed("ema"), path)?;
+    Ok((Sampler::new(vs, unet, recipe.edm), recipe))
+}

@@ -1,0 +1,291 @@
+//! The latent-diffusion objective: the UNet learns to denoise the target
+//! latent given the radar latent (EDM), in a frozen VAE's latent space, from
+//! a latent cache or encoding on the fly. An EMA of the weights (used for
+//! sampling) is kept by the engine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use super::checkpoint::Checkpoint;
+use super::engine::Trainer;
+use super::objective::{Column, Objective};
+use super::recipe::{OptimRecipe, Recipe};
+use super::runtime::Runtime;
+use super::TrainError;
+use crate::data::loader::Sampler as Order;
+use crate::data::{Dataset, Modality};
+use crate::diffusion::{EdmConfig, LatentCache};
+use crate::memory::{ModelConfig, Precision, Run};
+use crate::model::{Checkpointing, FrozenVae, Unet3d, UnetConfig};
+use crate::sys::with_torch_seed;
+
+/// What defines a latent-diffusion run (saved in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LdmRecipe {
+    /// Denoiser architecture.
+    pub unet: UnetConfig,
+    /// EDM settings.
+    pub edm: EdmConfig,
+    /// Optimiser, schedule, batches and the EMA decay.
+    #[serde(flatten)]
+    pub optim: OptimRecipe,
+}
+
+impl Default for LdmRecipe {
+    /// The default UNet and EDM settings, the seed's optimiser, EMA 0.999.
+    fn default() -> Self {
+        LdmRecipe {
+            unet: UnetConfig::default(),
+            edm: EdmConfig::default(),
+            optim: OptimRecipe { ema_decay: Some(0.999), ..OptimRecipe::default() },
+        }
+    }
+}
+
+impl Recipe for LdmRecipe {
+    const KIND: &'static str = "ldm";
+    fn optim(&self) -> &OptimRecipe {
+        &self.optim
+    }
+    fn optim_mut(&mut self) -> &mut OptimRecipe {
+        &mut self.optim
+    }
+    fn validate(&self) -> Result<(), TrainError> {
+        self.unet.validate()?;
+        self.optim.validate()?;
+        let e = &self.edm;
+        let positive = [e.sigma_min, e.sigma_max, e.sigma_data, e.rho, e.p_std];
+        if positive.iter().any(|v| !(v.is_finite() && *v > 0.0)) || e.sigma_min >= e.sigma_max || !e.p_mean.is_finite()
+        {
+            return Err(TrainError::Config(format!(
+                "EDM settings need finite sigma_min < sigma_max, sigma_data, rho, p_std > 0: {e:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where the training latents come from.
+pub enum LatentSource {
+    /// A precomputed cache (memory-mapped reads).
+    Cache(LatentCache),
+    /// Encoded on the fly by the frozen VAE from the dataset.
+    OnTheFly(Box<FrozenVae>),
+}
+
+impl LatentSource {
+    /// `(target, radar)` latents of frame `i` of `ds`, `(C, D, H, W)` float32.
+    fn read(&self, ds: &Dataset, i: usize) -> Result<(Tensor, Tensor), TrainError> {
+        match self {
+            LatentSource::Cache(c) => Ok(c.read(&ds.frames()[i].id)?),
+            LatentSource::OnTheFly(vae) => {
+                let enc =
+                    |m| -> Result<Tensor, TrainError> { Ok(vae.encode(&ds.read(i, m)?.to_tensor()).squeeze_dim(0)) };
+                Ok((enc(Modality::Target)?, enc(Modality::Radar)?))
+            }
+        }
+    }
+}
+
+/// Clean target latents and radar-latent conditions of a batch.
+pub struct LatentBatch {
+    y: Tensor,
+    cond: Tensor,
+    ids: Vec<String>,
+}
+
+/// A batch on the device with its noise levels and noise.
+pub struct LdmStep {
+    y: Tensor,
+    cond: Tensor,
+    sigma: Tensor,
+    noise: Tensor,
+}
+
+/// The latent-diffusion objective; see the module docs.
+pub struct LdmObjective {
+    recipe: LdmRecipe,
+    vs: nn::VarStore,
+    unet: Unet3d,
+    dataset: Arc<Dataset>,
+    source: Arc<LatentSource>,
+    vae_hash: String,
+    device: Device,
+    latent_grid: [i64; 3],
+}
+
+impl LdmObjective {
+    /// Builds the UNet (seeded); `vae_hash` ties the run to the VAE that
+    /// defines the latent space.
+    pub fn new(
+        dataset: Dataset,
+        source: LatentSource,
+        vae_hash: &str,
+        recipe: LdmRecipe,
+        runtime: &Runtime,
+    ) -> Result<Self, TrainError> {
+        recipe.validate()?;
+        let device = super::runtime::parse_device(&runtime.device)?;
+        let vs = nn::VarStore::new(device);
+        let unet = with_torch_seed(recipe.optim.seed, || Unet3d::new(&vs.root(), &recipe.unet))?;
+        let (y, _) = source.read(&dataset, 0)?;
+        let s = y.size();
+        Ok(LdmObjective {
+            latent_grid: [s[1], s[2], s[3]],
+            recipe,
+            vs,
+            unet,
+            dataset: Arc::new(dataset),
+            source: Arc::new(source),
+            vae_hash: vae_hash.into(),
+            device,
+        })
+    }
+
+    /// The network being trained.
+    pub fn unet(&self) -> &Unet3d {
+        &self.unet
+    }
+
+    /// Parameters of the UNet.
+    pub fn parameter_count(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    fn order(&self) -> Order {
+        Order {
+            frames: self.dataset.len(),
+            batch_size: self.recipe.optim.batch_size,
+            shuffle: self.recipe.optim.shuffle,
+            seed: self.recipe.optim.seed,
+            drop_last: false,
+            rank: 0,
+            world_size: 1,
+        }
+    }
+}
+
+impl Objective for LdmObjective {
+    type Recipe = LdmRecipe;
+    type Batch = LatentBatch;
+    type Step = LdmStep;
+
+    fn recipe(&self) -> &LdmRecipe {
+        &self.recipe
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn batches_per_epoch(&self) -> usize {
+        self.order().len()
+    }
+    fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<LatentBatch, TrainError>>> {
+        let (ds, source) = (self.dataset.clone(), self.source.clone());
+        Box::new(self.order().batches(epoch as u64).into_iter().skip(cursor).map(move |idx| {
+            let (mut ys, mut cs) = (Vec::new(), Vec::new());
+            for &i in &idx {
+                let (y, c) = source.read(&ds, i)?;
+                ys.push(y);
+                cs.push(c);
+            }
+            let ids = idx.iter().map(|&i| ds.frames()[i].id.to_string()).collect();
+            Ok(LatentBatch { y: Tensor::stack(&ys, 0), cond: Tensor::stack(&cs, 0), ids })
+        }))
+    }
+    fn batch_ids(&self, batch: &LatentBatch) -> Vec<String> {
+        batch.ids.clone()
+    }
+
+    fn prepare(&self, batch: &LatentBatch, seed: u64) -> Result<Option<LdmStep>, TrainError> {
+        let (y, cond) = (batch.y.to_device(self.device), batch.cond.to_device(self.device));
+        let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
+        if !finite(&y) || !finite(&cond) {
+            return Ok(None);
+        }
+        let (sigma, noise) = self.recipe.edm.draw(&y, seed);
+        Ok(Some(LdmStep { y, cond, sigma, noise }))
+    }
+
+    fn step_len(&self, step: &LdmStep) -> i64 {
+        step.y.size()[0]
+    }
+
+    fn backward(&self, step: &LdmStep, start: i64, len: i64, scale: f64, checkpointing: Checkpointing) -> Vec<f64> {
+        let cut = |t: &Tensor| t.narrow(0, start, len);
+        let draws = (cut(&step.sigma), cut(&step.noise));
+        let ck = checkpointing != Checkpointing::Off;
+        vec![self.recipe.edm.backward(&self.unet, &cut(&step.y), &cut(&step.cond), &draws, ck, scale)]
+    }
+
+    fn loss_columns(&self) -> Vec<Column> {
+        vec![("loss".into(), "loss".into(), 1.0)]
+    }
+
+    fn memory_run(&self, micro_batch: usize, precision: Precision, checkpointing: Checkpointing) -> Run {
+        Run {
+            model: ModelConfig::Unet(self.recipe.unet.clone()),
+            grid: self.latent_grid,
+            batch: micro_batch,
+            precision,
+            checkpointing,
+        }
+    }
+
+    fn loader_threads(&self) -> (usize, usize) {
+        (0, 0) // latents are read synchronously, per batch
+    }
+
+    fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("vae_hash".to_string(), self.vae_hash.clone())])
+    }
+
+    fn title(&self) -> String {
+        "LATENT DIFFUSION EDM LOSS".into()
+    }
+}
+
+/// The latent-diffusion trainer: the engine over [`LdmObjective`].
+pub type LdmTrainer = Trainer<LdmObjective>;
+
+impl Trainer<LdmObjective> {
+    /// A new latent-diffusion run.
+    pub fn ldm(
+        dataset: Dataset,
+        source: LatentSource,
+        vae_hash: &str,
+        recipe: LdmRecipe,
+        runtime: Runtime,
+    ) -> Result<Self, TrainError> {
+        let objective = LdmObjective::new(dataset, source, vae_hash, recipe, &runtime)?;
+        Trainer::new(objective, runtime)
+    }
+
+    /// Continues the run of checkpoint `path` (which must have been trained
+    /// on the latents of the VAE `vae_hash`) with its recipe, `edit`ed first.
+    pub fn resume_ldm(
+        path: &Path,
+        dataset: Dataset,
+        source: LatentSource,
+        vae_hash: &str,
+        runtime: Runtime,
+        edit: impl FnOnce(&mut LdmRecipe),
+    ) -> Result<Self, TrainError> {
+        let ckpt = Checkpoint::read(path, LdmRecipe::KIND)?;
+        let theirs = ckpt.metadata.get("vae_hash").cloned().unwrap_or_default();
+        if theirs != vae_hash {
+            return Err(TrainError::Checkpoint {
+                path: path.into(),
+                reason: format!("trained on latents of VAE {theirs}, not of this VAE {vae_hash}"),
+            });
+        }
+        let mut recipe: LdmRecipe = ckpt.recipe()?;
+        edit(&mut recipe);
+        let objective = LdmObjective::new(dataset, source, vae_hash, recipe, &runtime)?;
+        Trainer::resume(objective, runtime, &ckpt)
+    }
+}

@@ -1,0 +1,301 @@
+//! The VAE objective: reconstruct the target grids (scaled per channel)
+//! with the configured losses plus the weighted KL term, under the seed's
+//! memory techniques (batch 1 + accumulation, mixed precision, gradient
+//! checkpointing, a lean loader of targets only); validated by the
+//! occupancy IoU of deterministic reconstructions.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use super::checkpoint::Checkpoint;
+use super::engine::Trainer;
+use super::objective::{Column, Objective};
+use super::precision::Amp;
+use super::recipe::{OptimRecipe, Recipe};
+use super::runtime::Runtime;
+use super::TrainError;
+use crate::data::{Batch, Dataset, Layout, Loader, LoaderConfig};
+use crate::eval::Occupancy;
+use crate::memory::{ModelConfig, Precision, Run};
+use crate::model::loss::{LossConfig, ReconLoss};
+use crate::model::{Checkpointing, Vae3d, VaeConfig};
+use crate::sys::with_torch_seed;
+
+/// What defines a VAE run (saved in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VaeRecipe {
+    /// Architecture.
+    pub vae: VaeConfig,
+    /// Reconstruction loss terms.
+    pub loss: LossConfig,
+    /// Optimiser, schedule and batches.
+    #[serde(flatten)]
+    pub optim: OptimRecipe,
+    /// Per-channel factor applied to inputs before the model, so channels
+    /// of very different ranges (intensity ~0-120, Doppler m/s) weigh
+    /// comparably in the loss; losses are in these scaled units. Channel 0
+    /// (occupancy, thresholded by the metrics) should stay 1.
+    pub channel_scale: Vec<f64>,
+    /// How frames were laid out (padding or the resampled grid); `None` in
+    /// checkpoints written before it was recorded. Commands downstream use
+    /// it and refuse a contradicting `--resample`.
+    pub layout: Option<Layout>,
+    /// Occupancy threshold of the validation metrics.
+    pub iou_threshold: f64,
+}
+
+impl Default for VaeRecipe {
+    /// The seed's recipe: ultra_lightweight, batch 1, accumulation 8, AdamW
+    /// 1e-4 / wd 1e-4, clip 1.0, MSE.
+    fn default() -> Self {
+        VaeRecipe {
+            vae: VaeConfig::ultra_lightweight(),
+            loss: LossConfig::default(),
+            optim: OptimRecipe::default(),
+            channel_scale: vec![1.0, 0.01, 0.25, 1.0],
+            layout: None,
+            iou_threshold: 0.5,
+        }
+    }
+}
+
+impl Recipe for VaeRecipe {
+    const KIND: &'static str = "vae";
+    fn optim(&self) -> &OptimRecipe {
+        &self.optim
+    }
+    fn optim_mut(&mut self) -> &mut OptimRecipe {
+        &mut self.optim
+    }
+    fn validate(&self) -> Result<(), TrainError> {
+        self.vae.validate()?;
+        self.optim.validate()?;
+        if self.channel_scale.len() != self.vae.in_channels as usize
+            || self.channel_scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(TrainError::Config(format!(
+                "channel_scale {:?} needs {} positive factors, one per input channel",
+                self.channel_scale, self.vae.in_channels
+            )));
+        }
+        if !(self.iou_threshold.is_finite() && self.iou_threshold > 0.0 && self.iou_threshold < 1.0) {
+            return Err(TrainError::Config(format!("iou_threshold must lie in (0, 1), got {}", self.iou_threshold)));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a `--resample`/layout that contradicts the one a model was
+/// trained with; returns the layout to use (the recorded one wins).
+pub fn layout_for(recorded: Option<Layout>, asked: Option<Layout>, source: &Path) -> Result<Layout, TrainError> {
+    match (recorded, asked) {
+        (Some(r), Some(a)) if r != a => Err(TrainError::Contradiction {
+            what: format!("layout {a}"),
+            recorded: format!("{r}"),
+            path: source.into(),
+        }),
+        (Some(r), _) => Ok(r),
+        (None, Some(a)) => Ok(a),
+        (None, None) => Ok(Layout::default()),
+    }
+}
+
+/// The VAE objective; see the module docs.
+pub struct VaeObjective {
+    recipe: VaeRecipe,
+    vs: nn::VarStore,
+    vae: Vae3d,
+    loss: ReconLoss,
+    train: Loader,
+    val: Option<Loader>,
+    device: Device,
+    threads: (usize, usize),
+}
+
+/// A batch on the device, scaled, with its sampling noise.
+pub struct VaeStep {
+    x: Tensor,
+    eps: Tensor,
+}
+
+impl VaeObjective {
+    /// Builds the model (seeded), loss and loaders. The recipe's layout
+    /// must be the datasets' (it is recorded from them when unset), and the
+    /// grid must suit the VAE.
+    pub fn new(train: Dataset, val: Option<Dataset>, recipe: VaeRecipe, runtime: &Runtime) -> Result<Self, TrainError> {
+        let mut recipe = recipe;
+        recipe.validate()?;
+        let layout = train.config().layout;
+        if recipe.layout.is_some_and(|l| l != layout) {
+            return Err(TrainError::Contradiction {
+                what: format!("layout {layout}"),
+                recorded: format!("{}", recipe.layout.expect("checked")),
+                path: "the recipe".into(),
+            });
+        }
+        recipe.layout = Some(layout);
+        let shape = train.output_shape(0);
+        recipe.vae.check_grid([shape[1] as i64, shape[2] as i64, shape[3] as i64])?;
+        let device = super::runtime::parse_device(&runtime.device)?;
+        let vs = nn::VarStore::new(device);
+        let vae = with_torch_seed(recipe.optim.seed, || Vae3d::new(&vs.root(), &recipe.vae))?;
+        let loss = ReconLoss::new(&recipe.loss, recipe.vae.out_channels, device)?;
+        let loader = |shuffle| LoaderConfig {
+            batch_size: recipe.optim.batch_size,
+            shuffle,
+            seed: recipe.optim.seed,
+            num_workers: runtime.num_workers,
+            prefetch: runtime.prefetch,
+            pin_memory: runtime.pin_memory,
+            load_radar: false, // the VAE learns the targets alone
+            read_timeout: runtime.read_timeout_s.map(std::time::Duration::from_secs_f64),
+            ..Default::default()
+        };
+        let train = Loader::new(train, loader(recipe.optim.shuffle))?;
+        let val = val.map(|v| Loader::new(v, loader(false))).transpose()?;
+        Ok(VaeObjective { recipe, vs, vae, loss, train, val, device, threads: (runtime.num_workers, runtime.prefetch) })
+    }
+
+    /// The model.
+    pub fn vae(&self) -> &Vae3d {
+        &self.vae
+    }
+
+    /// The training loader.
+    pub fn train_loader(&self) -> &Loader {
+        &self.train
+    }
+
+    /// A batch tensor on the device, float32, scaled per channel.
+    pub fn input(&self, t: &Tensor) -> Tensor {
+        let scale = Tensor::from_slice(&self.recipe.channel_scale)
+            .to_kind(Kind::Float)
+            .to_device(self.device)
+            .reshape([1, -1, 1, 1, 1]);
+        t.to_device(self.device).to_kind(Kind::Float) * scale
+    }
+}
+
+impl Objective for VaeObjective {
+    type Recipe = VaeRecipe;
+    type Batch = Batch;
+    type Step = VaeStep;
+
+    fn recipe(&self) -> &VaeRecipe {
+        &self.recipe
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn batches_per_epoch(&self) -> usize {
+        self.train.len()
+    }
+    fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<Batch, TrainError>>> {
+        Box::new(self.train.epoch_from(epoch as u64, cursor).map(|b| b.map_err(TrainError::from)))
+    }
+    fn batch_ids(&self, batch: &Batch) -> Vec<String> {
+        batch.ids.iter().map(|i| i.to_string()).collect()
+    }
+
+    fn prepare(&self, batch: &Batch, seed: u64) -> Result<Option<VaeStep>, TrainError> {
+        let x = self.input(&batch.target);
+        if x.isfinite().all().int64_value(&[]) == 0 {
+            return Ok(None);
+        }
+        let s = x.size();
+        let shape = self.vae.latent_shape([s[0], s[1], s[2], s[3], s[4]]);
+        let eps = with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, self.device)));
+        Ok(Some(VaeStep { x, eps }))
+    }
+
+    fn step_len(&self, step: &VaeStep) -> i64 {
+        step.x.size()[0]
+    }
+
+    fn backward(&self, step: &VaeStep, start: i64, len: i64, scale: f64, checkpointing: Checkpointing) -> Vec<f64> {
+        let (x, eps) = (step.x.narrow(0, start, len), step.eps.narrow(0, start, len));
+        let p = self.vae.backward(&x, Some(&eps), checkpointing, scale, &|r, t| self.loss.compute(r, t));
+        vec![p.total, p.recon, p.kl]
+    }
+
+    fn loss_columns(&self) -> Vec<Column> {
+        vec![
+            ("loss".into(), "loss".into(), 1.0),
+            ("recon".into(), "recon".into(), 1.0),
+            ("kl".into(), "kl x weight".into(), self.recipe.vae.kl_weight),
+        ]
+    }
+
+    fn metric_columns(&self) -> Vec<Column> {
+        ["iou", "precision", "recall", "f1", "mse"].iter().map(|m| (m.to_string(), m.to_string(), 1.0)).collect()
+    }
+
+    /// IoU, precision, recall and F1 of channel 0 at the recipe's threshold
+    /// over the whole split (pooled counts), and the mean squared error, of
+    /// deterministic reconstructions.
+    fn validate(&self, amp: Amp) -> Result<Option<Vec<f64>>, TrainError> {
+        let Some(val) = &self.val else { return Ok(None) };
+        let (mut c, mut mse, mut n) = ((0.0, 0.0, 0.0), 0.0, 0usize);
+        for batch in val.epoch(0) {
+            let batch = batch?;
+            let x = self.input(&batch.target);
+            let recon = tch::no_grad(|| amp.run(|| self.vae.forward_t(&x, false)))?.to_kind(Kind::Float);
+            let (tp, fp, fn_) = Occupancy::counts(&recon, &x, self.recipe.iou_threshold);
+            c = (c.0 + tp, c.1 + fp, c.2 + fn_);
+            mse += recon.mse_loss(&x, tch::Reduction::Mean).double_value(&[]) * batch.ids.len() as f64;
+            n += batch.ids.len();
+        }
+        let o = Occupancy::from_counts(c.0, c.1, c.2);
+        Ok(Some(vec![o.iou, o.precision, o.recall, o.f1, mse / n.max(1) as f64]))
+    }
+
+    fn memory_run(&self, micro_batch: usize, precision: Precision, checkpointing: Checkpointing) -> Run {
+        let s = self.train.sample_shape();
+        Run {
+            model: ModelConfig::Vae(self.recipe.vae.clone()),
+            grid: [s[1] as i64, s[2] as i64, s[3] as i64],
+            batch: micro_batch,
+            precision,
+            checkpointing,
+        }
+    }
+
+    fn loader_threads(&self) -> (usize, usize) {
+        self.threads
+    }
+
+    fn title(&self) -> String {
+        "VAE TRAINING LOSS".into()
+    }
+}
+
+/// The VAE trainer: the engine over [`VaeObjective`].
+pub type VaeTrainer = Trainer<VaeObjective>;
+
+impl Trainer<VaeObjective> {
+    /// A new VAE run on `train` (validated on `val`).
+    pub fn vae(train: Dataset, val: Option<Dataset>, recipe: VaeRecipe, runtime: Runtime) -> Result<Self, TrainError> {
+        let objective = VaeObjective::new(train, val, recipe, &runtime)?;
+        Trainer::new(objective, runtime)
+    }
+
+    /// Continues the VAE run of checkpoint `path` with its recipe, `edit`ed
+    /// first (the caller decides which changes are allowed, e.g. more epochs).
+    pub fn resume_vae(
+        path: &Path,
+        train: Dataset,
+        val: Option<Dataset>,
+        runtime: Runtime,
+        edit: impl FnOnce(&mut VaeRecipe),
+    ) -> Result<Self, TrainError> {
+        let ckpt = Checkpoint::read(path, VaeRecipe::KIND)?;
+        let mut recipe: VaeRecipe = ckpt.recipe()?;
+        edit(&mut recipe);
+        let objective = VaeObjective::new(train, val, recipe, &runtime)?;
+        Trainer::resume(objective, runtime, &ckpt)
+    }
+}
