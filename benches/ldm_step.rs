@@ -29,7 +29,7 @@ fn ldm(mode: &str) -> (f64, usize) {
     for i in 0..3 {
         let draws = edm.draw(&y, i);
         let t = Instant::now();
-        amp.run(|| edm.backward(&unet, &y, &c, &draws, ck, 1.0));
+        amp.run(|| edm.backward(&unet, &y, &c, &draws, ck, 1.0)).unwrap();
         times.push(t.elapsed().as_secs_f64());
     }
     (times[1..].iter().sum::<f64>() / 2.0, 2)
@@ -43,7 +43,7 @@ fn vae() -> (f64, usize) {
     let eps = Tensor::randn(vae.latent_shape(shape), (Kind::Float, Device::Cpu));
     let mse = |r: &Tensor, t: &Tensor| r.to_kind(Kind::Float).mse_loss(t, tch::Reduction::Mean);
     let t = Instant::now();
-    Amp::CpuBf16.run(|| vae.backward(&x, Some(&eps), Checkpointing::PerBlock, 1.0 / 8.0, &mse));
+    Amp::CpuBf16.run(|| vae.backward(&x, Some(&eps), Checkpointing::PerBlock, 1.0 / 8.0, &mse)).unwrap();
     (t.elapsed().as_secs_f64(), 1)
 }
 

@@ -30,7 +30,7 @@ fn child(mode: &str, grid: [i64; 3], steps: usize) {
     let mut times = Vec::new();
     for _ in 0..=steps {
         let t = Instant::now();
-        amp.run(|| vae.backward(&x, Some(&eps), ck, 1.0 / 8.0, &mse));
+        amp.run(|| vae.backward(&x, Some(&eps), ck, 1.0 / 8.0, &mse)).unwrap();
         times.push(t.elapsed().as_secs_f64());
     }
     let mut timed = times[1..].to_vec();

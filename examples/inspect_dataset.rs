@@ -1,6 +1,7 @@
 //! Prints one line per frame of an NTU4DRadLM_Pre tree:
 //! `<scene>/<stem> shape=C,Z,H,W target_sum=.. radar_sum=.. target_nnz=n radar_nnz=n`,
 //! and exits non-zero with the error on bad data.
+#![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::path::PathBuf;
 use std::process::ExitCode;
 

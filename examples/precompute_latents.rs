@@ -1,6 +1,7 @@
 //! Encodes the target and radar grids of every frame once with a frozen VAE
 //! and writes them as f16 `.npy` latents (memory-mapped by `train_ldm`). The
 //! data layout is the VAE's; a contradicting `--resample` is refused.
+#![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -3,6 +3,7 @@
 //! format), an occupancy `.ply` and a bird's-eye-view PNG (radar |
 //! prediction | target), and scores it against the target. The data layout
 //! is the VAE's; a contradicting `--resample` is refused.
+#![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

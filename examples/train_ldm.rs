@@ -3,6 +3,7 @@
 //! encoding on the fly. The data layout is the VAE's (a contradicting
 //! `--resample` is refused); `--resume` continues a run exactly (its recipe;
 //! `--epochs` may extend it).
+#![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::path::PathBuf;
 use std::process::ExitCode;
 

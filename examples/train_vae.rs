@@ -10,6 +10,7 @@
 //! at start; a run whose plan exceeds the budget is refused with the change
 //! that would fit, unless `--force`. SIGINT/SIGTERM save `last` after the
 //! current optimizer step; a second signal exits at once.
+#![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,6 +2,8 @@
 //! values bit for bit after f16 rounding, split and pairing rules, and a
 //! typed error for every kind of bad input.
 
+#![allow(clippy::result_large_err)] // errors carry the file, as the library's do
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

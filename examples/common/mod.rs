@@ -90,6 +90,9 @@ pub struct RuntimeArgs {
     /// Also save `last` every N optimizer steps (mid-epoch; resumable exactly).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub save_every_steps: Option<u64>,
+    /// Stop after this many optimizer steps in all (mid-epoch if need be; `--resume` continues).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: Option<u64>,
     /// Seconds to wait for one batch of frames before failing with the files named.
     #[arg(long, default_value_t = 120.0, value_parser = positive)]
     pub read_timeout: f64,
@@ -123,6 +126,7 @@ impl RuntimeArgs {
             oom_fallback: !self.no_oom_fallback,
             max_nonfinite_streak: self.max_nonfinite_streak as usize,
             save_every_steps: self.save_every_steps,
+            max_steps: self.max_steps,
             read_timeout_s: Some(self.read_timeout),
             handle_signals: true,
             overwrite: self.overwrite,

@@ -191,7 +191,7 @@ impl Dataset {
     pub fn read_into(&self, i: usize, modality: Modality, out: &mut [f16]) -> Result<(), DataError> {
         let file = self.file(i, modality)?;
         let reduce = Reduce::for_channels(file.shape()[3], modality == Modality::Target);
-        Ok(file.read_into(self.config.layout, &reduce, out)?)
+        file.read_into(self.config.layout, &reduce, out)
     }
 
     /// Decodes one modality of frame `i` into a new [`Grid`].

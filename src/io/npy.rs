@@ -458,7 +458,7 @@ pub fn encode_npy<T: NpyElement>(shape: &[usize], data: &[T]) -> Vec<u8> {
         text.push(' ');
     }
     text.push('\n');
-    let mut out = Vec::with_capacity(10 + text.len() + data.len() * std::mem::size_of::<T>());
+    let mut out = Vec::with_capacity(10 + text.len() + std::mem::size_of_val(data));
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(text.len() as u16).to_le_bytes());
     out.extend_from_slice(text.as_bytes());

@@ -3,7 +3,7 @@
 //!
 //! Parameters, gradients and AdamW moments come from the built model's
 //! variables; activations from a [`Tape`] the model records of itself (see
-//! [`super::tape`]); loader buffers from the loader's bound (`prefetch +
+//! [`crate::model::trace`]); loader buffers from the loader's bound (`prefetch +
 //! workers` batches of f16 grids, host memory).
 
 use std::fmt;

@@ -413,10 +413,16 @@ impl<O: Objective> Trainer<O> {
         self.state.elapsed_s + self.started.elapsed().as_secs_f64()
     }
 
+    /// Whether the runtime's step limit is reached.
+    fn at_step_limit(&self) -> bool {
+        self.runtime.max_steps.is_some_and(|m| self.state.step >= m)
+    }
+
     /// Trains one epoch from the data cursor. Saves `last` every
     /// `save_every_steps` optimizer steps; when a signal asked to stop (and
     /// the runtime handles signals) saves `last` after the current optimizer
-    /// step and returns [`TrainError::Interrupted`].
+    /// step and returns [`TrainError::Interrupted`]; at the runtime's
+    /// `max_steps` saves `last` and returns the epoch so far.
     pub fn train_epoch(&mut self) -> Result<EpochReport, TrainError> {
         let epoch = self.state.epoch;
         let optim = self.objective.recipe().optim().clone();
@@ -491,6 +497,15 @@ impl<O: Objective> Trainer<O> {
                     bar.abandon();
                     return Err(TrainError::Interrupted { signal: signal::name(sig), step: self.state.step, path });
                 }
+                if self.at_step_limit() && self.state.cursor != 0 {
+                    self.save_checkpoint(&self.runtime.out.join("last.safetensors"))?;
+                    log::info!(
+                        "stopped at optimizer step {} (max steps), mid-epoch; --resume continues",
+                        self.state.step
+                    );
+                    bar.inc(1);
+                    break;
+                }
             }
             let k = count.max(1) as f64;
             let shown: Vec<String> = self
@@ -563,8 +578,12 @@ impl<O: Objective> Trainer<O> {
         }
         let last = self.runtime.out.join("last.safetensors");
         let mut reports = Vec::new();
-        while self.state.epoch < end {
+        while self.state.epoch < end && !self.at_step_limit() {
             let mut report = self.train_epoch()?;
+            if self.state.epoch == report.epoch {
+                reports.push(report); // stopped mid-epoch at the step limit, `last` saved
+                break;
+            }
             self.save_checkpoint(&last)?;
             report.val = self.validate()?;
             if let Some(&(_, score)) = report.val.first() {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
@@ -112,8 +112,8 @@ pub struct LdmObjective {
     recipe: LdmRecipe,
     vs: nn::VarStore,
     unet: Unet3d,
-    dataset: Arc<Dataset>,
-    source: Arc<LatentSource>,
+    dataset: Rc<Dataset>,
+    source: Rc<LatentSource>,
     vae_hash: String,
     device: Device,
     latent_grid: [i64; 3],
@@ -140,8 +140,8 @@ impl LdmObjective {
             recipe,
             vs,
             unet,
-            dataset: Arc::new(dataset),
-            source: Arc::new(source),
+            dataset: Rc::new(dataset),
+            source: Rc::new(source),
             vae_hash: vae_hash.into(),
             device,
         })

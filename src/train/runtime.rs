@@ -45,6 +45,9 @@ pub struct Runtime {
     pub max_nonfinite_streak: usize,
     /// Also save `last` every this many optimizer steps (mid-epoch).
     pub save_every_steps: Option<u64>,
+    /// Stop (saving `last`, resumable exactly) once the run has taken this
+    /// many optimizer steps in all, mid-epoch if need be.
+    pub max_steps: Option<u64>,
     /// Longest wait for a batch from the loader, in seconds (`None`: forever).
     pub read_timeout_s: Option<f64>,
     /// On SIGINT/SIGTERM finish the optimizer step, save `last` and stop
@@ -74,6 +77,7 @@ impl Default for Runtime {
             lean_host_memory: true,
             max_nonfinite_streak: 3,
             save_every_steps: None,
+            max_steps: None,
             read_timeout_s: Some(crate::data::loader::DEFAULT_READ_TIMEOUT.as_secs_f64()),
             handle_signals: false,
             overwrite: false,
@@ -93,8 +97,8 @@ impl Runtime {
                 return bad(format!("memory budget must be > 0 GiB, got {b}"));
             }
         }
-        if self.save_every_steps == Some(0) {
-            return bad("save_every_steps must be >= 1".into());
+        if self.save_every_steps == Some(0) || self.max_steps == Some(0) {
+            return bad("save_every_steps and max_steps must be >= 1".into());
         }
         if let Some(t) = self.read_timeout_s {
             if !(t > 0.0 && t.is_finite()) {
