@@ -20,7 +20,7 @@ mod common;
 
 /// Densify radar frames with a trained VAE + latent diffusion model.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint.
     #[arg(long)]

@@ -20,7 +20,7 @@ use common::{apply, RuntimeArgs};
 
 /// Train the latent diffusion model on a frozen VAE's latents.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint whose latent space the model learns.
     #[arg(long)]

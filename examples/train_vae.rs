@@ -27,7 +27,7 @@ use common::{apply, RuntimeArgs};
 
 /// Train the 3D VAE on NTU4DRadLM_Pre target grids.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, allow_negative_numbers = true)]
 struct Cli {
     /// NTU4DRadLM_Pre root (default: the bundled fixtures).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ntu_mini"))]

@@ -168,8 +168,7 @@ fn npy_bytes(descr: &str, shape: &[usize], fortran: bool, values: &[f64]) -> Vec
     out.extend(text.as_bytes());
     // storage order: C is row-major; Fortran is column-major
     let n = values.len();
-    let strides_c: Vec<usize> =
-        (0..shape.len()).map(|k| shape[k + 1..].iter().product::<usize>()).collect::<Vec<_>>();
+    let strides_c: Vec<usize> = (0..shape.len()).map(|k| shape[k + 1..].iter().product::<usize>()).collect::<Vec<_>>();
     for pos in 0..n {
         let c_index = if fortran {
             // the multi-index of column-major position `pos`, as a C index

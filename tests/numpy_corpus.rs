@@ -47,12 +47,8 @@ fn every_numpy_variation_reads_as_numpy_reads_it() {
             .iter()
             .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as u16))
             .collect();
-        let nonzero: Vec<(usize, u16)> = got
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h.to_bits() & 0x7fff != 0)
-            .map(|(i, h)| (i, h.to_bits()))
-            .collect();
+        let nonzero: Vec<(usize, u16)> =
+            got.iter().enumerate().filter(|(_, h)| h.to_bits() & 0x7fff != 0).map(|(i, h)| (i, h.to_bits())).collect();
         assert_eq!(nonzero.len(), want.len(), "{name}: non-zero count");
         assert!(nonzero == want, "{name}: first difference {:?}", nonzero.iter().zip(&want).find(|(a, b)| a != b));
         fortran_members += name.contains("_F") as usize;

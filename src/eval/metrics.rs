@@ -5,14 +5,16 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// Validation metrics at the occupancy threshold.
+/// Validation metrics at the occupancy threshold. A ratio with nothing to
+/// count (e.g. precision when nothing is predicted) is 0: no perfect score
+/// from nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Occupancy {
-    /// True positives / (TP + FP + FN); 1 when both grids are empty.
+    /// True positives / (TP + FP + FN); 0 when both grids are empty.
     pub iou: f64,
-    /// TP / (TP + FP); 1 when nothing is predicted.
+    /// TP / (TP + FP); 0 when nothing is predicted.
     pub precision: f64,
-    /// TP / (TP + FN); 1 when nothing is occupied.
+    /// TP / (TP + FN); 0 when nothing is occupied.
     pub recall: f64,
     /// 2 precision recall / (precision + recall).
     pub f1: f64,
@@ -21,7 +23,7 @@ pub struct Occupancy {
 impl Occupancy {
     /// Metrics from voxel counts.
     pub fn from_counts(tp: f64, fp: f64, fn_: f64) -> Occupancy {
-        let ratio = |a: f64, b: f64| if b == 0.0 { 1.0 } else { a / b };
+        let ratio = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
         let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
         let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
         Occupancy { iou: ratio(tp, tp + fp + fn_), precision, recall, f1 }
@@ -135,7 +137,7 @@ mod tests {
         assert_eq!(Occupancy::counts(&p, &t, 0.5), (1.0, 1.0, 1.0));
         let o = Occupancy::from_counts(1.0, 1.0, 1.0);
         assert!((o.iou - 1.0 / 3.0).abs() < 1e-12 && o.precision == 0.5 && o.recall == 0.5 && o.f1 == 0.5);
-        assert_eq!(Occupancy::from_counts(0.0, 0.0, 0.0).iou, 1.0);
+        assert_eq!(Occupancy::from_counts(0.0, 0.0, 0.0).iou, 0.0, "no perfect score from nothing");
         assert_eq!(voxel_centre([0, 0, 0]), [0.1, -19.9, -5.9]);
     }
 }

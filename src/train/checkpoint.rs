@@ -48,8 +48,6 @@ pub struct TrainState {
     pub skipped: u64,
     /// Loss scaler.
     pub scaler: GradScaler,
-    /// Seconds of training before this process (the log's clock continues).
-    pub elapsed_s: f64,
 }
 
 impl Default for TrainState {
@@ -63,7 +61,6 @@ impl Default for TrainState {
             best: None,
             skipped: 0,
             scaler: GradScaler::new(false, 1.0, 2000),
-            elapsed_s: 0.0,
         }
     }
 }

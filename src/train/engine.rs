@@ -106,6 +106,8 @@ pub struct Trainer<O: Objective> {
     train_log: CsvLog,
     val_log: CsvLog,
     started: Instant,
+    /// Seconds of training before this process (the log's clock continues).
+    elapsed_before: f64,
     fault_oom: Option<OomFault>,
 }
 
@@ -155,6 +157,7 @@ impl<O: Objective> Trainer<O> {
         }
         t.train_log.keep_upto("step", t.state.step as f64)?;
         t.val_log.keep_upto("epoch", t.state.epoch as f64 - 1.0)?;
+        t.elapsed_before = t.train_log.last("elapsed_s").unwrap_or(0.0);
         Ok(t)
     }
 
@@ -202,6 +205,7 @@ impl<O: Objective> Trainer<O> {
             train_log,
             val_log,
             started: Instant::now(),
+            elapsed_before: 0.0,
             fault_oom: None,
         };
         t.check_memory()?;
@@ -410,7 +414,7 @@ impl<O: Objective> Trainer<O> {
     }
 
     fn elapsed(&self) -> f64 {
-        self.state.elapsed_s + self.started.elapsed().as_secs_f64()
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
 
     /// Whether the runtime's step limit is reached.
@@ -555,9 +559,8 @@ impl<O: Objective> Trainer<O> {
             tensors.extend(ema.state_tensors());
         }
         tensors.extend(self.opt.state_tensors());
-        let state = TrainState { elapsed_s: self.elapsed(), ..self.state };
         let kind = <O::Recipe as Recipe>::KIND;
-        checkpoint::write(path, kind, self.objective.recipe(), &state, &tensors, &self.objective.metadata())
+        checkpoint::write(path, kind, self.objective.recipe(), &self.state, &tensors, &self.objective.metadata())
     }
 
     /// Trains until `epoch_end` epochs (at most the recipe's) are complete:

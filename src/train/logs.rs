@@ -60,6 +60,13 @@ impl CsvLog {
         crate::io::write_atomic(&self.path, kept.as_bytes()).map_err(io_err(&self.path))
     }
 
+    /// The value of column `key` in the last row, if any.
+    pub fn last(&self, key: &str) -> Option<f64> {
+        let (header, rows) = read_csv(&self.path);
+        let col = header.iter().position(|h| h == key)?;
+        rows.last()?.get(col).copied()
+    }
+
     /// Appends a row (creating the file with its header first).
     pub fn row(&mut self, values: &[f64]) -> Result<(), TrainError> {
         let io = io_err(&self.path);
