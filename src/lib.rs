@@ -7,7 +7,8 @@
 //! |---|---|
 //! | [`sys`] | the C++ shim over libtorch, CPU facts, seeded randomness |
 //! | [`io`] | `.npy`/`.npz`, safetensors, PNG and charts, config documents, atomic writes |
-//! | [`data`] | NTU4DRadLM_Pre frames and scenes, grid layout, augmentation, the prefetching loader |
+//! | [`data`] | NTU4DRadLM_Pre frames and scenes, grid layout, augmentation, the prefetching loader, the voxelizer |
+//! | [`sim`] | simulated radar/LiDAR scenes: raw point clouds to feed the voxelizer |
 //! | [`model`] | 3D blocks, the VAE, the latent UNet, losses, gradient checkpointing, op traces |
 //! | [`diffusion`] | EDM preconditioning and loss, samplers, the latent cache |
 //! | [`memory`] | the memory planner, fallbacks, measurement |
@@ -38,6 +39,7 @@ pub mod eval;
 pub mod io;
 pub mod memory;
 pub mod model;
+pub mod sim;
 pub mod sys;
 pub mod train;
 

@@ -1,7 +1,7 @@
 //! Layer 2, the data: NTU4DRadLM_Pre frames (the sparse/dense frame rules,
 //! scene discovery and pairing), their layout as f16 `(C, Z, H, W)` grids
-//! (padding or occupancy-preserving resampling), augmentation, and the
-//! bounded prefetching loader. Imports [`crate::sys`] and [`crate::io`].
+//! (padding or occupancy-preserving resampling), augmentation, the bounded
+//! prefetching loader, and the voxelizer that makes frames from point clouds. Imports [`crate::sys`] and [`crate::io`].
 
 pub mod augment;
 pub mod dataset;
@@ -9,6 +9,7 @@ pub mod frame;
 pub mod layout;
 pub mod loader;
 pub mod resample;
+pub mod voxelize;
 
 use std::path::PathBuf;
 
@@ -117,6 +118,9 @@ pub enum DataError {
     /// An invalid augmentation config.
     #[error(transparent)]
     Augment(#[from] AugmentError),
+    /// Turning point clouds into frames failed.
+    #[error(transparent)]
+    Voxelize(#[from] voxelize::VoxelizeError),
     /// Reading a frame of a batch failed (the error names the file).
     #[error("batch {batch}: {source}")]
     Batch {

@@ -170,6 +170,20 @@ impl VaeObjective {
         &self.train
     }
 
+    /// Share of validation voxels occupied at the IoU threshold: the IoU of
+    /// predicting every voxel occupied (predicting none scores 0). `None`
+    /// without a validation split.
+    pub fn val_occupied_share(&self) -> Result<Option<f64>, TrainError> {
+        let Some(val) = &self.val else { return Ok(None) };
+        let (mut occupied, mut total) = (0i64, 0i64);
+        for batch in val.epoch(0) {
+            let occ = batch?.target.select(1, 0);
+            occupied += occ.to_kind(Kind::Float).gt(self.recipe.iou_threshold).sum(Kind::Int64).int64_value(&[]);
+            total += occ.numel() as i64;
+        }
+        Ok(Some(occupied as f64 / total.max(1) as f64))
+    }
+
     /// A batch tensor on the device, float32, scaled per channel.
     pub fn input(&self, t: &Tensor) -> Tensor {
         let scale = Tensor::from_slice(&self.recipe.channel_scale)
