@@ -1,22 +1,31 @@
 //! Samples LiDAR-like grids from radar with a trained VAE + latent diffusion
-//! model, writes per frame the prediction as sparse `.npz` (the dataset's
-//! format), an occupancy `.ply` and a bird's-eye-view PNG (radar |
-//! prediction | target), and scores it against the target. The data layout
+//! model and writes per frame the prediction as sparse `.npz` (the dataset's
+//! format; channel 0 holds the occupancy score of every voxel scoring above
+//! 0.01, so a threshold can be chosen later), an occupancy `.ply` and a
+//! bird's-eye-view PNG (radar | prediction | target) at the threshold; then
+//! scores every frame against the target beside the radar-only baseline
+//! (`metrics.csv`, `report.md`). The threshold defaults to the one
+//! `evaluate --calibrate` recorded with the model, else 0.5. The data layout
 //! is the VAE's; a contradicting `--resample` is refused.
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Layout, Modality, Split};
 use radvox::diffusion::Solver;
-use radvox::eval::export::{bev_panels, centres, to_sparse, write_ply, write_prediction_npz};
-use radvox::eval::{chamfer, Occupancy};
+use radvox::eval::export::{above, bev_panels, write_ply, write_prediction_npz};
+use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_frame};
+use radvox::eval::{
+    evaluate_frame, write_report, EvalConfig, FrameInput, ReportConfig, SelectionConfig, ThresholdMode,
+};
 use radvox::train::vae::layout_for;
 use radvox::train::{load_sampler, load_vae, parse_device};
 
 mod common;
+
+/// Scores below this are not written (a threshold below it cannot be chosen later).
+const SCORE_FLOOR: f64 = 0.01;
 
 /// Densify radar frames with a trained VAE + latent diffusion model.
 #[derive(Debug, Parser)]
@@ -26,8 +35,12 @@ struct Cli {
     #[arg(long)]
     vae: PathBuf,
     /// The latent diffusion checkpoint (trained on this VAE's latents).
-    #[arg(long)]
-    ldm: PathBuf,
+    #[arg(long, required_unless_present = "reconstruct")]
+    ldm: Option<PathBuf>,
+    /// Instead of sampling from radar, decode the VAE's encoding of the
+    /// target itself: the reconstruction ceiling of any latent model.
+    #[arg(long, conflicts_with = "ldm")]
+    reconstruct: bool,
     /// NTU4DRadLM_Pre root.
     #[arg(long)]
     dataset_dir: PathBuf,
@@ -46,9 +59,9 @@ struct Cli {
     /// Seed of the initial noise (frame i uses seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Occupancy threshold in (0, 1).
-    #[arg(long, default_value_t = 0.5, value_parser = common::unit_interval)]
-    threshold: f64,
+    /// Occupancy threshold in (0, 1); default: the model's calibrated one, else 0.5.
+    #[arg(long, value_parser = common::unit_interval)]
+    threshold: Option<f64>,
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
@@ -61,74 +74,72 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
-    let (sampler, _) = load_sampler(&cli.ldm, &vae.hash, device)?;
+    let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, &vae.hash, device)).transpose()?;
+    let threshold = cli.threshold.or(loaded.as_ref().and_then(|l| l.threshold)).unwrap_or(0.5);
     let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
     let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
     let s = ds.output_shape(0);
     vae_recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;
+    let file = ds.frames()[0].target.shape();
+    let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
     std::fs::create_dir_all(&cli.out)?;
-    let (steps, threshold, out) = (cli.steps as usize, cli.threshold, &cli.out);
-    let mut csv = vec!["frame,iou,precision,recall,f1,chamfer_m,pred_voxels,target_voxels".to_string()];
-    let (mut tot, mut cham, mut n) = ((0.0, 0.0, 0.0), Vec::new(), 0usize);
-    println!(
-        "{:<16} {:>7} {:>9} {:>7} {:>7} {:>10} {:>7} {:>7}",
-        "frame", "iou", "precision", "recall", "f1", "chamfer_m", "pred", "target"
-    );
+    let config = EvalConfig {
+        selection: SelectionConfig { mode: ThresholdMode::Fixed(threshold as f32), ..Default::default() },
+        ..Default::default()
+    };
+    let mut records = Vec::new();
     for (i, f) in ds.frames().iter().enumerate() {
-        let (radar, target) = (ds.read(i, Modality::Radar)?.to_tensor(), ds.read(i, Modality::Target)?.to_tensor());
-        let cond = vae.encode(&radar);
-        let z = sampler.sample(&cond, steps, cli.solver, cli.seed.wrapping_add(i as u64));
-        let pred = vae.decode(&z).squeeze_dim(0);
-        let [h, w, zd, _] = f.target.shape();
-        let hwz = match layout {
-            Layout::Pad { .. } => [h, w, zd],
-            Layout::Resample { zhw } => [zhw[1], zhw[2], zhw[0]],
+        let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);
+        let z = match &loaded {
+            Some(l) => {
+                l.sampler.sample(&vae.encode(&radar.to_tensor()), cli.steps as usize, cli.solver, cli.seed + i as u64)
+            }
+            None => vae.encode(&target.to_tensor()),
         };
-        let p = to_sparse(&pred, hwz, threshold);
-        let t = to_sparse(&target.squeeze_dim(0).to_kind(tch::Kind::Float), hwz, threshold);
-        let r = to_sparse(&radar.squeeze_dim(0).to_kind(tch::Kind::Float), hwz, threshold);
+        let scores = scores_frame(&vae.decode(&z).squeeze_dim(0), dims, SCORE_FLOOR);
         let stem = format!("{}_{}", f.id.scene, f.id.stem);
-        write_prediction_npz(&out.join(format!("{stem}.npz")), &p)?;
-        write_ply(&out.join(format!("{stem}.ply")), &p)?;
-        bev_panels(&[("RADAR", &r), ("PREDICTION", &p), ("TARGET", &t)]).save_png(&out.join(format!("{stem}.png")))?;
-        let (tp, fp, fn_) = Occupancy::counts(&pred.unsqueeze(0), &target.to_kind(tch::Kind::Float), threshold);
-        let o = Occupancy::from_counts(tp, fp, fn_);
-        let c = chamfer(&centres(&p), &centres(&t));
+        write_prediction_npz(&cli.out.join(format!("{stem}.npz")), &scores)?;
+        let kept = above(&scores, threshold);
+        write_ply(&cli.out.join(format!("{stem}.ply")), &kept, &geom)?;
+        let (r, t) = (occupied(&radar, dims, 0.5), occupied(&target, dims, 0.5));
+        let as_frame = |set: &radvox::eval::VoxelSet| radvox::data::SparseFrame {
+            shape: [dims[0], dims[1], dims[2], 1],
+            coords: set.coords().to_vec(),
+            features: vec![1.0; set.len()],
+        };
+        let panels = [("RADAR", &as_frame(&r)), ("PREDICTION", &kept), ("TARGET", &as_frame(&t))];
+        bev_panels(&panels).save_png(&cli.out.join(format!("{stem}.png")))?;
+        let input = FrameInput {
+            frame: &f.id.stem,
+            scene: &f.id.scene,
+            prediction: &prediction(&scores)?,
+            radar: &r,
+            target: &t,
+        };
+        let rec = evaluate_frame(&geom, &input, &config)?;
+        let f1 = |m: &radvox::eval::MethodMetrics| m.voxel.scores.f1.map_or("-".into(), |v| format!("{v:.4}"));
         println!(
-            "{:<16} {:>7.4} {:>9.4} {:>7.4} {:>7.4} {:>10.4} {:>7} {:>7}",
+            "{:<18} pred {:>6} target {:>6} | F1 {} (radar {}) | Chamfer {} m",
             f.id.to_string(),
-            o.iou,
-            o.precision,
-            o.recall,
-            o.f1,
-            c,
-            p.len(),
-            t.len()
+            rec.prediction.count,
+            rec.target_count,
+            f1(&rec.prediction),
+            f1(&rec.radar),
+            rec.prediction.points.chamfer.map_or("-".into(), |v| format!("{v:.3}"))
         );
-        csv.push(format!("{},{},{},{},{},{},{},{}", f.id, o.iou, o.precision, o.recall, o.f1, c, p.len(), t.len()));
-        tot = (tot.0 + tp, tot.1 + fp, tot.2 + fn_);
-        cham.push(c);
-        n += 1;
+        records.push(rec);
     }
-    let o = Occupancy::from_counts(tot.0, tot.1, tot.2);
-    // Mean Chamfer over the split (infinite when any frame has an empty side).
-    let cham = cham.iter().sum::<f64>() / cham.len().max(1) as f64;
+    let paths = write_report(&cli.out, &records, &ReportConfig::default())?;
     println!(
-        "{:<16} {:>7.4} {:>9.4} {:>7.4} {:>7.4} {:>10.4}   ({n} frames, {steps} {:?} steps, seed {}; outputs in {})",
-        "ALL",
-        o.iou,
-        o.precision,
-        o.recall,
-        o.f1,
-        cham,
+        "{} frames, {} {:?} steps, seed {}, threshold {threshold}: {} and {} in {}",
+        records.len(),
+        cli.steps,
         cli.solver,
         cli.seed,
-        out.display()
+        paths.csv.display(),
+        paths.markdown.display(),
+        cli.out.display()
     );
-    csv.push(format!("ALL,{},{},{},{},{},,", o.iou, o.precision, o.recall, o.f1, cham));
-    let path = out.join("metrics.csv");
-    radvox::io::write_atomic(&path, (csv.join("\n") + "\n").as_bytes())?;
-    let _ = std::io::stdout().flush();
     Ok(())
 }
 

@@ -150,7 +150,7 @@ fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats(
     assert!(last < first, "EDM loss {losses:?}");
     assert!(out.join("loss.png").exists() && out.join("train_log.csv").exists());
 
-    let (sampler, _) = load_sampler(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap();
+    let sampler = load_sampler(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap().sampler;
     let cond = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
     let a = sampler.sample(&cond, 18, Solver::Heun, 5);
     assert!(a.equal(&sampler.sample(&cond, 18, Solver::Heun, 5)), "same seed, same sample");
@@ -211,12 +211,16 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
     ];
     let stdout = run("sample", &args);
     assert!(
-        stdout.lines().any(|l| l.starts_with("beta/000000")) && stdout.lines().any(|l| l.starts_with("ALL")),
+        stdout.lines().any(|l| l.starts_with("beta/000000") && l.contains("(radar "))
+            && stdout.contains("2 frames, 18 Heun steps, seed 0, threshold 0.05"),
         "{stdout}"
     );
-    for f in ["beta_000000.npz", "beta_000000.ply", "beta_000000.png", "beta_000001.npz", "metrics.csv"] {
+    for f in ["beta_000000.npz", "beta_000000.ply", "beta_000000.png", "beta_000001.npz", "metrics.csv", "report.md"] {
         assert!(samples.join(f).exists(), "{f}");
     }
+    let csv = std::fs::read_to_string(samples.join("metrics.csv")).unwrap();
+    assert!(csv.lines().last().unwrap().starts_with("overall"), "{csv}");
+    assert!(!csv.contains("NaN") && !csv.contains("inf"), "{csv}");
     let frame = radvox::data::frame::read_sparse(&samples.join("beta_000000.npz")).unwrap();
     assert_eq!(frame.shape, [32, 16, 8, 4]);
     // Same seed, same files.
@@ -231,6 +235,42 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{} (32, 16, 8, 4)", frame.len()));
     }
+    // Evaluate the saved predictions, calibrate a threshold and record it
+    // with the model: sample then uses it without --threshold.
+    let eval_dir = dir.path().join("eval");
+    let stdout = run(
+        "evaluate",
+        &[
+            "--vae",
+            v,
+            "--dataset-dir",
+            m,
+            "--predictions",
+            samples.to_str().unwrap(),
+            "--out",
+            eval_dir.to_str().unwrap(),
+            "--calibrate",
+            "--store-in",
+            ldm_ckpt.to_str().unwrap(),
+        ],
+    );
+    let calibrated: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("calibrated threshold ").and_then(|r| r.split(' ').next()))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(stdout.contains("prediction") && stdout.contains("radar"), "{stdout}");
+    for f in ["metrics.csv", "report.md", "threshold_sweep.png"] {
+        assert!(eval_dir.join(f).exists(), "{f}");
+    }
+    assert!(std::fs::read_dir(&eval_dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("projection_")));
+    let again: Vec<&str> = args.iter().copied().filter(|a| *a != "--threshold" && *a != "0.05").collect();
+    let stdout = run("sample", &again);
+    assert!(stdout.contains(&format!("threshold {calibrated}")), "{calibrated}: {stdout}");
 }
 
 fn small_ldm(epochs: usize) -> LdmRecipe {

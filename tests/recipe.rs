@@ -37,7 +37,8 @@ fn format_1_checkpoints_still_load_sample_and_resume() {
     let z = vae.encode(&frame);
     assert_eq!(z.size(), [1, 4, 8, 8, 8]);
     assert_eq!(z.isfinite().all().int64_value(&[]), 1);
-    let (sampler, ldm) = load_sampler(&legacy("ldm_v1.safetensors"), &vae.hash, Device::Cpu).unwrap();
+    let loaded = load_sampler(&legacy("ldm_v1.safetensors"), &vae.hash, Device::Cpu).unwrap();
+    let (sampler, ldm) = (loaded.sampler, loaded.recipe);
     assert_eq!((ldm.unet.model_channels, ldm.optim.ema_decay), (8, Some(0.999)));
     let x = sampler.sample(&z, 2, Solver::Heun, 0);
     assert_eq!(x.kind(), Kind::Float);

@@ -167,6 +167,21 @@ pub fn write(
     Ok(safetensors::save_atomic(path, tensors, &meta)?)
 }
 
+/// Metadata key of an occupancy threshold calibrated for a model (the
+/// `evaluate` example's `--calibrate`); `sample` uses it by default.
+pub const THRESHOLD_KEY: &str = "calibrated_threshold";
+
+/// Records `value` under `key` in the metadata of the checkpoint at `path`
+/// (rewritten atomically; tensors untouched).
+pub fn set_metadata(path: &Path, key: &str, value: &str) -> Result<(), TrainError> {
+    let file = safetensors::read(path)?;
+    let mut meta = file.metadata;
+    meta.remove(safetensors::CHECKSUM_KEY);
+    meta.insert(key.into(), value.into());
+    let tensors: Vec<(String, Tensor)> = file.tensors.into_iter().collect();
+    Ok(safetensors::save_atomic(path, &tensors, &meta)?)
+}
+
 /// Loads a trained VAE from its checkpoint, frozen, with its recipe. The
 /// model's tensors must match the recipe's architecture exactly; `expect`,
 /// when given, must equal it (the difference is named otherwise).
@@ -194,9 +209,19 @@ pub fn load_vae(path: &Path, expect: Option<&VaeConfig>, device: Device) -> Resu
     Ok((frozen, recipe))
 }
 
+/// A sampler and what its checkpoint records.
+pub struct LoadedSampler {
+    /// The denoiser (EMA weights).
+    pub sampler: Sampler,
+    /// Its recipe.
+    pub recipe: LdmRecipe,
+    /// An occupancy threshold calibrated for it, if one was recorded.
+    pub threshold: Option<f64>,
+}
+
 /// Loads the EMA weights of an LDM checkpoint as a [`Sampler`], refusing
 /// one trained on another VAE's latents.
-pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<(Sampler, LdmRecipe), TrainError> {
+pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<LoadedSampler, TrainError> {
     let ckpt = Checkpoint::read(path, "ldm")?;
     let recipe: LdmRecipe = ckpt.recipe()?;
     let theirs = ckpt.metadata.get("vae_hash").cloned().unwrap_or_default();
@@ -209,5 +234,6 @@ pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<(Samp
     let vs = nn::VarStore::new(device);
     let unet = Unet3d::new(&vs.root(), &recipe.unet)?;
     safetensors::load_into(&vs, "", &ckpt.prefixed("ema"), path)?;
-    Ok((Sampler::new(vs, unet, recipe.edm), recipe))
+    let threshold = ckpt.metadata.get(THRESHOLD_KEY).and_then(|t| t.parse().ok());
+    Ok(LoadedSampler { sampler: Sampler::new(vs, unet, recipe.edm), recipe, threshold })
 }

@@ -18,7 +18,7 @@ pub mod vae;
 
 use std::path::PathBuf;
 
-pub use checkpoint::{load_sampler, load_vae, Checkpoint, TrainState};
+pub use checkpoint::{load_sampler, load_vae, Checkpoint, LoadedSampler, TrainState};
 pub use engine::{EpochReport, Trainer};
 pub use ldm::{LatentSource, LdmObjective, LdmRecipe, LdmTrainer};
 pub use objective::Objective;

@@ -1,0 +1,103 @@
+//! From the data layer's frames to what the metrics take: occupied voxel
+//! sets of decoded grids, predictions (voxels with their occupancy scores) of
+//! sparse frames, the metric geometry of a layout, and the sparse frame of a
+//! predicted grid tensor.
+
+use tch::{Kind, Tensor};
+
+use super::geometry::GridGeometry;
+use super::voxels::{Prediction, VoxelSet};
+use super::EvalError;
+use crate::data::{Grid, Layout, SparseFrame};
+
+/// The `(H, W, Z)` grid of frames with file grid `(H, W, Z, C)` = `file`
+/// laid out by `layout` (padding cropped away).
+pub fn layout_dims(file: [usize; 4], layout: Layout) -> [usize; 3] {
+    match layout {
+        Layout::Pad { .. } => [file[0], file[1], file[2]],
+        Layout::Resample { zhw: [z, h, w] } => [h, w, z],
+    }
+}
+
+/// The voxels of a decoded `(C, Z, H, W)` grid whose channel 0 exceeds
+/// `threshold`, within `dims` = `(H, W, Z)` (padding ignored).
+pub fn occupied(grid: &Grid, dims: [usize; 3], threshold: f32) -> VoxelSet {
+    let [_, zo, ho, wo] = grid.shape;
+    let [h, w, z] = dims;
+    let mut coords = Vec::new();
+    for zi in 0..z.min(zo) {
+        for x in 0..h.min(ho) {
+            let row = &grid.data[(zi * ho + x) * wo..(zi * ho + x) * wo + w.min(wo)];
+            for (y, v) in row.iter().enumerate() {
+                if v.to_f32() > threshold {
+                    coords.push([x as u32, y as u32, zi as u32]);
+                }
+            }
+        }
+    }
+    VoxelSet::new(coords)
+}
+
+/// A prediction from a sparse frame whose channel 0 holds occupancy scores.
+pub fn prediction(frame: &SparseFrame) -> Result<Prediction, EvalError> {
+    let c = frame.shape[3].max(1);
+    let values = (0..frame.len()).map(|i| frame.features[i * c] as f32).collect();
+    Prediction::new(frame.coords.clone(), values)
+}
+
+/// The voxels of a predicted `(C, Z, H, W)` grid whose occupancy score
+/// (channel 0) exceeds `floor`, within `dims` = `(H, W, Z)` (padding
+/// cropped), as a sparse frame in file order: channel 0 keeps the score,
+/// the others the decoded features.
+pub fn scores_frame(grid: &Tensor, dims: [usize; 3], floor: f64) -> SparseFrame {
+    let [h, w, z] = dims;
+    let g = grid
+        .to_kind(Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .narrow(1, 0, z as i64)
+        .narrow(2, 0, h as i64)
+        .narrow(3, 0, w as i64);
+    let c = g.size()[0] as usize;
+    // (C, Z, H, W) -> (H, W, Z, C), the file's order
+    let hwzc = g.permute([2, 3, 1, 0]).contiguous();
+    let mut v = vec![0f32; hwzc.numel()];
+    let n = v.len();
+    hwzc.copy_data(&mut v, n);
+    let (mut coords, mut features) = (Vec::new(), Vec::new());
+    for (i, vox) in v.chunks_exact(c).enumerate() {
+        if vox[0] as f64 > floor {
+            coords.push([(i / (w * z)) as u32, (i / z % w) as u32, (i % z) as u32]);
+            features.extend(vox.iter().map(|&f| f as f64));
+        }
+    }
+    SparseFrame { shape: [h, w, z, c], coords, features }
+}
+
+/// The geometry of frames with file grid `file` laid out by `layout`.
+pub fn geometry(file: [usize; 4], layout: Layout) -> Result<GridGeometry, EvalError> {
+    GridGeometry::of_frames([file[0], file[1], file[2]], layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn grids_and_frames_become_sets_and_predictions() {
+        // (C, Z, H, W) = (2, 2, 3, 4) padded grid of a (2, 3, 1) file grid
+        let mut data = vec![f16::ZERO; 2 * 2 * 3 * 4];
+        data[4 + 2] = f16::from_f32(1.0); // z 0, x 1, y 2
+        data[3 * 4] = f16::from_f32(1.0); // z 1: in the padding
+        let grid = Grid { shape: [2, 2, 3, 4], data };
+        assert_eq!(occupied(&grid, [2, 3, 1], 0.5).coords(), &[[1, 2, 0]]);
+        let t = Tensor::zeros([2, 2, 3, 4], (Kind::Float, tch::Device::Cpu));
+        let _ = t.get(0).get(0).get(1).get(2).fill_(0.75);
+        let _ = t.get(0).get(0).get(0).get(0).fill_(0.005);
+        let f = scores_frame(&t, [2, 3, 1], 0.01);
+        assert_eq!((f.coords.clone(), f.shape), (vec![[1, 2, 0]], [2, 3, 1, 2]));
+        let p = prediction(&f).unwrap();
+        assert_eq!(p.values(), &[0.75]);
+        assert_eq!(layout_dims([36, 20, 10, 4], Layout::Resample { zhw: [4, 8, 8] }), [8, 8, 4]);
+    }
+}
