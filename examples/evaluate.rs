@@ -81,6 +81,9 @@ struct Cli {
     /// Projection pictures of this many worst and best frames (by F1 against the radar's).
     #[arg(long, default_value_t = 2)]
     pictures: usize,
+    /// These scenes instead of --split (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    scenes: Option<Vec<String>>,
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
@@ -90,7 +93,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let (_, recipe) = load_vae(&cli.vae, None, tch::Device::Cpu)?;
     let layout = layout_for(recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
-    let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
+    let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
+    let ds = Dataset::open(
+        &cli.dataset_dir,
+        split,
+        &DatasetConfig { layout, val_scenes: cli.scenes.clone(), ..Default::default() },
+    )?;
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
     let out = cli.out.clone().unwrap_or_else(|| cli.predictions.clone());

@@ -62,6 +62,9 @@ struct Cli {
     /// Occupancy threshold in (0, 1); default: the model's calibrated one, else 0.5.
     #[arg(long, value_parser = common::unit_interval)]
     threshold: Option<f64>,
+    /// These scenes instead of --split (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    scenes: Option<Vec<String>>,
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
@@ -77,7 +80,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, &vae.hash, device)).transpose()?;
     let threshold = cli.threshold.or(loaded.as_ref().and_then(|l| l.threshold)).unwrap_or(0.5);
     let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
-    let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
+    let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
+    let ds = Dataset::open(
+        &cli.dataset_dir,
+        split,
+        &DatasetConfig { layout, val_scenes: cli.scenes.clone(), ..Default::default() },
+    )?;
     let s = ds.output_shape(0);
     vae_recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;
     let file = ds.frames()[0].target.shape();

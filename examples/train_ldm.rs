@@ -55,6 +55,12 @@ struct Cli {
     /// Seed of order, noise and initialisation.
     #[arg(long)]
     seed: Option<u64>,
+    /// Normalise latents to the EDM's sigma_data (statistics of the training latents).
+    #[arg(long)]
+    normalize_latents: bool,
+    /// Condition on a radar encoder trained jointly instead of the VAE's encoding of the radar.
+    #[arg(long)]
+    radar_encoder: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -80,6 +86,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     apply(&mut o.seed, cli.seed, "seed", resume)?;
     if let Some(e) = cli.epochs {
         recipe.optim.epochs = e as usize;
+    }
+    apply(&mut recipe.normalize_latents, cli.normalize_latents.then_some(true), "normalize-latents", resume)?;
+    let encoder = cli.radar_encoder.then(radvox::model::RadarEncoderConfig::default);
+    apply(&mut recipe.radar_encoder, encoder.map(Some), "radar-encoder", resume)?;
+    if recipe.radar_encoder.is_some() && recipe.radar_scale.is_empty() {
+        recipe.radar_scale = vae_recipe.channel_scale.clone();
     }
     recipe.validate()?;
     let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;

@@ -335,3 +335,49 @@ fn ldm_resume_mid_epoch_and_at_epoch_ends_equals_a_straight_run() {
         Trainer::resume_ldm(&last, ds(Split::Train), source(), "0000000000000000", common::cpu_runtime(&out), |_| {});
     assert!(other.unwrap_err().to_string().contains("not of this VAE"));
 }
+
+/// The two conditioning variants of the benchmark: latents normalised to
+/// the EDM's sigma_data (statistics measured at the start, stored with the
+/// model, applied by the sampler), and a radar encoder trained jointly
+/// (its weights move, are saved, and make the sampler's condition).
+#[test]
+fn normalised_latents_and_a_joint_radar_encoder_train_save_and_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = vae_checkpoint(&dir.path().join("vae"));
+    let (vae, vae_recipe) = load_vae(&ckpt, None, Device::Cpu).unwrap();
+    let hash = vae.hash.clone();
+    let vae = std::rc::Rc::new(vae);
+    let mut recipe = small_ldm(2);
+    recipe.normalize_latents = true;
+    let out = dir.path().join("norm");
+    let source = || LatentSource::OnTheFly(Box::new(load_vae(&ckpt, None, Device::Cpu).unwrap().0));
+    let mut t = Trainer::ldm(ds(Split::Train), source(), &hash, recipe, common::cpu_runtime(&out)).unwrap();
+    let norm = t.recipe().latent_norm.clone().expect("measured at the start");
+    assert!(norm.target.std.iter().all(|s| *s > 0.0) && norm.target.scale == 0.5);
+    let r = t.fit().unwrap();
+    assert!(r.iter().all(|e| e.loss("loss").unwrap().is_finite()));
+    let loaded = load_sampler(&out.join("last.safetensors"), &hash, Device::Cpu).unwrap();
+    assert_eq!(loaded.recipe.latent_norm, Some(norm));
+    let radar = ds(Split::Val).read(0, radvox::Modality::Radar).unwrap().to_tensor();
+    let z = loaded.sampler.sample(&loaded.sampler.condition(&radar, &vae), 4, Solver::Heun, 1);
+    assert_eq!(z.size(), [1, 4, 4, 8, 4]);
+
+    let mut recipe = small_ldm(2);
+    recipe.radar_encoder = Some(radvox::model::RadarEncoderConfig::default());
+    let missing = Trainer::ldm(ds(Split::Train), source(), &hash, recipe.clone(), common::cpu_runtime(&out));
+    assert!(missing.unwrap_err().to_string().contains("radar_scale"));
+    recipe.radar_scale = vae_recipe.channel_scale.clone();
+    let out = dir.path().join("encoder");
+    let mut t = Trainer::ldm(ds(Split::Train), source(), &hash, recipe, common::cpu_runtime(&out)).unwrap();
+    let encoder_weight = |t: &radvox::train::LdmTrainer| {
+        radvox::train::Objective::var_store(t.objective()).variables()["radar_encoder.conv_in.weight"].copy()
+    };
+    let before = encoder_weight(&t);
+    t.fit().unwrap();
+    assert!(!encoder_weight(&t).equal(&before), "the loss trains the encoder");
+    let loaded = load_sampler(&out.join("last.safetensors"), &hash, Device::Cpu).unwrap();
+    let cond = loaded.sampler.condition(&radar, &vae);
+    assert_eq!(cond.size(), [1, 4, 4, 8, 4]);
+    assert!(!cond.equal(&vae.encode(&radar)), "the encoder's condition, not the VAE's");
+    assert_eq!(loaded.sampler.sample(&cond, 4, Solver::Heun, 1).size(), [1, 4, 4, 8, 4]);
+}

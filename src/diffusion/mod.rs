@@ -5,12 +5,14 @@
 
 pub mod edm;
 pub mod latents;
+pub mod norm;
 pub mod sampler;
 
 use std::path::PathBuf;
 
 pub use edm::EdmConfig;
 pub use latents::{CacheManifest, LatentCache};
+pub use norm::{ChannelNorm, LatentNorm};
 pub use sampler::{sample, Sampler, Solver};
 
 /// Errors of the diffusion layer.

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::edm::EdmConfig;
+use super::norm::LatentNorm;
 use super::DiffusionError;
-use crate::model::Unet3d;
+use crate::model::{FrozenVae, RadarEncoder, Unet3d};
 
 /// ODE solver of the sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -60,19 +61,36 @@ pub fn sample(
     x
 }
 
-/// A denoiser (the EMA weights of a trained UNet) ready to sample.
+/// A denoiser (the EMA weights of a trained UNet) ready to sample, with how
+/// its condition is made and its latents are scaled.
 pub struct Sampler {
     unet: Unet3d,
     _vs: tch::nn::VarStore,
     /// EDM settings it was trained with.
     pub edm: EdmConfig,
+    norm: Option<LatentNorm>,
+    encoder: Option<(RadarEncoder, Vec<f64>)>,
 }
 
 impl Sampler {
-    /// Wraps a built UNet whose weights live in `vs` (frozen here).
+    /// Wraps a built UNet whose weights live in `vs` (frozen here); the
+    /// condition is the VAE's encoding of the radar, latents unscaled.
     pub fn new(mut vs: tch::nn::VarStore, unet: Unet3d, edm: EdmConfig) -> Sampler {
         vs.freeze();
-        Sampler { unet, _vs: vs, edm }
+        Sampler { unet, _vs: vs, edm, norm: None, encoder: None }
+    }
+
+    /// Latents scaled by `norm` (as in training).
+    pub fn with_norm(mut self, norm: Option<LatentNorm>) -> Sampler {
+        self.norm = norm;
+        self
+    }
+
+    /// The condition made by a radar encoder (its weights in the same
+    /// store) from radar grids scaled per channel by `radar_scale`.
+    pub fn with_encoder(mut self, encoder: RadarEncoder, radar_scale: Vec<f64>) -> Sampler {
+        self.encoder = Some((encoder, radar_scale));
+        self
     }
 
     /// The network.
@@ -80,8 +98,25 @@ impl Sampler {
         &self.unet
     }
 
-    /// Samples target latents for a batch of radar latents `cond` with
-    /// `steps` solver steps (at least 1).
+    /// The condition for raw radar grids `(B, C, Z, H, W)`: the radar
+    /// encoder's, or the VAE's encoding, scaled as in training.
+    pub fn condition(&self, radar: &Tensor, vae: &FrozenVae) -> Tensor {
+        match &self.encoder {
+            Some((enc, scale)) => {
+                let dev = vae.device();
+                let s = Tensor::from_slice(scale).to_kind(Kind::Float).to_device(dev).view([1, -1, 1, 1, 1]);
+                let x = radar.to_device(dev).to_kind(Kind::Float) * s;
+                tch::no_grad(|| tch::nn::ModuleT::forward_t(enc, &x, false))
+            }
+            None => {
+                let c = vae.encode(radar);
+                self.norm.as_ref().map_or(c.shallow_clone(), |n| n.cond.apply(&c))
+            }
+        }
+    }
+
+    /// Samples target latents (in the VAE's scale) for conditions made by
+    /// [`Sampler::condition`] with `steps` solver steps (at least 1).
     pub fn sample(&self, cond: &Tensor, steps: usize, solver: Solver, seed: u64) -> Tensor {
         let mut shape = cond.size();
         shape[1] = self.unet.config().latent_channels;
@@ -91,7 +126,8 @@ impl Sampler {
             let sigma = Tensor::full([b], s, (Kind::Float, x.device()));
             edm.denoise(unet, x, &sigma, cond, false)
         };
-        sample(&self.edm, &shape, steps, solver, seed, cond.device(), &denoise)
+        let z = sample(&self.edm, &shape, steps, solver, seed, cond.device(), &denoise);
+        self.norm.as_ref().map_or(z.shallow_clone(), |n| n.target.invert(&z))
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod blocks;
 pub mod checkpoint;
+pub mod cond;
 pub mod frozen;
 pub mod loss;
 pub mod trace;
@@ -12,6 +13,7 @@ pub mod unet;
 pub mod vae;
 
 pub use checkpoint::Checkpointing;
+pub use cond::{RadarEncoder, RadarEncoderConfig};
 pub use frozen::FrozenVae;
 pub use unet::{Unet3d, UnetConfig};
 pub use vae::{Vae3d, VaeConfig};

@@ -22,7 +22,7 @@ use super::vae::VaeRecipe;
 use super::TrainError;
 use crate::diffusion::Sampler;
 use crate::io::safetensors::{self, check_finite, weights_hash};
-use crate::model::{FrozenVae, Unet3d, Vae3d, VaeConfig};
+use crate::model::{FrozenVae, RadarEncoder, Unet3d, Vae3d, VaeConfig};
 
 /// The `format` metadata of radvox checkpoints.
 pub const FORMAT: &str = "radvox-checkpoint";
@@ -233,7 +233,13 @@ pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<Loade
     }
     let vs = nn::VarStore::new(device);
     let unet = Unet3d::new(&vs.root(), &recipe.unet)?;
+    let encoder =
+        recipe.radar_encoder.as_ref().map(|c| RadarEncoder::new(&(vs.root() / "radar_encoder"), c)).transpose()?;
     safetensors::load_into(&vs, "", &ckpt.prefixed("ema"), path)?;
     let threshold = ckpt.metadata.get(THRESHOLD_KEY).and_then(|t| t.parse().ok());
-    Ok(LoadedSampler { sampler: Sampler::new(vs, unet, recipe.edm), recipe, threshold })
+    let mut sampler = Sampler::new(vs, unet, recipe.edm).with_norm(recipe.latent_norm.clone());
+    if let Some(enc) = encoder {
+        sampler = sampler.with_encoder(enc, recipe.radar_scale.clone());
+    }
+    Ok(LoadedSampler { sampler, recipe, threshold })
 }

@@ -1,7 +1,10 @@
 //! The latent-diffusion objective: the UNet learns to denoise the target
-//! latent given the radar latent (EDM), in a frozen VAE's latent space, from
-//! a latent cache or encoding on the fly. An EMA of the weights (used for
-//! sampling) is kept by the engine.
+//! latent given a radar condition (EDM), in a frozen VAE's latent space,
+//! from a latent cache or encoding on the fly. The condition is the VAE's
+//! encoding of the radar, or a radar encoder trained jointly; latents may be
+//! normalised to the EDM's `sigma_data` (statistics measured on the training
+//! latents when a run starts, stored in its recipe). An EMA of the weights
+//! (used for sampling) is kept by the engine.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,9 +21,9 @@ use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::{Dataset, Modality};
-use crate::diffusion::{EdmConfig, LatentCache};
+use crate::diffusion::{ChannelNorm, EdmConfig, LatentCache, LatentNorm};
 use crate::memory::{ModelConfig, Precision, Run};
-use crate::model::{Checkpointing, FrozenVae, Unet3d, UnetConfig};
+use crate::model::{Checkpointing, FrozenVae, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
 use crate::sys::with_torch_seed;
 
 /// What defines a latent-diffusion run (saved in every checkpoint).
@@ -34,6 +37,18 @@ pub struct LdmRecipe {
     /// Optimiser, schedule, batches and the EMA decay.
     #[serde(flatten)]
     pub optim: OptimRecipe,
+    /// Normalise latents: targets to mean 0, std `sigma_data`; the VAE
+    /// condition to mean 0, std 1 (per channel).
+    pub normalize_latents: bool,
+    /// The normalisation's statistics, measured on the training latents
+    /// when a run with `normalize_latents` starts.
+    pub latent_norm: Option<LatentNorm>,
+    /// Condition on a radar encoder trained jointly instead of the VAE's
+    /// encoding of the radar.
+    pub radar_encoder: Option<RadarEncoderConfig>,
+    /// Per-channel scale of raw radar grids fed to the radar encoder (the
+    /// VAE's `channel_scale`, recorded when a run starts).
+    pub radar_scale: Vec<f64>,
 }
 
 impl Default for LdmRecipe {
@@ -43,6 +58,10 @@ impl Default for LdmRecipe {
             unet: UnetConfig::default(),
             edm: EdmConfig::default(),
             optim: OptimRecipe { ema_decay: Some(0.999), ..OptimRecipe::default() },
+            normalize_latents: false,
+            latent_norm: None,
+            radar_encoder: None,
+            radar_scale: Vec::new(),
         }
     }
 }
@@ -58,6 +77,15 @@ impl Recipe for LdmRecipe {
     fn validate(&self) -> Result<(), TrainError> {
         self.unet.validate()?;
         self.optim.validate()?;
+        if let Some(enc) = &self.radar_encoder {
+            enc.validate()?;
+            if enc.out_channels != self.unet.cond_channels {
+                return Err(TrainError::Config(format!(
+                    "radar encoder gives {} channels, the UNet takes cond_channels {}",
+                    enc.out_channels, self.unet.cond_channels
+                )));
+            }
+        }
         let e = &self.edm;
         let positive = [e.sigma_min, e.sigma_max, e.sigma_data, e.rho, e.p_std];
         if positive.iter().any(|v| !(v.is_finite() && *v > 0.0)) || e.sigma_min >= e.sigma_max || !e.p_mean.is_finite()
@@ -92,7 +120,8 @@ impl LatentSource {
     }
 }
 
-/// Clean target latents and radar-latent conditions of a batch.
+/// Clean target latents and the radar of a batch: its latents, or its raw
+/// grids when a radar encoder makes the condition.
 pub struct LatentBatch {
     y: Tensor,
     cond: Tensor,
@@ -112,6 +141,7 @@ pub struct LdmObjective {
     recipe: LdmRecipe,
     vs: nn::VarStore,
     unet: Unet3d,
+    encoder: Option<RadarEncoder>,
     dataset: Rc<Dataset>,
     source: Rc<LatentSource>,
     vae_hash: String,
@@ -120,8 +150,10 @@ pub struct LdmObjective {
 }
 
 impl LdmObjective {
-    /// Builds the UNet (seeded); `vae_hash` ties the run to the VAE that
-    /// defines the latent space.
+    /// Builds the UNet (and the radar encoder, when the recipe has one;
+    /// seeded); `vae_hash` ties the run to the VAE that defines the latent
+    /// space. With `normalize_latents` and no statistics yet, measures them
+    /// on every training frame's latents (recorded in the recipe).
     pub fn new(
         dataset: Dataset,
         source: LatentSource,
@@ -129,10 +161,47 @@ impl LdmObjective {
         recipe: LdmRecipe,
         runtime: &Runtime,
     ) -> Result<Self, TrainError> {
+        let mut recipe = recipe;
         recipe.validate()?;
+        if recipe.radar_encoder.is_some()
+            && recipe.radar_scale.len() != recipe.radar_encoder.as_ref().map_or(0, |e| e.in_channels as usize)
+        {
+            return Err(TrainError::Config(format!(
+                "a radar encoder needs radar_scale, one factor per radar channel (the VAE's channel_scale), got {:?}",
+                recipe.radar_scale
+            )));
+        }
         let device = super::runtime::parse_device(&runtime.device)?;
         let vs = nn::VarStore::new(device);
-        let unet = with_torch_seed(recipe.optim.seed, || Unet3d::new(&vs.root(), &recipe.unet))?;
+        let (unet, encoder) = with_torch_seed(recipe.optim.seed, || -> Result<_, TrainError> {
+            let unet = Unet3d::new(&vs.root(), &recipe.unet)?;
+            let enc = recipe
+                .radar_encoder
+                .as_ref()
+                .map(|c| RadarEncoder::new(&(vs.root() / "radar_encoder"), c))
+                .transpose()?;
+            Ok((unet, enc))
+        })?;
+        if recipe.normalize_latents && recipe.latent_norm.is_none() {
+            let (mut ys, mut cs) = (Vec::new(), Vec::new());
+            for i in 0..dataset.len() {
+                let (y, c) = source.read(&dataset, i)?;
+                ys.push(y);
+                cs.push(c);
+            }
+            let norm = LatentNorm {
+                target: ChannelNorm::measure(&ys, recipe.edm.sigma_data),
+                cond: ChannelNorm::measure(&cs, 1.0),
+            };
+            log::info!(
+                "latent statistics of {} frames: target std {:?}, condition std {:?} (normalised to {} and 1)",
+                dataset.len(),
+                norm.target.std,
+                norm.cond.std,
+                recipe.edm.sigma_data
+            );
+            recipe.latent_norm = Some(norm);
+        }
         let (y, _) = source.read(&dataset, 0)?;
         let s = y.size();
         Ok(LdmObjective {
@@ -140,6 +209,7 @@ impl LdmObjective {
             recipe,
             vs,
             unet,
+            encoder,
             dataset: Rc::new(dataset),
             source: Rc::new(source),
             vae_hash: vae_hash.into(),
@@ -186,12 +256,13 @@ impl Objective for LdmObjective {
     }
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<LatentBatch, TrainError>>> {
         let (ds, source) = (self.dataset.clone(), self.source.clone());
+        let raw_radar = self.encoder.is_some();
         Box::new(self.order().batches(epoch as u64).into_iter().skip(cursor).map(move |idx| {
             let (mut ys, mut cs) = (Vec::new(), Vec::new());
             for &i in &idx {
                 let (y, c) = source.read(&ds, i)?;
                 ys.push(y);
-                cs.push(c);
+                cs.push(if raw_radar { ds.read(i, Modality::Radar)?.to_tensor().squeeze_dim(0) } else { c });
             }
             let ids = idx.iter().map(|&i| ds.frames()[i].id.to_string()).collect();
             Ok(LatentBatch { y: Tensor::stack(&ys, 0), cond: Tensor::stack(&cs, 0), ids })
@@ -202,10 +273,21 @@ impl Objective for LdmObjective {
     }
 
     fn prepare(&self, batch: &LatentBatch, seed: u64) -> Result<Option<LdmStep>, TrainError> {
-        let (y, cond) = (batch.y.to_device(self.device), batch.cond.to_device(self.device));
+        let (mut y, mut cond) =
+            (batch.y.to_device(self.device), batch.cond.to_device(self.device).to_kind(tch::Kind::Float));
         let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
         if !finite(&y) || !finite(&cond) {
             return Ok(None);
+        }
+        if let Some(n) = &self.recipe.latent_norm {
+            y = n.target.apply(&y);
+            if self.encoder.is_none() {
+                cond = n.cond.apply(&cond);
+            }
+        }
+        if self.encoder.is_some() {
+            let s = Tensor::from_slice(&self.recipe.radar_scale).to_kind(tch::Kind::Float).to_device(self.device);
+            cond = cond * s.view([1, -1, 1, 1, 1]);
         }
         let (sigma, noise) = self.recipe.edm.draw(&y, seed);
         Ok(Some(LdmStep { y, cond, sigma, noise }))
@@ -219,7 +301,12 @@ impl Objective for LdmObjective {
         let cut = |t: &Tensor| t.narrow(0, start, len);
         let draws = (cut(&step.sigma), cut(&step.noise));
         let ck = checkpointing != Checkpointing::Off;
-        vec![self.recipe.edm.backward(&self.unet, &cut(&step.y), &cut(&step.cond), &draws, ck, scale)]
+        // the encoder runs inside the step so the loss trains it too
+        let cond = match &self.encoder {
+            Some(enc) => tch::nn::ModuleT::forward_t(enc, &cut(&step.cond), true),
+            None => cut(&step.cond),
+        };
+        vec![self.recipe.edm.backward(&self.unet, &cut(&step.y), &cond, &draws, ck, scale)]
     }
 
     fn loss_columns(&self) -> Vec<Column> {

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The quality benchmark (not in CI; ~1 hour on a 2-core CPU): simulate 12
+# scenes, train the VAE, cache its latents, train the latent diffusion model
+# in four variants (condition: the VAE's encoding of the radar or a jointly
+# trained radar encoder; latents as they are or normalised to sigma_data),
+# densify held-out scenes and score them beside the radar-only baseline.
+#
+# Scenes: scene00-08 train; scene09 calibrates each model's threshold
+# (F1-best); scene10-11 are the test set, never seen before scoring.
+# Results: $Q/table.md (and each run's metrics.csv / report.md).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+Q=${QUALITY_DIR:-runs/quality}
+bash scripts/libtorch.sh
+cargo build --release --examples
+B=target/release/examples
+mkdir -p "$Q"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$Q/timings.txt"; }
+t0=$(date +%s)
+log "simulate"
+$B/simulate --out "$Q/sim" --scenes 12 --frames 24 --seed 11 --if-missing --no-progress > "$Q/simulate.txt"
+D="$Q/sim/ntu"
+if [ ! -f "$Q/vae/.done" ]; then
+  log "train VAE"
+  $B/train_vae --dataset-dir "$D" --config recipes/quality_vae.toml --out "$Q/vae" --overwrite --no-progress 2> "$Q/vae.log"
+  touch "$Q/vae/.done"
+fi
+VAE="$Q/vae/best.safetensors"
+log "cache latents"
+$B/precompute_latents --vae "$VAE" --dataset-dir "$D" --out "$Q/latents" --no-progress > /dev/null
+CAL=scene09
+TEST=scene10,scene11
+evaluate_run() { # name, extra sample flags...
+  local name=$1; shift
+  log "sample + evaluate $name"
+  $B/sample --vae "$VAE" --dataset-dir "$D" --scenes $CAL --out "$Q/$name/cal" "$@" > /dev/null
+  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes $CAL --predictions "$Q/$name/cal" --calibrate ${STORE:+--store-in "$STORE"} > "$Q/$name/calibrate.txt"
+  local th; th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$Q/$name/calibrate.txt")
+  $B/sample --vae "$VAE" --dataset-dir "$D" --scenes $TEST --out "$Q/$name/test" --threshold "$th" "$@" > /dev/null
+  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes $TEST --predictions "$Q/$name/test" --threshold "$th" > "$Q/$name/evaluate.txt"
+}
+mkdir -p "$Q/vae_recon"
+STORE="" evaluate_run vae_recon --reconstruct
+for variant in plain normalized encoder encoder_normalized; do
+  flags=()
+  case $variant in
+    normalized) flags=(--normalize-latents) ;;
+    encoder) flags=(--radar-encoder) ;;
+    encoder_normalized) flags=(--radar-encoder --normalize-latents) ;;
+  esac
+  if [ ! -f "$Q/ldm_$variant/.done" ]; then
+    log "train LDM $variant"
+    $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/quality_ldm.toml "${flags[@]}" \
+      --out "$Q/ldm_$variant" --overwrite --no-progress 2> "$Q/ldm_$variant.log"
+    touch "$Q/ldm_$variant/.done"
+  fi
+  mkdir -p "$Q/$variant"
+  STORE="$Q/ldm_$variant/last.safetensors" evaluate_run "$variant" --ldm "$Q/ldm_$variant/last.safetensors" --steps 18 --solver heun
+done
+log "table"
+{
+  echo "| model | threshold | IoU | F1 | Chamfer (m) | F@0.5 m |"
+  echo "|---|---|---|---|---|---|"
+  radar=""
+  for name in vae_recon plain normalized encoder encoder_normalized; do
+    f="$Q/$name/evaluate.txt"
+    th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$Q/$name/calibrate.txt")
+    read -r _ iou f1 ch f05 < <(grep '^prediction' "$f")
+    echo "| $name | $th | $iou | $f1 | $ch | $f05 |"
+    radar=$(grep '^radar' "$f")
+  done
+  read -r _ iou f1 ch f05 <<< "$radar"
+  echo "| radar only (baseline) | - | $iou | $f1 | $ch | $f05 |"
+} > "$Q/table.md"
+cat "$Q/table.md"
+log "done in $(( $(date +%s) - t0 )) s"
