@@ -1,5 +1,6 @@
 //! Samples LiDAR-like grids from radar with a trained VAE + latent diffusion
-//! model and writes per frame the prediction as sparse `.npz` (the dataset's
+//! model (an ODE solver, Heun by default) or its consistency distillation
+//! (`--solver cd`: one network call per step, 1 step by default) and writes per frame the prediction as sparse `.npz` (the dataset's
 //! format; channel 0 holds the occupancy score of every voxel scoring above
 //! 0.01, so a threshold can be chosen later), an occupancy `.ply` and a
 //! bird's-eye-view PNG (radar | prediction | target) at the threshold; then
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Layout, Modality, Split};
-use radvox::diffusion::Solver;
+use radvox::diffusion::{Consistency, Solver};
 use radvox::eval::export::{above, bev_panels, write_ply, write_prediction_npz};
 use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_frame};
 use radvox::eval::{
@@ -34,7 +35,7 @@ struct Cli {
     /// The VAE checkpoint.
     #[arg(long)]
     vae: PathBuf,
-    /// The latent diffusion checkpoint (trained on this VAE's latents).
+    /// The latent diffusion or consistency checkpoint (trained on this VAE's latents).
     #[arg(long, required_unless_present = "reconstruct")]
     ldm: Option<PathBuf>,
     /// Instead of sampling from radar, decode the VAE's encoding of the
@@ -50,12 +51,17 @@ struct Cli {
     /// Output directory.
     #[arg(long, default_value = "runs/samples")]
     out: PathBuf,
-    /// Solver steps (at least 1).
-    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u64).range(1..))]
-    steps: u64,
-    /// ODE solver: heun or euler.
-    #[arg(long, default_value = "heun")]
-    solver: Solver,
+    /// Steps (at least 1); default 18 for heun and euler, 1 for cd.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
+    /// heun or euler (ODE solvers of a latent diffusion model), or cd (a
+    /// consistency model from train_cd).
+    #[arg(long, value_enum, default_value_t = Method::Heun)]
+    solver: Method,
+    /// The noise levels of multistep consistency sampling, descending
+    /// (comma-separated; default: the first K of K + 1 Karras levels).
+    #[arg(long, value_delimiter = ',', conflicts_with = "steps")]
+    cd_sigmas: Option<Vec<f64>>,
     /// Seed of the initial noise (frame i uses seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -73,11 +79,49 @@ struct Cli {
     device: String,
 }
 
+/// How latents are sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Method {
+    /// Heun's ODE solver (EDM Algorithm 2).
+    Heun,
+    /// Euler's ODE solver.
+    Euler,
+    /// Multistep consistency sampling.
+    Cd,
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
     let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, &vae.hash, device)).transpose()?;
+    if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
+        match (l.consistency, cli.solver) {
+            (true, Method::Heun | Method::Euler) => {
+                return Err(format!("{} is a consistency model: sample it with --solver cd", path.display()).into())
+            }
+            (false, Method::Cd) => {
+                return Err(
+                    format!("{} is a latent diffusion model: --solver cd needs train_cd's", path.display()).into()
+                )
+            }
+            _ => {}
+        }
+    }
+    let steps = cli.steps.unwrap_or(if cli.solver == Method::Cd { 1 } else { 18 }) as usize;
+    let cd_levels = match (&cli.cd_sigmas, &loaded) {
+        (Some(levels), _) => {
+            if levels.is_empty()
+                || levels.iter().any(|s| !(s.is_finite() && *s > 0.0))
+                || levels.windows(2).any(|w| w[0] <= w[1])
+            {
+                return Err(format!("--cd-sigmas must be positive and descending, got {levels:?}").into());
+            }
+            levels.clone()
+        }
+        (None, Some(l)) => Consistency { edm: l.recipe.edm }.sampling_levels(steps),
+        (None, None) => Vec::new(),
+    };
     let threshold = cli.threshold.or(loaded.as_ref().and_then(|l| l.threshold)).unwrap_or(0.5);
     let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
@@ -100,7 +144,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);
         let z = match &loaded {
             Some(l) => {
-                l.sampler.sample(&vae.encode(&radar.to_tensor()), cli.steps as usize, cli.solver, cli.seed + i as u64)
+                let cond = l.sampler.condition(&radar.to_tensor(), &vae);
+                let seed = cli.seed + i as u64;
+                match cli.solver {
+                    Method::Cd => l.sampler.sample_consistency(&cond, &cd_levels, seed),
+                    Method::Heun => l.sampler.sample(&cond, steps, Solver::Heun, seed),
+                    Method::Euler => l.sampler.sample(&cond, steps, Solver::Euler, seed),
+                }
             }
             None => vae.encode(&target.to_tensor()),
         };
@@ -138,11 +188,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         records.push(rec);
     }
     let paths = write_report(&cli.out, &records, &ReportConfig::default())?;
+    let how = match cli.solver {
+        Method::Cd => format!("cd at sigmas {cd_levels:?}"),
+        m => format!("{steps} {m:?} steps"),
+    };
     println!(
-        "{} frames, {} {:?} steps, seed {}, threshold {threshold}: {} and {} in {}",
+        "{} frames, {how}, seed {}, threshold {threshold}: {} and {} in {}",
         records.len(),
-        cli.steps,
-        cli.solver,
         cli.seed,
         paths.csv.display(),
         paths.markdown.display(),

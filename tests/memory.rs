@@ -1,6 +1,7 @@
 //! The memory planner against libtorch's real allocations (every CPU
 //! tensor counted by the shim's allocator) for each VAE preset and the
-//! latent UNet, with and without AMP and checkpointing; the trainer's plan
+//! latent UNet (diffusion and consistency distillation), with and without
+//! AMP and checkpointing; the trainer's plan
 //! check at start; and surviving an out-of-memory step (injected).
 
 #![allow(clippy::result_large_err)] // errors carry the file, as the library's do
@@ -8,8 +9,9 @@
 use std::sync::Mutex;
 
 use radvox::data::layout::Layout;
-use radvox::diffusion::EdmConfig;
+use radvox::diffusion::{Consistency, ConsistencyConfig, EdmConfig};
 use radvox::io::safetensors::named_variables;
+use radvox::memory::{ModelConfig, Planner, Precision};
 use radvox::model::trace::{Backend, Tape};
 use radvox::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
 use radvox::sys::{cpu_bf16, shim, CpuBf16};
@@ -124,6 +126,46 @@ fn planned_activation_peaks_match_counted_allocations() {
             unet.trace_step(&mut tape, shape, ck);
             check(&format!("unet {shape:?} {amp:?} ck {ck}"), tape.simulate().peak(), measured, &mut failures);
         }
+    }
+    // consistency distillation: the teacher's Heun step and the target run
+    // without gradients before the student's step, which adds the noisy
+    // latent and the target to what a diffusion step holds
+    let nets: Vec<(nn::VarStore, Unet3d)> = (0..2)
+        .map(|_| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let u = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
+            (vs, u)
+        })
+        .collect();
+    let (teacher, target) = (&nets[0].1, &nets[1].1);
+    let cd = Consistency { edm };
+    let cfg = ConsistencyConfig::default();
+    let shape = [1, 4, 16, 32, 32];
+    let (y, c) = (Tensor::randn(shape, (Kind::Float, Device::Cpu)), Tensor::randn(shape, (Kind::Float, Device::Cpu)));
+    let (n, z) = cd.draw(cfg.n, &y, 1);
+    let held = 3 * y.numel() as u64 * 4;
+    for ck in [false, true] {
+        let measured = counted_peak(held, &|| {
+            let denoise = |x: &Tensor, s: &Tensor| edm.denoise(teacher, x, s, &c, false);
+            let f_target = |x: &Tensor, s: &Tensor| cd.f(target, x, s, &c, false);
+            let pair = cd.pairs(&cfg, &y, (&n, &z), &denoise, &f_target);
+            let mut rec = radvox::model::checkpoint::Recorder::default();
+            let loss = cd.loss(&cfg, &unet, &pair, &c, ck.then_some(&mut rec));
+            if ck {
+                rec.backward(&loss);
+            } else {
+                loss.backward();
+            }
+        });
+        let planner = Planner::new(backend).model(&ModelConfig::Consistency(UnetConfig::default())).unwrap();
+        let plan = planner.plan(
+            [16, 32, 32],
+            1,
+            Precision::F32,
+            if ck { Checkpointing::PerBlock } else { Checkpointing::Off },
+        );
+        let predicted = plan.inputs + plan.activations + plan.transient;
+        check(&format!("consistency {shape:?} ck {ck}"), predicted, measured, &mut failures);
     }
     assert!(failures.is_empty(), "beyond 8% on {backend:?}:\n{}", failures.join("\n"));
 }

@@ -1,8 +1,11 @@
-//! Layer 4, diffusion in the VAE's latent space: the EDM objective and
-//! preconditioning ([`edm`]), ODE samplers ([`sampler`]), and the cache of
+//! Layer 5, diffusion in the VAE's latent space: the EDM objective and
+//! preconditioning ([`edm`]), ODE samplers ([`sampler`]), consistency
+//! distillation's parametrisation, teacher step and sampler
+//! ([`consistency`]), latent normalisation ([`norm`]), and the cache of
 //! latents a frozen VAE wrote ([`latents`]). Imports [`crate::sys`],
 //! [`crate::io`], [`crate::data`] and [`crate::model`].
 
+pub mod consistency;
 pub mod edm;
 pub mod latents;
 pub mod norm;
@@ -10,6 +13,7 @@ pub mod sampler;
 
 use std::path::PathBuf;
 
+pub use consistency::{CdLoss, Consistency, ConsistencyConfig, TeacherSolver, Weighting};
 pub use edm::EdmConfig;
 pub use latents::{CacheManifest, LatentCache};
 pub use norm::{ChannelNorm, LatentNorm};

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::consistency::Consistency;
 use super::edm::EdmConfig;
 use super::norm::LatentNorm;
 use super::DiffusionError;
@@ -127,6 +128,15 @@ impl Sampler {
             edm.denoise(unet, x, &sigma, cond, false)
         };
         let z = sample(&self.edm, &shape, steps, solver, seed, cond.device(), &denoise);
+        self.norm.as_ref().map_or(z.shallow_clone(), |n| n.target.invert(&z))
+    }
+
+    /// Samples target latents with a consistency model (a network distilled
+    /// by consistency distillation): one network call per noise level of
+    /// `levels` (descending; see [`Consistency::sampling_levels`]).
+    pub fn sample_consistency(&self, cond: &Tensor, levels: &[f64], seed: u64) -> Tensor {
+        let c = Consistency { edm: self.edm };
+        let z = c.sample(&self.unet, cond, self.unet.config().latent_channels, levels, seed);
         self.norm.as_ref().map_or(z.shallow_clone(), |n| n.target.invert(&z))
     }
 }

@@ -23,6 +23,10 @@ pub enum ModelConfig {
     Vae(VaeConfig),
     /// The latent UNet, trained on VAE latents (EMA copy included).
     Unet(UnetConfig),
+    /// A consistency student of this UNet: the student, its EMA, the target
+    /// network and the frozen teacher are held, the teacher's solver step
+    /// and the target run without gradients before the student's step.
+    Consistency(UnetConfig),
 }
 
 impl ModelConfig {
@@ -35,6 +39,7 @@ impl ModelConfig {
                 .unwrap_or("custom_vae")
                 .to_string(),
             ModelConfig::Unet(_) => "unet".into(),
+            ModelConfig::Consistency(_) => "consistency".into(),
         }
     }
 }
@@ -258,7 +263,7 @@ impl Planner {
         let vs = nn::VarStore::new(Device::Cpu);
         let built = tch::no_grad(|| match model {
             ModelConfig::Vae(c) => Vae3d::new(&vs.root(), c).map(Built::Vae),
-            ModelConfig::Unet(c) => Unet3d::new(&vs.root(), c).map(Built::Unet),
+            ModelConfig::Unet(c) | ModelConfig::Consistency(c) => Unet3d::new(&vs.root(), c).map(Built::Unet),
         })?;
         let parameter_count = vs.trainable_variables().iter().map(|t| t.numel() as u64).sum();
         Ok(ModelPlanner { planner: *self, model: model.clone(), built, parameter_count, _vs: vs })
@@ -277,6 +282,7 @@ impl ModelPlanner {
         let mut tape = Tape::new(p.backend, precision == Precision::Amp);
         let b = batch as i64;
         let weights = self.parameter_count * 4;
+        let mut pairs = 0; // distillation: the noisy latent and the target, held through the step
         let (loader, ema, snapshot) = match &self.built {
             Built::Vae(vae) => {
                 let c = vae.config().in_channels;
@@ -289,8 +295,15 @@ impl ModelPlanner {
             Built::Unet(unet) => {
                 let c = unet.config().latent_channels;
                 unet.trace_step(&mut tape, [b, c, grid[0], grid[1], grid[2]], checkpointing != Checkpointing::Off);
-                // latents are read per step (no prefetch); the EMA copy is f32
-                (0, weights, 0)
+                // latents are read per step (no prefetch); the EMA copy is f32,
+                // distillation adds the target network and the teacher
+                let copies = if let ModelConfig::Consistency(_) = self.model {
+                    pairs = 2 * (b * c * grid.iter().product::<i64>()) as u64 * 4;
+                    3
+                } else {
+                    1
+                };
+                (0, copies * weights, 0)
             }
         };
         let act = tape.simulate();
@@ -301,7 +314,7 @@ impl ModelPlanner {
             params: weights + ema,
             grads: weights + snapshot,
             optimizer: 2 * weights,
-            inputs: act.inputs,
+            inputs: act.inputs + pairs,
             amp_weights: act.constant,
             activations: act.kept,
             transient: act.transient,

@@ -1,13 +1,15 @@
 //! The one checkpoint format of every trainer: a safetensors file with the
 //! model's variables (PyTorch state_dict names), `ema.*` averages,
-//! `adamw.{m,v}.*` moments, and in the metadata the format, the kind of run,
+//! `adamw.{m,v}.*` moments, an objective's own state under `aux.*` (the
+//! consistency target network), and in the metadata the format, the kind of run,
 //! its versioned recipe (JSON), the counters that make a resume exact, and a
 //! content checksum. One writer, one reader, one format check; format-1
 //! files (written before recipes) are still read.
 //!
 //! Downstream commands build what they need from a checkpoint here:
 //! [`load_vae`] (a frozen VAE with its channel scale and data layout) and
-//! [`load_sampler`] (an LDM's EMA weights, tied to its VAE).
+//! [`load_sampler`] (the EMA weights of an LDM or of its consistency
+//! distillation, tied to their VAE).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,14 +17,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-use super::ldm::LdmRecipe;
+use super::cd::CdRecipe;
+use super::ldm::{build_denoiser, LdmRecipe};
 use super::optim::GradScaler;
 use super::recipe::{read_stored, Recipe, RECIPE_VERSION};
 use super::vae::VaeRecipe;
 use super::TrainError;
 use crate::diffusion::Sampler;
 use crate::io::safetensors::{self, check_finite, weights_hash};
-use crate::model::{FrozenVae, RadarEncoder, Unet3d, Vae3d, VaeConfig};
+use crate::model::{FrozenVae, Vae3d, VaeConfig};
 
 /// The `format` metadata of radvox checkpoints.
 pub const FORMAT: &str = "radvox-checkpoint";
@@ -86,6 +89,11 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads `path`, requiring a radvox checkpoint of `kind`.
     pub fn read(path: &Path, kind: &str) -> Result<Checkpoint, TrainError> {
+        Self::read_kinds(path, &[kind])
+    }
+
+    /// Reads `path`, requiring a radvox checkpoint of one of `kinds`.
+    pub fn read_kinds(path: &Path, kinds: &[&str]) -> Result<Checkpoint, TrainError> {
         let fail = |reason: String| TrainError::Checkpoint { path: path.into(), reason };
         let file = safetensors::read(path)?;
         let meta = &file.metadata;
@@ -100,8 +108,8 @@ impl Checkpoint {
             "" => return Err(fail("not a radvox checkpoint (no format in its metadata)".into())),
             other => return Err(fail(format!("unknown checkpoint format {other:?}"))),
         };
-        if found != kind {
-            return Err(fail(format!("a {found} checkpoint, expected a {kind} checkpoint")));
+        if !kinds.contains(&found.as_str()) {
+            return Err(fail(format!("a {found} checkpoint, expected a {} checkpoint", kinds.join(" or "))));
         }
         check_finite(path, &file.tensors)?;
         let recipe_json = meta.get(recipe_key).cloned().ok_or_else(|| fail(format!("metadata lacks {recipe_key}")))?;
@@ -129,11 +137,11 @@ impl Checkpoint {
         Ok(recipe)
     }
 
-    /// The model's own tensors (no `ema.` or `adamw.` prefix).
+    /// The model's own tensors (no `ema.`, `adamw.` or `aux.` prefix).
     pub fn model_tensors(&self) -> BTreeMap<String, Tensor> {
         self.tensors
             .iter()
-            .filter(|(k, _)| !k.starts_with("ema.") && !k.starts_with("adamw."))
+            .filter(|(k, _)| !["ema.", "adamw.", "aux."].iter().any(|p| k.starts_with(p)))
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect()
     }
@@ -211,35 +219,43 @@ pub fn load_vae(path: &Path, expect: Option<&VaeConfig>, device: Device) -> Resu
 
 /// A sampler and what its checkpoint records.
 pub struct LoadedSampler {
-    /// The denoiser (EMA weights).
+    /// The network (EMA weights).
     pub sampler: Sampler,
-    /// Its recipe.
+    /// The recipe of the network: the LDM's (for a distilled model, its teacher's).
     pub recipe: LdmRecipe,
+    /// A consistency model (kind `cd`): sampled by
+    /// [`Sampler::sample_consistency`], not by an ODE solver.
+    pub consistency: bool,
     /// An occupancy threshold calibrated for it, if one was recorded.
     pub threshold: Option<f64>,
 }
 
-/// Loads the EMA weights of an LDM checkpoint as a [`Sampler`], refusing
-/// one trained on another VAE's latents.
-pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<LoadedSampler, TrainError> {
-    let ckpt = Checkpoint::read(path, "ldm")?;
-    let recipe: LdmRecipe = ckpt.recipe()?;
-    let theirs = ckpt.metadata.get("vae_hash").cloned().unwrap_or_default();
+/// Refuses a checkpoint whose `vae_hash` is not `vae_hash`.
+pub fn check_vae_hash(ckpt: &Checkpoint, vae_hash: &str) -> Result<(), TrainError> {
+    let theirs = ckpt.metadata.get("vae_hash").map(String::as_str).unwrap_or("");
     if theirs != vae_hash {
         return Err(TrainError::Checkpoint {
-            path: path.into(),
+            path: ckpt.path.clone(),
             reason: format!("trained on latents of VAE {theirs}, not of this VAE {vae_hash}"),
         });
     }
+    Ok(())
+}
+
+/// Loads the EMA weights of an LDM or consistency checkpoint as a
+/// [`Sampler`], refusing one trained on another VAE's latents.
+pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<LoadedSampler, TrainError> {
+    let ckpt = Checkpoint::read_kinds(path, &[LdmRecipe::KIND, CdRecipe::KIND])?;
+    check_vae_hash(&ckpt, vae_hash)?;
+    let consistency = ckpt.kind == CdRecipe::KIND;
+    let recipe = if consistency { ckpt.recipe::<CdRecipe>()?.teacher } else { ckpt.recipe::<LdmRecipe>()? };
     let vs = nn::VarStore::new(device);
-    let unet = Unet3d::new(&vs.root(), &recipe.unet)?;
-    let encoder =
-        recipe.radar_encoder.as_ref().map(|c| RadarEncoder::new(&(vs.root() / "radar_encoder"), c)).transpose()?;
+    let (unet, encoder) = build_denoiser(&vs.root(), &recipe)?;
     safetensors::load_into(&vs, "", &ckpt.prefixed("ema"), path)?;
     let threshold = ckpt.metadata.get(THRESHOLD_KEY).and_then(|t| t.parse().ok());
     let mut sampler = Sampler::new(vs, unet, recipe.edm).with_norm(recipe.latent_norm.clone());
     if let Some(enc) = encoder {
         sampler = sampler.with_encoder(enc, recipe.radar_scale.clone());
     }
-    Ok(LoadedSampler { sampler, recipe, threshold })
+    Ok(LoadedSampler { sampler, recipe, consistency, threshold })
 }

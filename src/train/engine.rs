@@ -144,6 +144,7 @@ impl<O: Objective> Trainer<O> {
     pub fn resume(objective: O, runtime: Runtime, ckpt: &Checkpoint) -> Result<Trainer<O>, TrainError> {
         let mut t = Self::build(objective, runtime, ckpt.state)?;
         load_into(t.objective.var_store(), "", &ckpt.model_tensors(), &ckpt.path)?;
+        t.objective.load_aux(&ckpt.prefixed("aux"), &ckpt.path)?;
         t.opt.load_state(&ckpt.tensors, ckpt.state.step, &ckpt.path)?;
         if let Some(ema) = &mut t.ema {
             ema.load_state(&ckpt.tensors, &ckpt.path)?;
@@ -408,6 +409,7 @@ impl<O: Objective> Trainer<O> {
             if let Some(ema) = &mut self.ema {
                 ema.update(&named_variables(self.objective.var_store()));
             }
+            self.objective.after_optimizer_step();
         }
         self.state.accum_phase = 0;
         (norm, stepped)
@@ -559,6 +561,7 @@ impl<O: Objective> Trainer<O> {
             tensors.extend(ema.state_tensors());
         }
         tensors.extend(self.opt.state_tensors());
+        tensors.extend(self.objective.aux_tensors().into_iter().map(|(k, t)| (format!("aux.{k}"), t)));
         let kind = <O::Recipe as Recipe>::KIND;
         checkpoint::write(path, kind, self.objective.recipe(), &self.state, &tensors, &self.objective.metadata())
     }

@@ -8,22 +8,22 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{check_vae_hash, Checkpoint};
 use super::engine::Trainer;
+use super::latents::{LatentBatch, LatentData, LatentSource};
 use super::objective::{Column, Objective};
 use super::recipe::{OptimRecipe, Recipe};
 use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
-use crate::data::{Dataset, Modality};
-use crate::diffusion::{ChannelNorm, EdmConfig, LatentCache, LatentNorm};
+use crate::data::Dataset;
+use crate::diffusion::{EdmConfig, LatentNorm};
 use crate::memory::{ModelConfig, Precision, Run};
-use crate::model::{Checkpointing, FrozenVae, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
+use crate::model::{Checkpointing, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
 use crate::sys::with_torch_seed;
 
 /// What defines a latent-diffusion run (saved in every checkpoint).
@@ -98,34 +98,13 @@ impl Recipe for LdmRecipe {
     }
 }
 
-/// Where the training latents come from.
-pub enum LatentSource {
-    /// A precomputed cache (memory-mapped reads).
-    Cache(LatentCache),
-    /// Encoded on the fly by the frozen VAE from the dataset.
-    OnTheFly(Box<FrozenVae>),
-}
-
-impl LatentSource {
-    /// `(target, radar)` latents of frame `i` of `ds`, `(C, D, H, W)` float32.
-    fn read(&self, ds: &Dataset, i: usize) -> Result<(Tensor, Tensor), TrainError> {
-        match self {
-            LatentSource::Cache(c) => Ok(c.read(&ds.frames()[i].id)?),
-            LatentSource::OnTheFly(vae) => {
-                let enc =
-                    |m| -> Result<Tensor, TrainError> { Ok(vae.encode(&ds.read(i, m)?.to_tensor()).squeeze_dim(0)) };
-                Ok((enc(Modality::Target)?, enc(Modality::Radar)?))
-            }
-        }
-    }
-}
-
-/// Clean target latents and the radar of a batch: its latents, or its raw
-/// grids when a radar encoder makes the condition.
-pub struct LatentBatch {
-    y: Tensor,
-    cond: Tensor,
-    ids: Vec<String>,
+/// The denoiser of `recipe` (and its radar encoder, under `radar_encoder`)
+/// at `root`: the variables of an LDM checkpoint, of its EMA, and of a
+/// consistency model distilled from it.
+pub fn build_denoiser(root: &nn::Path, recipe: &LdmRecipe) -> Result<(Unet3d, Option<RadarEncoder>), TrainError> {
+    let unet = Unet3d::new(root, &recipe.unet)?;
+    let enc = recipe.radar_encoder.as_ref().map(|c| RadarEncoder::new(&(root / "radar_encoder"), c)).transpose()?;
+    Ok((unet, enc))
 }
 
 /// A batch on the device with its noise levels and noise.
@@ -142,8 +121,7 @@ pub struct LdmObjective {
     vs: nn::VarStore,
     unet: Unet3d,
     encoder: Option<RadarEncoder>,
-    dataset: Rc<Dataset>,
-    source: Rc<LatentSource>,
+    data: LatentData,
     vae_hash: String,
     device: Device,
     latent_grid: [i64; 3],
@@ -173,45 +151,18 @@ impl LdmObjective {
         }
         let device = super::runtime::parse_device(&runtime.device)?;
         let vs = nn::VarStore::new(device);
-        let (unet, encoder) = with_torch_seed(recipe.optim.seed, || -> Result<_, TrainError> {
-            let unet = Unet3d::new(&vs.root(), &recipe.unet)?;
-            let enc = recipe
-                .radar_encoder
-                .as_ref()
-                .map(|c| RadarEncoder::new(&(vs.root() / "radar_encoder"), c))
-                .transpose()?;
-            Ok((unet, enc))
-        })?;
+        let (unet, encoder) = with_torch_seed(recipe.optim.seed, || build_denoiser(&vs.root(), &recipe))?;
+        let data = LatentData::new(dataset, source, encoder.is_some());
         if recipe.normalize_latents && recipe.latent_norm.is_none() {
-            let (mut ys, mut cs) = (Vec::new(), Vec::new());
-            for i in 0..dataset.len() {
-                let (y, c) = source.read(&dataset, i)?;
-                ys.push(y);
-                cs.push(c);
-            }
-            let norm = LatentNorm {
-                target: ChannelNorm::measure(&ys, recipe.edm.sigma_data),
-                cond: ChannelNorm::measure(&cs, 1.0),
-            };
-            log::info!(
-                "latent statistics of {} frames: target std {:?}, condition std {:?} (normalised to {} and 1)",
-                dataset.len(),
-                norm.target.std,
-                norm.cond.std,
-                recipe.edm.sigma_data
-            );
-            recipe.latent_norm = Some(norm);
+            recipe.latent_norm = Some(data.measure_norm(recipe.edm.sigma_data)?);
         }
-        let (y, _) = source.read(&dataset, 0)?;
-        let s = y.size();
         Ok(LdmObjective {
-            latent_grid: [s[1], s[2], s[3]],
+            latent_grid: data.latent_grid()?,
             recipe,
             vs,
             unet,
             encoder,
-            dataset: Rc::new(dataset),
-            source: Rc::new(source),
+            data,
             vae_hash: vae_hash.into(),
             device,
         })
@@ -228,15 +179,8 @@ impl LdmObjective {
     }
 
     fn order(&self) -> Order {
-        Order {
-            frames: self.dataset.len(),
-            batch_size: self.recipe.optim.batch_size,
-            shuffle: self.recipe.optim.shuffle,
-            seed: self.recipe.optim.seed,
-            drop_last: false,
-            rank: 0,
-            world_size: 1,
-        }
+        let o = &self.recipe.optim;
+        self.data.order(o.batch_size, o.shuffle, o.seed)
     }
 }
 
@@ -255,40 +199,17 @@ impl Objective for LdmObjective {
         self.order().len()
     }
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<LatentBatch, TrainError>>> {
-        let (ds, source) = (self.dataset.clone(), self.source.clone());
-        let raw_radar = self.encoder.is_some();
-        Box::new(self.order().batches(epoch as u64).into_iter().skip(cursor).map(move |idx| {
-            let (mut ys, mut cs) = (Vec::new(), Vec::new());
-            for &i in &idx {
-                let (y, c) = source.read(&ds, i)?;
-                ys.push(y);
-                cs.push(if raw_radar { ds.read(i, Modality::Radar)?.to_tensor().squeeze_dim(0) } else { c });
-            }
-            let ids = idx.iter().map(|&i| ds.frames()[i].id.to_string()).collect();
-            Ok(LatentBatch { y: Tensor::stack(&ys, 0), cond: Tensor::stack(&cs, 0), ids })
-        }))
+        self.data.batches(self.order(), epoch, cursor)
     }
     fn batch_ids(&self, batch: &LatentBatch) -> Vec<String> {
         batch.ids.clone()
     }
 
     fn prepare(&self, batch: &LatentBatch, seed: u64) -> Result<Option<LdmStep>, TrainError> {
-        let (mut y, mut cond) =
-            (batch.y.to_device(self.device), batch.cond.to_device(self.device).to_kind(tch::Kind::Float));
-        let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
-        if !finite(&y) || !finite(&cond) {
+        let r = &self.recipe;
+        let Some((y, cond)) = self.data.tensors(batch, r.latent_norm.as_ref(), &r.radar_scale, self.device) else {
             return Ok(None);
-        }
-        if let Some(n) = &self.recipe.latent_norm {
-            y = n.target.apply(&y);
-            if self.encoder.is_none() {
-                cond = n.cond.apply(&cond);
-            }
-        }
-        if self.encoder.is_some() {
-            let s = Tensor::from_slice(&self.recipe.radar_scale).to_kind(tch::Kind::Float).to_device(self.device);
-            cond = cond * s.view([1, -1, 1, 1, 1]);
-        }
+        };
         let (sigma, noise) = self.recipe.edm.draw(&y, seed);
         Ok(Some(LdmStep { y, cond, sigma, noise }))
     }
@@ -363,13 +284,7 @@ impl Trainer<LdmObjective> {
         edit: impl FnOnce(&mut LdmRecipe),
     ) -> Result<Self, TrainError> {
         let ckpt = Checkpoint::read(path, LdmRecipe::KIND)?;
-        let theirs = ckpt.metadata.get("vae_hash").cloned().unwrap_or_default();
-        if theirs != vae_hash {
-            return Err(TrainError::Checkpoint {
-                path: path.into(),
-                reason: format!("trained on latents of VAE {theirs}, not of this VAE {vae_hash}"),
-            });
-        }
+        check_vae_hash(&ckpt, vae_hash)?;
         let mut recipe: LdmRecipe = ckpt.recipe()?;
         edit(&mut recipe);
         let objective = LdmObjective::new(dataset, source, vae_hash, recipe, &runtime)?;

@@ -1,11 +1,13 @@
-//! Layer 7, training: one engine ([`Trainer`]) runs the loop every trainer
+//! Layer 8, training: one engine ([`Trainer`]) runs the loop every trainer
 //! shares over an [`Objective`] (the VAE's in [`vae`], latent diffusion's in
-//! [`ldm`]); a run's [`recipe`] (what is trained) travels with every
+//! [`ldm`], consistency distillation's in [`cd`]); a run's [`recipe`] (what is trained) travels with every
 //! [`checkpoint`], its [`Runtime`] (how this process runs it) does not.
 //! Imports every layer below.
 
+pub mod cd;
 pub mod checkpoint;
 pub mod engine;
+pub mod latents;
 pub mod ldm;
 pub mod logs;
 pub mod objective;
@@ -18,9 +20,11 @@ pub mod vae;
 
 use std::path::PathBuf;
 
+pub use cd::{CdObjective, CdRecipe, CdTrainer, Teacher};
 pub use checkpoint::{load_sampler, load_vae, Checkpoint, LoadedSampler, TrainState};
 pub use engine::{EpochReport, Trainer};
-pub use ldm::{LatentSource, LdmObjective, LdmRecipe, LdmTrainer};
+pub use latents::LatentSource;
+pub use ldm::{LdmObjective, LdmRecipe, LdmTrainer};
 pub use objective::Objective;
 pub use precision::{Amp, AmpMode};
 pub use recipe::{OptimRecipe, Recipe};

@@ -5,8 +5,9 @@
 //! objective says what one micro-step computes and what validation reports.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use tch::nn;
+use tch::{nn, Tensor};
 
 use super::precision::Amp;
 use super::recipe::Recipe;
@@ -72,4 +73,16 @@ pub trait Objective {
     }
     /// Title of the loss plot.
     fn title(&self) -> String;
+    /// Runs after every optimizer step that was taken (the weights updated).
+    fn after_optimizer_step(&mut self) {}
+    /// State besides the trained variables that a checkpoint must hold for
+    /// an exact resume (saved under `aux.`).
+    fn aux_tensors(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Restores [`Objective::aux_tensors`] (their `aux.` prefix stripped)
+    /// from the checkpoint at `path`.
+    fn load_aux(&mut self, _tensors: &BTreeMap<String, Tensor>, _path: &Path) -> Result<(), TrainError> {
+        Ok(())
+    }
 }

@@ -1,0 +1,148 @@
+//! Distils a trained latent diffusion model (the teacher, its EMA weights)
+//! into a consistency model that densifies a frame in one to a few network
+//! calls (`sample --solver cd --steps K`). Student and target start from
+//! the teacher; the teacher must have been trained on this VAE's latents.
+//! `--resume` continues a run exactly (its recipe; `--epochs` may extend it).
+#![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::diffusion::{CdLoss, LatentCache, TeacherSolver};
+use radvox::train::recipe::read_file;
+use radvox::train::vae::layout_for;
+use radvox::train::{load_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
+
+mod common;
+use common::{apply, RuntimeArgs};
+
+/// Distil a latent diffusion model into a one/few-step consistency model.
+#[derive(Debug, Parser)]
+#[command(version, about, allow_negative_numbers = true)]
+struct Cli {
+    /// The VAE checkpoint whose latent space the models share.
+    #[arg(long)]
+    vae: PathBuf,
+    /// The teacher: a latent diffusion checkpoint (train_ldm) of this VAE.
+    #[arg(long)]
+    ldm: PathBuf,
+    /// NTU4DRadLM_Pre root.
+    #[arg(long)]
+    dataset_dir: PathBuf,
+    /// A latent cache written by precompute_latents (default: encode on the fly).
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Recipe file (TOML, or JSON by extension); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run of this checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Must match the VAE's layout when given.
+    #[arg(long, value_parser = common::zhw)]
+    resample: Option<[usize; 3]>,
+    /// Epochs.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: Option<u64>,
+    /// Learning rate.
+    #[arg(long, value_parser = common::positive)]
+    lr: Option<f64>,
+    /// Frames per micro-batch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
+    /// Micro-batches per optimizer step.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    grad_accum: Option<u64>,
+    /// Seed of order and noise.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Points N of the noise-level discretisation.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
+    n: Option<u64>,
+    /// The teacher's ODE step: heun or euler.
+    #[arg(long)]
+    teacher_solver: Option<String>,
+    /// Rate of the target network (EMA of the student; 0: the student).
+    #[arg(long)]
+    target_ema: Option<f64>,
+    /// The loss: pseudo_huber or l2.
+    #[arg(long)]
+    loss: Option<String>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(flag: &str, value: &Option<String>) -> Result<Option<T>, String> {
+    value
+        .as_ref()
+        .map(|v| serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|e| format!("--{flag} {v}: {e}")))
+        .transpose()
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let runtime = cli.runtime.runtime("runs/cd");
+    let device = parse_device(&runtime.device)?;
+    let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
+    let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let teacher = Teacher::load(&cli.ldm, &vae.hash, device)?;
+    let resume = cli.resume.as_deref();
+    if let (Some(path), Some(_)) = (resume, &cli.config) {
+        return Err(format!("--config with --resume: a resumed run keeps the recipe of {}", path.display()).into());
+    }
+    let solver: Option<TeacherSolver> = parse("teacher-solver", &cli.teacher_solver)?;
+    let loss: Option<CdLoss> = parse("loss", &cli.loss)?;
+    let edit = |recipe: &mut CdRecipe| -> Result<(), TrainError> {
+        let o = &mut recipe.optim;
+        apply(&mut o.lr, cli.lr, "lr", resume)?;
+        apply(&mut o.batch_size, cli.batch_size.map(|v| v as usize), "batch-size", resume)?;
+        apply(&mut o.grad_accum, cli.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
+        apply(&mut o.seed, cli.seed, "seed", resume)?;
+        if let Some(e) = cli.epochs {
+            o.epochs = e as usize;
+        }
+        let c = &mut recipe.consistency;
+        apply(&mut c.n, cli.n.map(|v| v as usize), "n", resume)?;
+        apply(&mut c.solver, solver, "teacher-solver", resume)?;
+        apply(&mut c.target_ema, cli.target_ema, "target-ema", resume)?;
+        apply(&mut c.loss, loss, "loss", resume)?;
+        Ok(())
+    };
+    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;
+    let hash = vae.hash.clone();
+    let source = match &cli.latents {
+        Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
+        None => LatentSource::OnTheFly(Box::new(vae)),
+    };
+    let out = runtime.out.clone();
+    let mut trainer = match resume {
+        Some(path) => {
+            let mut failed = Ok(());
+            let t = Trainer::resume_cd(path, ds, source, &hash, teacher, runtime, |r| failed = edit(r))?;
+            failed?;
+            t
+        }
+        None => {
+            let mut recipe = cli.config.as_deref().map(read_file::<CdRecipe>).transpose()?.unwrap_or_default();
+            edit(&mut recipe)?;
+            Trainer::new(CdObjective::new(ds, source, &hash, teacher, recipe, &runtime)?, runtime)?
+        }
+    };
+    println!("student parameters: {}", trainer.objective().parameter_count());
+    let reports = trainer.fit()?;
+    if let (Some(a), Some(b)) = (reports.first(), reports.last()) {
+        println!(
+            "consistency loss {:.4e} -> {:.4e} over {} epochs; last.safetensors, train_log.csv, loss.png in {}",
+            a.loss("loss").unwrap_or(f64::NAN),
+            b.loss("loss").unwrap_or(f64::NAN),
+            reports.len(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    common::main_with(run)
+}
