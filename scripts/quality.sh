@@ -3,7 +3,9 @@
 # scenes, train the VAE, cache its latents, train the latent diffusion model
 # in four variants (condition: the VAE's encoding of the radar or a jointly
 # trained radar encoder; latents as they are or normalised to sigma_data),
-# densify held-out scenes and score them beside the radar-only baseline.
+# distil one of them (CD_TEACHER, default plain) into a consistency model
+# sampled in 1, 2 and 4 calls, densify held-out scenes and score them
+# beside the radar-only baseline.
 #
 # Scenes: scene00-08 train; scene09 calibrates each model's threshold
 # (F1-best); scene10-11 are the test set, never seen before scoring.
@@ -57,12 +59,24 @@ for variant in plain normalized encoder encoder_normalized; do
   mkdir -p "$Q/$variant"
   STORE="$Q/ldm_$variant/last.safetensors" evaluate_run "$variant" --ldm "$Q/ldm_$variant/last.safetensors" --steps 18 --solver heun
 done
+# consistency distillation of one LDM variant, sampled in 1, 2 and 4 calls
+T=${CD_TEACHER:-plain}
+if [ ! -f "$Q/cd/.done" ]; then
+  log "train CD from ldm_$T"
+  $B/train_cd --vae "$VAE" --ldm "$Q/ldm_$T/last.safetensors" --dataset-dir "$D" --latents "$Q/latents" \
+    --config recipes/quality_cd.toml --out "$Q/cd" --overwrite --no-progress 2> "$Q/cd.log"
+  touch "$Q/cd/.done"
+fi
+for k in 1 2 4; do
+  mkdir -p "$Q/cd$k"
+  STORE="" evaluate_run "cd$k" --ldm "$Q/cd/last.safetensors" --solver cd --steps $k
+done
 log "table"
 {
   echo "| model | threshold | IoU | F1 | Chamfer (m) | F@0.5 m |"
   echo "|---|---|---|---|---|---|"
   radar=""
-  for name in vae_recon plain normalized encoder encoder_normalized; do
+  for name in vae_recon plain normalized encoder encoder_normalized cd1 cd2 cd4; do
     f="$Q/$name/evaluate.txt"
     th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$Q/$name/calibrate.txt")
     read -r _ iou f1 ch f05 < <(grep '^prediction' "$f")
