@@ -1,4 +1,4 @@
-//! Layer 5, memory: the planner ([`plan()`], [`fit()`]) that predicts a run's
+//! Layer 6, memory: the planner ([`plan()`], [`fit()`]) that predicts a run's
 //! bytes from the model's own layers before it starts, what to change when it
 //! does not fit or runs out of memory, and measurement (resident set sizes,
 //! a peak sampler, counted libtorch tensor bytes) to check it. Imports

@@ -5,7 +5,8 @@
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::Vae3d;
+use super::tiles::Tiling;
+use super::{ModelError, Vae3d};
 
 /// A frozen VAE and its input scaling.
 pub struct FrozenVae {
@@ -18,6 +19,9 @@ pub struct FrozenVae {
     /// Identity of the weights (see [`crate::io::safetensors::weights_hash`]):
     /// latent caches and diffusion runs are tied to it.
     pub hash: String,
+    /// Whole frames are encoded and decoded in these tiles (see
+    /// [`super::tiles`]); `None`: in one piece.
+    pub tiling: Option<Tiling>,
 }
 
 impl std::fmt::Debug for FrozenVae {
@@ -36,16 +40,40 @@ impl FrozenVae {
         Tensor::from_slice(&self.channel_scale).to_kind(Kind::Float).to_device(device).reshape([1, -1, 1, 1, 1])
     }
 
+    /// Encodes and decodes in `tiling`'s tiles from now on (`None`: whole).
+    pub fn with_tiling(mut self, tiling: Option<Tiling>) -> Result<FrozenVae, ModelError> {
+        if let Some(t) = &tiling {
+            t.validate(self.vae.config().downsampling())?;
+        }
+        self.tiling = tiling;
+        Ok(self)
+    }
+
     /// Deterministic latent `quant_conv(mean)` of a raw f16/f32 grid batch.
     pub fn encode(&self, grid: &Tensor) -> Tensor {
         let dev = self.device();
         let x = grid.to_device(dev).to_kind(Kind::Float) * self.scale(dev);
-        tch::no_grad(|| self.vae.encode(&x, None, false))
+        let encode = |x: &Tensor| self.vae.encode(x, None, false);
+        tch::no_grad(|| match &self.tiling {
+            Some(t) => t.map(&x, [1; 3], self.vae.config().downsampling(), &encode),
+            None => encode(&x),
+        })
     }
 
     /// Decodes latents back to grids in the dataset's raw units.
     pub fn decode(&self, z: &Tensor) -> Tensor {
         let dev = self.device();
-        tch::no_grad(|| self.vae.decode(&z.to_device(dev).to_kind(Kind::Float), false)) / self.scale(dev)
+        let z = z.to_device(dev).to_kind(Kind::Float);
+        let decode = |z: &Tensor| self.vae.decode(z, false);
+        let f = self.vae.config().downsampling();
+        let grid = tch::no_grad(|| match &self.tiling {
+            Some(t) => {
+                let latent =
+                    Tiling { tile: [0, 1, 2].map(|a| t.tile[a] / f[a]), halo: [0, 1, 2].map(|a| t.halo[a] / f[a]) };
+                latent.map(&z, f, [1; 3], &decode)
+            }
+            None => decode(&z),
+        });
+        grid / self.scale(dev)
     }
 }

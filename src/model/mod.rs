@@ -1,13 +1,15 @@
-//! Layer 3, the models on libtorch: shared 3D blocks, the VAE, the latent
-//! UNet, reconstruction losses, gradient checkpointing, and [`trace`]: each
-//! block records its own forward pass op by op for the memory planner.
-//! Imports [`crate::sys`] only.
+//! Layer 4, the models on libtorch: shared 3D blocks, the VAE, the latent
+//! UNet, the radar encoder, reconstruction losses, gradient checkpointing,
+//! whole frames in [`tiles`], and [`trace`]: each block records its own
+//! forward pass op by op for the memory planner. Imports [`crate::sys`] and
+//! [`crate::io`].
 
 pub mod blocks;
 pub mod checkpoint;
 pub mod cond;
 pub mod frozen;
 pub mod loss;
+pub mod tiles;
 pub mod trace;
 pub mod unet;
 pub mod vae;
@@ -15,6 +17,7 @@ pub mod vae;
 pub use checkpoint::Checkpointing;
 pub use cond::{RadarEncoder, RadarEncoderConfig};
 pub use frozen::FrozenVae;
+pub use tiles::Tiling;
 pub use unet::{Unet3d, UnetConfig};
 pub use vae::{Vae3d, VaeConfig};
 

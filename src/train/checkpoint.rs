@@ -213,7 +213,8 @@ pub fn load_vae(path: &Path, expect: Option<&VaeConfig>, device: Device) -> Resu
     let model = ckpt.model_tensors();
     safetensors::load_into(&vs, "", &model, path)?;
     vs.freeze();
-    let frozen = FrozenVae { vs, vae, channel_scale: recipe.channel_scale.clone(), hash: weights_hash(&model) };
+    let frozen =
+        FrozenVae { vs, vae, channel_scale: recipe.channel_scale.clone(), hash: weights_hash(&model), tiling: None };
     Ok((frozen, recipe))
 }
 
