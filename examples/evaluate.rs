@@ -40,7 +40,7 @@ enum Score {
 
 /// Evaluate saved predictions against targets and the radar baseline.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint (its layout defines the grid).
     #[arg(long)]
@@ -179,14 +179,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let overall = summarize(&records).pop().expect("an overall row");
     let (p, r) = (&overall.prediction, &overall.radar);
     let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    println!("{:<10} {:>8} {:>8} {:>10} {:>8}", "", "IoU", "F1", "Chamfer_m", "F@0.5m");
+    let tau = cli.taus.first().copied().unwrap_or(0.5);
+    println!("{:<10} {:>8} {:>8} {:>10} {:>8}", "", "IoU", "F1", "Chamfer_m", format!("F@{tau}m"));
     for (name, m) in [("prediction", p), ("radar", r)] {
         println!(
             "{name:<10} {:>8} {:>8} {:>10} {:>8}",
             show(m.voxel.iou.mean),
             show(m.voxel.f1.mean),
             show(m.chamfer.mean),
-            show(m.at(0.5).and_then(|f| f.fscore.mean))
+            show(m.at(tau).and_then(|f| f.fscore.mean))
         );
     }
     println!("{} frames; {} and {} in {}", records.len(), paths.csv.display(), paths.markdown.display(), out.display());

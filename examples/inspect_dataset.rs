@@ -12,7 +12,7 @@ mod common;
 
 /// Print per-frame sums and occupancy of an NTU4DRadLM_Pre tree.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// NTU4DRadLM_Pre root.
     root: PathBuf,

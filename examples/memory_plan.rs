@@ -14,7 +14,7 @@ mod common;
 
 /// Print the seed's memory table for a budget: predicted peaks, what fits, what would.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// Memory budget in GiB.
     #[arg(long, default_value_t = 24.0, value_parser = common::positive)]

@@ -15,7 +15,7 @@ mod common;
 
 /// Encode every frame's target and radar grids with a frozen VAE.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint.
     #[arg(long)]

@@ -28,9 +28,9 @@ mod common;
 /// Scores below this are not written (a threshold below it cannot be chosen later).
 const SCORE_FLOOR: f64 = 0.01;
 
-/// Densify radar frames with a trained VAE + latent diffusion model.
+/// Densify radar frames with a trained VAE + latent diffusion or consistency model.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint.
     #[arg(long)]

@@ -16,7 +16,7 @@ mod common;
 
 /// Simulate radar/LiDAR scenes into an NTU4DRadLM_Pre root.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// Output folder: raw clouds in raw/, the dataset root in ntu/.
     #[arg(long, default_value = "runs/sim")]

@@ -15,11 +15,11 @@ use radvox::train::vae::layout_for;
 use radvox::train::{load_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
 
 mod common;
-use common::{apply, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs};
 
 /// Distil a latent diffusion model into a one/few-step consistency model.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint whose latent space the models share.
     #[arg(long)]
@@ -42,21 +42,8 @@ struct Cli {
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
-    /// Epochs.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    epochs: Option<u64>,
-    /// Learning rate.
-    #[arg(long, value_parser = common::positive)]
-    lr: Option<f64>,
-    /// Frames per micro-batch.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_size: Option<u64>,
-    /// Micro-batches per optimizer step.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    grad_accum: Option<u64>,
-    /// Seed of order and noise.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    optim: OptimArgs,
     /// Points N of the noise-level discretisation.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
     n: Option<u64>,
@@ -94,14 +81,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let solver: Option<TeacherSolver> = parse("teacher-solver", &cli.teacher_solver)?;
     let loss: Option<CdLoss> = parse("loss", &cli.loss)?;
     let edit = |recipe: &mut CdRecipe| -> Result<(), TrainError> {
-        let o = &mut recipe.optim;
-        apply(&mut o.lr, cli.lr, "lr", resume)?;
-        apply(&mut o.batch_size, cli.batch_size.map(|v| v as usize), "batch-size", resume)?;
-        apply(&mut o.grad_accum, cli.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
-        apply(&mut o.seed, cli.seed, "seed", resume)?;
-        if let Some(e) = cli.epochs {
-            o.epochs = e as usize;
-        }
+        cli.optim.apply_to(&mut recipe.optim, resume)?;
         let c = &mut recipe.consistency;
         apply(&mut c.n, cli.n.map(|v| v as usize), "n", resume)?;
         apply(&mut c.solver, solver, "teacher-solver", resume)?;

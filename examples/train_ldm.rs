@@ -16,11 +16,11 @@ use radvox::train::vae::layout_for;
 use radvox::train::{load_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
 
 mod common;
-use common::{apply, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs};
 
 /// Train the latent diffusion model on a frozen VAE's latents.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// The VAE checkpoint whose latent space the model learns.
     #[arg(long)]
@@ -40,21 +40,8 @@ struct Cli {
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
-    /// Epochs (the cosine schedule spans them).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    epochs: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long, value_parser = common::positive)]
-    lr: Option<f64>,
-    /// Frames per micro-batch.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_size: Option<u64>,
-    /// Micro-batches per optimizer step.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    grad_accum: Option<u64>,
-    /// Seed of order, noise and initialisation.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    optim: OptimArgs,
     /// Normalise latents to the EDM's sigma_data (statistics of the training latents).
     #[arg(long)]
     normalize_latents: bool,
@@ -79,14 +66,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(c) => c.recipe::<LdmRecipe>()?,
         None => cli.config.as_deref().map(read_file::<LdmRecipe>).transpose()?.unwrap_or_default(),
     };
-    let o = &mut recipe.optim;
-    apply(&mut o.lr, cli.lr, "lr", resume)?;
-    apply(&mut o.batch_size, cli.batch_size.map(|v| v as usize), "batch-size", resume)?;
-    apply(&mut o.grad_accum, cli.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
-    apply(&mut o.seed, cli.seed, "seed", resume)?;
-    if let Some(e) = cli.epochs {
-        recipe.optim.epochs = e as usize;
-    }
+    cli.optim.apply_to(&mut recipe.optim, resume)?;
     apply(&mut recipe.normalize_latents, cli.normalize_latents.then_some(true), "normalize-latents", resume)?;
     let encoder = cli.radar_encoder.then(radvox::model::RadarEncoderConfig::default);
     apply(&mut recipe.radar_encoder, encoder.map(Some), "radar-encoder", resume)?;

@@ -23,11 +23,11 @@ use radvox::train::vae::layout_for;
 use radvox::train::{Recipe, Trainer, VaeObjective, VaeRecipe};
 
 mod common;
-use common::{apply, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs};
 
 /// Train the 3D VAE on NTU4DRadLM_Pre target grids.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// NTU4DRadLM_Pre root (default: the bundled fixtures).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ntu_mini"))]
@@ -44,21 +44,8 @@ struct Cli {
     /// VAE preset: ultra_lightweight, seed_baseline, lightweight, standard.
     #[arg(long)]
     vae_type: Option<String>,
-    /// Epochs (the cosine schedule spans them).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    epochs: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long, value_parser = common::positive)]
-    lr: Option<f64>,
-    /// Frames per micro-batch.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_size: Option<u64>,
-    /// Micro-batches per optimizer step.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    grad_accum: Option<u64>,
-    /// Seed of order, noise and initialisation.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    optim: OptimArgs,
     /// Weight of the occupancy-aware MSE.
     #[arg(long)]
     loss_occupancy: Option<f64>,
@@ -88,20 +75,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let layout = layout_for(recipe.layout, asked, resume.unwrap_or(std::path::Path::new("the recipe")))?;
     recipe.layout = Some(layout);
     apply(&mut recipe.vae, cli.vae_type.as_deref().map(VaeConfig::named).transpose()?, "vae-type", resume)?;
-    let o = &mut recipe.optim;
-    apply(&mut o.lr, cli.lr, "lr", resume)?;
-    apply(&mut o.batch_size, cli.batch_size.map(|v| v as usize), "batch-size", resume)?;
-    apply(&mut o.grad_accum, cli.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
-    apply(&mut o.seed, cli.seed, "seed", resume)?;
+    cli.optim.apply_to(&mut recipe.optim, resume)?;
     apply(&mut recipe.loss.occupancy_mse, cli.loss_occupancy, "loss-occupancy", resume)?;
     apply(&mut recipe.loss.edge, cli.loss_edge, "loss-edge", resume)?;
     apply(&mut recipe.loss.perceptual, cli.loss_perceptual, "loss-perceptual", resume)?;
-    if let Some(e) = cli.epochs {
-        if resume.is_some() && e as usize != recipe.optim.epochs {
-            log::info!("--epochs {e}: the run continues to {e} epochs (recorded {})", recipe.optim.epochs);
-        }
-        recipe.optim.epochs = e as usize;
-    }
     recipe.validate()?;
     let ds_cfg = DatasetConfig { layout, ..Default::default() };
     let train = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;

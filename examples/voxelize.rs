@@ -20,7 +20,7 @@ mod common;
 
 /// Voxelize radar/LiDAR point clouds into an NTU4DRadLM_Pre scene.
 #[derive(Debug, Parser)]
-#[command(version, about, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true)]
 struct Cli {
     /// Radar frames: `(N, 5)` float32 x, y, z, intensity, doppler.
     #[arg(long)]

@@ -36,10 +36,10 @@ evaluate_run() { # name, extra sample flags...
   local name=$1; shift
   log "sample + evaluate $name"
   $B/sample --vae "$VAE" --dataset-dir "$D" --scenes $CAL --out "$Q/$name/cal" "$@" > /dev/null
-  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes $CAL --predictions "$Q/$name/cal" --calibrate ${STORE:+--store-in "$STORE"} > "$Q/$name/calibrate.txt"
+  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes $CAL --predictions "$Q/$name/cal" --taus 2,4 --calibrate ${STORE:+--store-in "$STORE"} > "$Q/$name/calibrate.txt"
   local th; th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$Q/$name/calibrate.txt")
   $B/sample --vae "$VAE" --dataset-dir "$D" --scenes $TEST --out "$Q/$name/test" --threshold "$th" "$@" > /dev/null
-  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes $TEST --predictions "$Q/$name/test" --threshold "$th" > "$Q/$name/evaluate.txt"
+  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes $TEST --predictions "$Q/$name/test" --taus 2,4 --threshold "$th" > "$Q/$name/evaluate.txt"
 }
 mkdir -p "$Q/vae_recon"
 STORE="" evaluate_run vae_recon --reconstruct
@@ -73,7 +73,7 @@ for k in 1 2 4; do
 done
 log "table"
 {
-  echo "| model | threshold | IoU | F1 | Chamfer (m) | F@0.5 m |"
+  echo "| model | threshold | IoU | F1 | Chamfer (m) | F@2 m |"
   echo "|---|---|---|---|---|---|"
   radar=""
   for name in vae_recon plain normalized encoder encoder_normalized cd1 cd2 cd4; do

@@ -344,11 +344,23 @@ fn stale_temp_files_of_killed_writers_are_removed_at_start() {
 // 12. --help was missing.
 #[test]
 fn every_example_has_help() {
-    for exe in ["train_vae", "train_ldm", "precompute_latents", "sample", "inspect_dataset", "memory_plan"] {
+    for exe in [
+        "train_vae",
+        "train_ldm",
+        "train_cd",
+        "precompute_latents",
+        "sample",
+        "evaluate",
+        "simulate",
+        "voxelize",
+        "inspect_dataset",
+        "memory_plan",
+    ] {
         let o = Command::new(example(exe)).arg("--help").output().unwrap();
         assert!(o.status.success(), "{exe}");
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.contains("Usage:") && text.contains("--"), "{exe}: {text}");
+        assert!(!text.starts_with(env!("CARGO_PKG_DESCRIPTION")), "{exe} says what it does, not what the crate is");
     }
 }
 

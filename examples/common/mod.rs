@@ -48,6 +48,47 @@ pub fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The optimiser flags every trainer takes; each overrides its recipe's value.
+#[derive(Debug, Args)]
+pub struct OptimArgs {
+    /// Epochs (the learning-rate schedule spans them; with --resume, extends the run).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub epochs: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long, value_parser = positive)]
+    pub lr: Option<f64>,
+    /// Frames per micro-batch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// Micro-batches per optimizer step.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub grad_accum: Option<u64>,
+    /// Seed of data order, noise and initialisation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl OptimArgs {
+    /// Applies the flags given to `o` (see [`apply`]); `--epochs` may extend a resumed run.
+    pub fn apply_to(
+        &self,
+        o: &mut radvox::train::OptimRecipe,
+        resume: Option<&std::path::Path>,
+    ) -> Result<(), radvox::train::TrainError> {
+        apply(&mut o.lr, self.lr, "lr", resume)?;
+        apply(&mut o.batch_size, self.batch_size.map(|v| v as usize), "batch-size", resume)?;
+        apply(&mut o.grad_accum, self.grad_accum.map(|v| v as usize), "grad-accum", resume)?;
+        apply(&mut o.seed, self.seed, "seed", resume)?;
+        if let Some(e) = self.epochs {
+            if resume.is_some() && e as usize != o.epochs {
+                log::info!("--epochs {e}: the run continues to {e} epochs (recorded {})", o.epochs);
+            }
+            o.epochs = e as usize;
+        }
+        Ok(())
+    }
+}
+
 /// How this process runs (see `radvox::train::Runtime`).
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {

@@ -138,16 +138,7 @@ impl EdmConfig {
     ) -> f64 {
         let mut rec = Recorder::default();
         let l = self.loss(unet, y, cond, draws, checkpointed.then_some(&mut rec));
-        let v = l.double_value(&[]);
-        if v.is_finite() {
-            let scaled = &l * scale;
-            if checkpointed {
-                rec.backward(&scaled);
-            } else {
-                scaled.backward();
-            }
-        }
-        v
+        rec.backward_finite(&l, scale)
     }
 }
 

@@ -154,6 +154,22 @@ impl<'a> Recorder<'a> {
         leaf
     }
 
+    /// Back-propagates `scale * loss` when `loss` is finite (through the
+    /// recorded checkpoints, or plainly when none were recorded) and
+    /// returns the loss; a non-finite loss changes no gradient.
+    pub fn backward_finite(self, loss: &Tensor, scale: f64) -> f64 {
+        let v = loss.double_value(&[]);
+        if v.is_finite() {
+            let scaled = loss * scale;
+            if self.records.is_empty() {
+                scaled.backward();
+            } else {
+                self.backward(&scaled);
+            }
+        }
+        v
+    }
+
     /// Back-propagates `loss`, then replays every checkpointed call.
     pub fn backward(self, loss: &Tensor) {
         crate::sys::shim::backward_keep_graph(loss).expect("backward of a checkpointed graph");

@@ -310,16 +310,7 @@ impl Objective for CdObjective {
         let ck = checkpointing != Checkpointing::Off;
         let c = self.consistency();
         let loss = c.loss(&self.recipe.consistency, &self.unet, &pair, &cond, ck.then_some(&mut rec));
-        let v = loss.double_value(&[]);
-        if v.is_finite() {
-            let scaled = &loss * scale;
-            if ck {
-                rec.backward(&scaled);
-            } else {
-                scaled.backward();
-            }
-        }
-        vec![v]
+        vec![rec.backward_finite(&loss, scale)]
     }
 
     fn loss_columns(&self) -> Vec<Column> {
