@@ -381,7 +381,10 @@ fn errors_name_the_flag_or_the_file() {
         .output()
         .unwrap();
     let err = stderr(&o);
-    assert!(err.contains("a vae checkpoint, expected a ldm checkpoint") && err.contains("last.safetensors"), "{err}");
+    assert!(
+        err.contains("a vae checkpoint, expected a ldm or cd checkpoint") && err.contains("last.safetensors"),
+        "{err}"
+    );
 }
 
 // 14. A blocking read hung training forever.
