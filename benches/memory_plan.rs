@@ -9,7 +9,8 @@
 //! CUDA: the caching allocator's peak allocated bytes. The prediction is
 //! `Plan::device_tensors()` (the runtime reserve is not a tensor).
 //!
-//! `cargo bench --bench memory_plan` runs the CPU set at (32, 128, 128);
+//! `cargo bench --bench memory_plan` runs the CPU set at (32, 128, 128) and
+//! native-resolution crops of full frames (`crop` in the label);
 //! `RADVOX_MEMORY_FULL=1` adds two runs at the full grid (minutes each);
 //! `RADVOX_MEMORY_DEVICE=cuda` runs the set on the GPU (AMP on and off);
 //! `RADVOX_MEMORY_ONLY=text` keeps the configurations whose label contains it;
@@ -36,13 +37,17 @@ struct Config {
     batch: usize,
     amp: bool,
     checkpointing: Checkpointing,
+    /// Trained on `grid`-sized crops of full native frames (else the frames
+    /// are laid out to `grid`).
+    crop: bool,
 }
 
 impl Config {
     fn label(&self) -> String {
         format!(
-            "{} {}x{}x{} b{} {} ck {}",
+            "{}{} {}x{}x{} b{} {} ck {}",
             self.preset,
+            if self.crop { " crop" } else { "" },
             self.grid[0],
             self.grid[1],
             self.grid[2],
@@ -54,8 +59,8 @@ impl Config {
 
     fn encode(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{}",
-            self.preset, self.grid[0], self.grid[1], self.grid[2], self.batch, self.amp, self.checkpointing
+            "{},{},{},{},{},{},{},{}",
+            self.preset, self.grid[0], self.grid[1], self.grid[2], self.batch, self.amp, self.checkpointing, self.crop
         )
     }
 
@@ -71,6 +76,7 @@ impl Config {
             batch: f[4].parse().unwrap(),
             amp: f[5].parse().unwrap(),
             checkpointing: f[6].parse().unwrap(),
+            crop: f[7].parse().unwrap(),
         }
     }
 
@@ -117,7 +123,8 @@ const FULL: [i64; 3] = [96, 608, 224];
 fn configs(full: bool) -> Vec<Config> {
     use Checkpointing::{Off, PerBlock, Segments};
     let small = [32, 128, 128];
-    let c = |preset, grid, batch, amp, checkpointing| Config { preset, grid, batch, amp, checkpointing };
+    let c = |preset, grid, batch, amp, checkpointing| Config { preset, grid, batch, amp, checkpointing, crop: false };
+    let crop = |preset, grid, checkpointing| Config { crop: true, ..c(preset, grid, 1, false, checkpointing) };
     let mut v = vec![
         c("ultra_lightweight", small, 1, false, Off),
         c("ultra_lightweight", small, 1, false, PerBlock),
@@ -128,6 +135,10 @@ fn configs(full: bool) -> Vec<Config> {
         c("seed_baseline", small, 1, false, Off),
         c("seed_baseline", small, 1, true, PerBlock),
         c("lightweight", small, 2, true, PerBlock),
+        // native-resolution crops of full frames (f32: bf16 is emulated on many CPUs)
+        crop("seed_baseline", [32, 128, 128], Off),
+        crop("standard", [32, 64, 64], Off),
+        crop("standard", [32, 64, 64], PerBlock),
     ];
     if full {
         v.push(c("ultra_lightweight", FULL, 1, true, PerBlock));
@@ -136,12 +147,15 @@ fn configs(full: bool) -> Vec<Config> {
     v
 }
 
-fn dataset(grid: [i64; 3], frames: usize) -> Dataset {
+fn dataset(cfg: &Config, frames: usize) -> Dataset {
     let root = common::dataset(false, frames);
-    let layout = if grid == FULL {
+    let zhw = cfg.grid.map(|d| d as usize);
+    let layout = if cfg.grid == FULL {
         Layout::default()
+    } else if cfg.crop {
+        Layout::Crop { zhw, focus: 50 }
     } else {
-        Layout::Resample { zhw: [grid[0] as usize, grid[1] as usize, grid[2] as usize] }
+        Layout::Resample { zhw }
     };
     Dataset::open(&root, Split::Train, &DatasetConfig { layout, ..Default::default() }).unwrap()
 }
@@ -153,7 +167,7 @@ fn child(cfg: &Config, device: &str) {
         assert!(radvox::sys::shim::count_host_tensors());
     }
     let _warm = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)) + 1.0;
-    let ds = dataset(cfg.grid, 2 * cfg.batch);
+    let ds = dataset(cfg, 2 * cfg.batch);
     let out = tempfile::tempdir().unwrap();
     // Reset the peak RSS to "libtorch loaded, dataset headers read".
     std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");

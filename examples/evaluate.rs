@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use radvox::data::frame::read_sparse;
-use radvox::data::{Dataset, DatasetConfig, Layout, Modality, Split};
+use radvox::data::{Dataset, DatasetConfig, Modality, Split};
 use radvox::eval::frames::{geometry, layout_dims, occupied, prediction};
 use radvox::eval::projection::{save_projection, Layer, ProjectionConfig};
 use radvox::eval::threshold::{Averaging, Objective};
@@ -28,7 +28,7 @@ use radvox::eval::{
 };
 use radvox::train::checkpoint::{set_metadata, THRESHOLD_KEY};
 use radvox::train::load_vae;
-use radvox::train::vae::layout_for;
+use radvox::train::vae::frame_layout;
 
 mod common;
 
@@ -75,7 +75,8 @@ struct Cli {
     /// Keep the K best voxels of a frame that would otherwise be empty.
     #[arg(long)]
     top_k: Option<usize>,
-    /// Distance tolerances (metres) of the point metrics.
+    /// Distance tolerances (metres) of the point metrics; frames are flagged
+    /// against the radar at the first.
     #[arg(long, value_delimiter = ',', default_value = "0.5,1.0")]
     taus: Vec<f64>,
     /// Projection pictures of this many worst and best frames (by F1 against the radar's).
@@ -92,7 +93,7 @@ struct Cli {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let (_, recipe) = load_vae(&cli.vae, None, tch::Device::Cpu)?;
-    let layout = layout_for(recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let layout = frame_layout(recipe.layout, cli.resample, &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
     let ds = Dataset::open(
         &cli.dataset_dir,
@@ -153,7 +154,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(scene, stem, p, r, t)| FrameInput { frame: stem, scene, prediction: p, radar: r, target: t })
         .collect();
     let records = evaluate_frames(&geom, &inputs, &config)?;
-    let report = ReportConfig::default();
+    let tau = cli.taus.first().copied().unwrap_or(0.5);
+    // frames are flagged against the radar's F-score at the first tolerance asked for
+    let report = ReportConfig { worse_than_radar_tau_m: tau, ..ReportConfig::default() };
     let paths = write_report(&out, &records, &report)?;
     // Pictures: the frames where the prediction does worst and best against the radar's F1.
     let margin = |k: usize| {
@@ -179,7 +182,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let overall = summarize(&records).pop().expect("an overall row");
     let (p, r) = (&overall.prediction, &overall.radar);
     let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    let tau = cli.taus.first().copied().unwrap_or(0.5);
     println!("{:<10} {:>8} {:>8} {:>10} {:>8}", "", "IoU", "F1", "Chamfer_m", format!("F@{tau}m"));
     for (name, m) in [("prediction", p), ("radar", r)] {
         println!(

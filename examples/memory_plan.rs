@@ -1,13 +1,15 @@
 //! Prints the seed's memory table for a device budget: each configuration
 //! the seed tried, with and without checkpointing, its predicted peak, whether
 //! it fits, the measured peak where `benches/memory_plan.rs` measured it, the
-//! change that would make it fit, and the largest VAE that fits.
+//! change that would make it fit, the largest native-resolution crop the
+//! `standard` and `seed_baseline` presets train on, and the largest VAE that
+//! fits.
 //!
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::memory::{fit, gib, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS};
+use radvox::memory::{fit, gib, largest_crop, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS};
 use radvox::model::{Checkpointing, UnetConfig, VaeConfig};
 
 mod common;
@@ -123,6 +125,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 if p.fits(budget) { "yes" } else { "no" },
                 p.peak_at
             );
+        }
+    }
+    // native-resolution crop training: the largest crop each preset trains on
+    for name in ["standard", "seed_baseline"] {
+        let mp = planner.model(&ModelConfig::Vae(VaeConfig::named(name)?))?;
+        for (precision, checkpointing) in
+            [(Precision::Amp, Checkpointing::PerBlock), (Precision::F32, Checkpointing::Off)]
+        {
+            match largest_crop(budget, &mp, grid, precision, checkpointing) {
+                Some(p) => println!(
+                    "| {name} --crop {} | 1 | {precision} | {checkpointing} | {} | yes | - | {} |",
+                    p.run.grid.map(|d| d.to_string()).join(","),
+                    gib(p.total()),
+                    p.peak_at
+                ),
+                None => println!("| {name} crops | 1 | {precision} | {checkpointing} | - | no crop fits | - | - |"),
+            }
         }
     }
     println!("\npredicted = tensors at the step's peak + runtime reserve; measured = the bench's peak (tensors only) and the prediction's error against it.");

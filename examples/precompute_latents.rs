@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::diffusion::latents::precompute;
-use radvox::train::vae::layout_for;
+use radvox::train::vae::frame_layout;
 use radvox::train::{load_vae, parse_device};
 
 mod common;
@@ -32,6 +32,8 @@ struct Cli {
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
+    #[command(flatten)]
+    tiles: common::TileArgs,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -43,7 +45,8 @@ struct Cli {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let (vae, recipe) = load_vae(&cli.vae, None, parse_device(&cli.device)?)?;
-    let layout = layout_for(recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let vae = vae.with_tiling(cli.tiles.tiling())?;
+    let layout = frame_layout(recipe.layout, cli.resample, &cli.vae)?;
     let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
     let s = ds.output_shape(0);
     recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;

@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Layout, Modality, Split};
+use radvox::data::{Dataset, DatasetConfig, Modality, Split};
 use radvox::diffusion::{Consistency, Solver};
 use radvox::eval::export::{above, bev_panels, write_ply, write_prediction_npz};
 use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_frame};
 use radvox::eval::{
     evaluate_frame, write_report, EvalConfig, FrameInput, ReportConfig, SelectionConfig, ThresholdMode,
 };
-use radvox::train::vae::layout_for;
+use radvox::train::vae::frame_layout;
 use radvox::train::{load_sampler, load_vae, parse_device};
 
 mod common;
@@ -74,6 +74,8 @@ struct Cli {
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
+    #[command(flatten)]
+    tiles: common::TileArgs,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -94,6 +96,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
+    let vae = vae.with_tiling(cli.tiles.tiling())?;
     let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, &vae.hash, device)).transpose()?;
     if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
         match (l.consistency, cli.solver) {
@@ -123,7 +126,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => Vec::new(),
     };
     let threshold = cli.threshold.or(loaded.as_ref().and_then(|l| l.threshold)).unwrap_or(0.5);
-    let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
     let ds = Dataset::open(
         &cli.dataset_dir,

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::diffusion::{CdLoss, LatentCache, TeacherSolver};
 use radvox::train::recipe::read_file;
-use radvox::train::vae::layout_for;
+use radvox::train::vae::frame_layout;
 use radvox::train::{load_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
 
 mod common;
@@ -72,7 +72,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = cli.runtime.runtime("runs/cd");
     let device = parse_device(&runtime.device)?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
-    let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
     let teacher = Teacher::load(&cli.ldm, &vae.hash, device)?;
     let resume = cli.resume.as_deref();
     if let (Some(path), Some(_)) = (resume, &cli.config) {

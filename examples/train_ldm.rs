@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::diffusion::LatentCache;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::recipe::read_file;
-use radvox::train::vae::layout_for;
+use radvox::train::vae::frame_layout;
 use radvox::train::{load_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
 
 mod common;
@@ -56,7 +56,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let runtime = cli.runtime.runtime("runs/ldm");
     let (vae, vae_recipe) = load_vae(&cli.vae, None, parse_device(&runtime.device)?)?;
-    let layout = layout_for(vae_recipe.layout, cli.resample.map(|zhw| Layout::Resample { zhw }), &cli.vae)?;
+    let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
     let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, LdmRecipe::KIND)).transpose()?;
     let resume = cli.resume.as_deref();
     if let (Some(path), Some(_)) = (resume, &cli.config) {

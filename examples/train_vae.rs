@@ -39,8 +39,16 @@ struct Cli {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Resample every frame to Z,H,W (default: pad each dim to a multiple of 32).
-    #[arg(long, value_parser = common::zhw)]
+    #[arg(long, value_parser = common::zhw, conflicts_with = "crop")]
     resample: Option<[usize; 3]>,
+    /// Train on random Z,H,W crops at native resolution (validation: fixed
+    /// crops); the model is then applied to whole frames (see --tile of
+    /// precompute_latents and sample).
+    #[arg(long, value_parser = common::zhw)]
+    crop: Option<[usize; 3]>,
+    /// Percentage of crops centred on an occupied voxel (the rest uniform).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100), requires = "crop")]
+    crop_focus: u8,
     /// VAE preset: ultra_lightweight, seed_baseline, lightweight, standard.
     #[arg(long)]
     vae_type: Option<String>,
@@ -62,7 +70,10 @@ struct Cli {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let runtime = cli.runtime.runtime("runs/vae");
-    let asked = cli.resample.map(|zhw| Layout::Resample { zhw });
+    let asked = cli
+        .resample
+        .map(|zhw| Layout::Resample { zhw })
+        .or(cli.crop.map(|zhw| Layout::Crop { zhw, focus: cli.crop_focus }));
     let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, VaeRecipe::KIND)).transpose()?;
     let resume = cli.resume.as_deref();
     let mut recipe = match &ckpt {

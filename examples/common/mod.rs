@@ -28,6 +28,26 @@ pub fn zhw(s: &str) -> Result<[usize; 3], String> {
     parse_zhw(s).map_err(|e| e.to_string())
 }
 
+/// How a frozen VAE runs on whole frames: in one piece, or in tiles.
+#[derive(Debug, Args)]
+pub struct TileArgs {
+    /// Encode and decode whole frames in Z,H,W tiles (input voxels, each a
+    /// multiple of the VAE's downsampling) to bound memory.
+    #[arg(long, value_parser = zhw)]
+    pub tile: Option<[usize; 3]>,
+    /// Context voxels around each tile (a multiple of the downsampling); the
+    /// output keeps only tile interiors.
+    #[arg(long, default_value_t = 8, requires = "tile")]
+    pub halo: usize,
+}
+
+impl TileArgs {
+    /// The tiling asked for.
+    pub fn tiling(&self) -> Option<radvox::model::Tiling> {
+        self.tile.map(|t| radvox::model::Tiling::new(t.map(|v| v as i64), self.halo as i64))
+    }
+}
+
 /// A finite number in (0, 1), for clap.
 pub fn unit_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;

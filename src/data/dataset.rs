@@ -13,6 +13,7 @@ use std::str::FromStr;
 use half::f16;
 use rayon::prelude::*;
 
+use super::crop::CropAt;
 use super::frame::{FrameFile, FrameId, Grid};
 use super::layout::Layout;
 use super::resample::Reduce;
@@ -194,6 +195,22 @@ impl Dataset {
         file.read_into(self.config.layout, &reduce, out)
     }
 
+    /// Cuts the crop of one modality of frame `i` (the layout must be
+    /// [`Layout::Crop`]) at `at` into `out`; returns the corner used, so the
+    /// other modality can be cut at the same place.
+    pub fn read_crop_into<R: rand::Rng>(
+        &self,
+        i: usize,
+        modality: Modality,
+        at: CropAt<R>,
+        out: &mut [f16],
+    ) -> Result<[usize; 3], DataError> {
+        let Layout::Crop { zhw, .. } = self.config.layout else {
+            return Err(DataError::Config(format!("read_crop_into needs a crop layout, not {}", self.config.layout)));
+        };
+        self.file(i, modality)?.read_crop_into(zhw, at, out)
+    }
+
     /// Decodes one modality of frame `i` into a new [`Grid`].
     pub fn read(&self, i: usize, modality: Modality) -> Result<Grid, DataError> {
         let shape = self.output_shape(i);
@@ -208,6 +225,12 @@ fn validate_layout(layout: Layout) -> Result<(), DataError> {
         Layout::Pad { alignment: 0 } => Err(DataError::Config("alignment must be >= 1".into())),
         Layout::Resample { zhw } if zhw.contains(&0) => {
             Err(DataError::Config(format!("resample grid {zhw:?} has a zero dimension")))
+        }
+        Layout::Crop { zhw, .. } if zhw.contains(&0) => {
+            Err(DataError::Config(format!("crop {zhw:?} has a zero dimension")))
+        }
+        Layout::Crop { focus, .. } if focus > 100 => {
+            Err(DataError::Config(format!("crop focus {focus} is a percentage: 0 to 100")))
         }
         _ => Ok(()),
     }

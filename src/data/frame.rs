@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 
+use super::crop::{self, CropAt};
 use super::layout::{self, DenseView, Layout};
 use super::resample::Reduce;
 use super::DataError;
@@ -107,36 +108,85 @@ impl FrameFile {
         let result = match self {
             FrameFile::Dense { path, header } => {
                 let map = MappedNpy::map(path, header)?;
-                let view = DenseView {
-                    data: map.data(),
-                    scalar: header.dtype.scalar.expect("checked at open"),
-                    big_endian: header.dtype.big_endian,
-                    shape: self.shape(),
-                    fortran_order: header.fortran_order,
-                };
-                layout::dense_into(&view, layout, reduce, out)
+                layout::dense_into(&self.view(&map, header), layout, reduce, out)
             }
             FrameFile::Sparse { path, shape } => {
-                let frame = read_sparse(path)?;
-                if frame.shape != *shape {
-                    return Err(FormatError::Shape {
-                        src: Source::member(path, "shape.npy"),
-                        shape: frame.shape.to_vec(),
-                        expected: format!("{shape:?} as when the dataset was opened"),
-                    }
-                    .into());
-                }
-                layout::sparse_into(&frame, layout, reduce, out)
+                layout::sparse_into(&read_sparse_as(path, *shape)?, layout, reduce, out)
             }
         };
-        result.map_err(|b| DataError::BadValue {
+        result.map_err(|b| self.bad_value(b))
+    }
+
+    /// Cuts a `zhw` crop at `at` into `out` (`C * Z * H * W` values; see
+    /// [`super::crop`]); returns the corner used.
+    pub fn read_crop_into<R: rand::Rng>(
+        &self,
+        zhw: [usize; 3],
+        at: CropAt<R>,
+        out: &mut [f16],
+    ) -> Result<[usize; 3], DataError> {
+        let shape = self.shape();
+        let result = match self {
+            FrameFile::Dense { path, header } => {
+                let map = MappedNpy::map(path, header)?;
+                let view = self.view(&map, header);
+                let origin = match at {
+                    CropAt::Centre => crop::centre(shape, zhw),
+                    CropAt::Origin(o) => o,
+                    CropAt::Draw { focus: 0, rng } => crop::draw(shape, zhw, 0, &[], rng),
+                    CropAt::Draw { focus, rng } => {
+                        let occupied = crop::dense_occupied(&view).map_err(|b| self.bad_value(b))?;
+                        crop::draw(shape, zhw, focus, &occupied, rng)
+                    }
+                };
+                crop::dense_crop_into(&view, origin, zhw, out).map(|()| origin)
+            }
+            FrameFile::Sparse { path, shape } => {
+                let frame = read_sparse_as(path, *shape)?;
+                let origin = match at {
+                    CropAt::Centre => crop::centre(*shape, zhw),
+                    CropAt::Origin(o) => o,
+                    CropAt::Draw { focus, rng } => crop::draw(*shape, zhw, focus, &crop::sparse_occupied(&frame), rng),
+                };
+                crop::sparse_crop_into(&frame, origin, zhw, out).map(|()| origin)
+            }
+        };
+        result.map_err(|b| self.bad_value(b))
+    }
+
+    fn view<'m>(&self, map: &'m MappedNpy, header: &NpyHeader) -> DenseView<'m> {
+        DenseView {
+            data: map.data(),
+            scalar: header.dtype.scalar.expect("checked at open"),
+            big_endian: header.dtype.big_endian,
+            shape: self.shape(),
+            fortran_order: header.fortran_order,
+        }
+    }
+
+    fn bad_value(&self, b: layout::BadValue) -> DataError {
+        DataError::BadValue {
             src: Source::file(self.path()),
             voxel: b.voxel,
             channel: b.channel,
             value: b.value,
             problem: b.problem(),
-        })
+        }
     }
+}
+
+/// [`read_sparse`], refusing a shape other than the one seen at open.
+fn read_sparse_as(path: &Path, shape: [usize; 4]) -> Result<SparseFrame, DataError> {
+    let frame = read_sparse(path)?;
+    if frame.shape != shape {
+        return Err(FormatError::Shape {
+            src: Source::member(path, "shape.npy"),
+            shape: frame.shape.to_vec(),
+            expected: format!("{shape:?} as when the dataset was opened"),
+        }
+        .into());
+    }
+    Ok(frame)
 }
 
 /// A decoded sparse frame: occupied voxels and their channel values.

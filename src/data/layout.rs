@@ -1,6 +1,7 @@
 //! From the file's `(H, W, Z, C)` order to the model's `(C, Z, H, W)` f16
 //! tensor: permute, zero-pad each spatial dim to a multiple of `alignment`,
-//! or resample to a fixed grid with the occupancy-preserving rule.
+//! resample to a fixed grid with the occupancy-preserving rule, or cut a
+//! crop at native resolution ([`super::crop`]).
 //!
 //! Every output element is written exactly once, so output buffers can be
 //! recycled without clearing them first.
@@ -9,6 +10,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::crop;
 use super::frame::SparseFrame;
 use super::resample::{Reduce, Resampler};
 use super::DataError;
@@ -34,6 +36,22 @@ pub enum Layout {
         /// Output `(Z, H, W)`.
         zhw: [usize; 3],
     },
+    /// Crops of `(Z, H, W)` at native resolution: random ones for training
+    /// (seeded, drawn afresh each epoch), fixed ones for validation, the
+    /// centre one for a plain read. Models trained on crops are applied to
+    /// whole frames ([`Layout::whole_frame`]).
+    Crop {
+        /// Crop `(Z, H, W)`.
+        zhw: [usize; 3],
+        /// Percentage of training crops centred on an occupied voxel (the
+        /// rest are uniform over the grid).
+        #[serde(default = "default_focus")]
+        focus: u8,
+    },
+}
+
+fn default_focus() -> u8 {
+    50
 }
 
 impl Default for Layout {
@@ -51,7 +69,17 @@ impl Layout {
                 let up = |n: usize| n.div_ceil(a.max(1)) * a.max(1);
                 [c, up(z), up(h), up(w)]
             }
-            Layout::Resample { zhw: [zo, ho, wo] } => [c, zo, ho, wo],
+            Layout::Resample { zhw: [zo, ho, wo] } | Layout::Crop { zhw: [zo, ho, wo], .. } => [c, zo, ho, wo],
+        }
+    }
+
+    /// The layout a model trained with this one is applied to whole frames
+    /// with: crops become the default padding (fully convolutional models
+    /// run on any aligned grid); others are unchanged.
+    pub fn whole_frame(self) -> Layout {
+        match self {
+            Layout::Crop { .. } => Layout::default(),
+            other => other,
         }
     }
 }
@@ -72,6 +100,7 @@ impl std::fmt::Display for Layout {
         match self {
             Layout::Pad { alignment } => write!(f, "padded to a multiple of {alignment}"),
             Layout::Resample { zhw: [z, h, w] } => write!(f, "resampled to {z},{h},{w}"),
+            Layout::Crop { zhw: [z, h, w], focus } => write!(f, "{z},{h},{w} crops ({focus}% on occupied voxels)"),
         }
     }
 }
@@ -179,7 +208,7 @@ impl DenseView<'_> {
 
     /// Decodes source row `x` (all `(y, z, c)`, in that order) into f16,
     /// refusing NaN, infinities and values beyond the f16 range.
-    fn decode_row(&self, x: usize, out: &mut [f16], f32_buf: &mut Vec<f32>) -> Result<(), BadValue> {
+    pub(crate) fn decode_row(&self, x: usize, out: &mut [f16], f32_buf: &mut Vec<f32>) -> Result<(), BadValue> {
         let n = self.row_len();
         if let Some(floats) = self.f32_row(x) {
             out.convert_from_f32_slice(floats);
@@ -209,6 +238,7 @@ pub fn dense_into(view: &DenseView, layout: Layout, reduce: &[Reduce], out: &mut
     assert!(view.data.len() >= view.shape.iter().product::<usize>() * view.scalar.size());
     match layout {
         Layout::Pad { .. } => pad_dense(view, oshape, out),
+        Layout::Crop { zhw, .. } => crop::dense_crop_into(view, crop::centre(view.shape, zhw), zhw, out),
         Layout::Resample { .. } => {
             let mut acc = Resampler::new(view.shape, oshape, reduce);
             let [_, w, z, c] = view.shape;
@@ -341,6 +371,7 @@ pub fn sparse_into(frame: &SparseFrame, layout: Layout, reduce: &[Reduce], out: 
                 }
             }
         }
+        Layout::Crop { zhw, .. } => crop::sparse_crop_into(frame, crop::centre(frame.shape, zhw), zhw, out)?,
         Layout::Resample { .. } => {
             let mut acc = Resampler::new(frame.shape, oshape, reduce);
             for (i, xyz) in frame.coords.iter().enumerate() {

@@ -1,9 +1,10 @@
 //! Layer 2, the data: NTU4DRadLM_Pre frames (the sparse/dense frame rules,
 //! scene discovery and pairing), their layout as f16 `(C, Z, H, W)` grids
-//! (padding or occupancy-preserving resampling), augmentation, the bounded
+//! (padding, occupancy-preserving resampling or native-resolution crops), augmentation, the bounded
 //! prefetching loader, and the voxelizer that makes frames from point clouds. Imports [`crate::sys`] and [`crate::io`].
 
 pub mod augment;
+pub mod crop;
 pub mod dataset;
 pub mod frame;
 pub mod layout;

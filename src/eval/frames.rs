@@ -11,10 +11,11 @@ use super::EvalError;
 use crate::data::{Grid, Layout, SparseFrame};
 
 /// The `(H, W, Z)` grid of frames with file grid `(H, W, Z, C)` = `file`
-/// laid out by `layout` (padding cropped away).
+/// laid out by `layout` (padding cropped away; a crop-trained model is
+/// evaluated on whole frames).
 pub fn layout_dims(file: [usize; 4], layout: Layout) -> [usize; 3] {
     match layout {
-        Layout::Pad { .. } => [file[0], file[1], file[2]],
+        Layout::Pad { .. } | Layout::Crop { .. } => [file[0], file[1], file[2]],
         Layout::Resample { zhw: [z, h, w] } => [h, w, z],
     }
 }

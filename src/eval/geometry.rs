@@ -38,12 +38,13 @@ impl GridGeometry {
     /// The metric grid of frames of file grid `(H, W, Z)` = `file` (0.2 m
     /// voxels from the NTU4DRadLM_Pre corner) laid out by `layout`: padding
     /// keeps the voxels (the padding is cropped away), resampling enlarges
-    /// them to cover the same extent.
+    /// them to cover the same extent; crops keep them (evaluation runs on
+    /// whole frames).
     pub fn of_frames(file: [usize; 3], layout: crate::data::Layout) -> Result<GridGeometry, EvalError> {
         let base = GridGeometry { dims: file, ..GridGeometry::NTU4DRADLM };
         base.validate()?;
         match layout {
-            crate::data::Layout::Pad { .. } => Ok(base),
+            crate::data::Layout::Pad { .. } | crate::data::Layout::Crop { .. } => Ok(base),
             crate::data::Layout::Resample { zhw: [z, h, w] } => base.resampled([h, w, z]),
         }
     }

@@ -17,6 +17,8 @@ pub enum Change {
     Amp,
     /// Smaller micro-batch, more accumulation (same effective batch).
     Batch(usize),
+    /// Train on native-resolution crops of this `(Z, H, W)`.
+    Crop([i64; 3]),
     /// A smaller preset.
     Preset(String),
     /// Resample the grid.
@@ -29,6 +31,7 @@ impl fmt::Display for Change {
             Change::Checkpointing(c) => write!(f, "--checkpointing {c}"),
             Change::Amp => f.write_str("--amp"),
             Change::Batch(b) => write!(f, "--batch-size {b} (raise --grad-accum to keep the effective batch)"),
+            Change::Crop([z, h, w]) => write!(f, "--crop {z},{h},{w}"),
             Change::Preset(p) => write!(f, "--vae-type {p}"),
             Change::Grid([z, h, w]) => write!(f, "--resample {z},{h},{w}"),
         }
@@ -65,10 +68,45 @@ fn halve_grid(g: [i64; 3]) -> [i64; 3] {
     }
 }
 
+/// The next smaller crop: the larger of H and W halved, else Z, each a
+/// multiple of 32 and at least 32 (a fixed point at `[32, 32, 32]` or below).
+fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
+    let half = |v: i64| (v / 2 / 32 * 32).max(32);
+    let axis = if g[1] >= g[2] { 1 } else { 2 };
+    let mut c = g;
+    if g[axis] > 32 {
+        c[axis] = half(g[axis]);
+    } else if g[0] > 32 {
+        c[0] = half(g[0]);
+    }
+    c
+}
+
+/// The largest crop of `grid` (down [`smaller_crop`]'s sequence, the grid
+/// itself excluded) that trains at batch 1 within `budget`, and its plan.
+pub fn largest_crop(
+    budget: u64,
+    mp: &ModelPlanner,
+    grid: [i64; 3],
+    precision: Precision,
+    checkpointing: Checkpointing,
+) -> Option<Plan> {
+    let mut crop = grid;
+    while crop != smaller_crop(crop) {
+        crop = smaller_crop(crop);
+        let p = mp.plan(crop, 1, precision, checkpointing);
+        if p.fits(budget) {
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// Plans `run` against `budget` bytes: fits or not, the smallest change
-/// that makes it fit (checkpointing, AMP, both, smaller batch, smaller
-/// preset, resampled grid, in that order of preference), and the largest
-/// VAE preset/batch/grid that fits.
+/// that makes it fit (checkpointing, AMP, both, smaller batch; then for a
+/// VAE the largest native-resolution crop, a smaller preset, a resampled
+/// grid, in that order of preference), and the largest VAE preset/batch/grid
+/// that fits.
 pub fn fit(budget: u64, planner: &Planner, run: &Run) -> Result<Fit, MemoryError> {
     let mp = planner.model(&run.model)?;
     let requested = mp.plan(run.grid, run.batch, run.precision, run.checkpointing);
@@ -118,6 +156,15 @@ fn suggest(
                     return Ok(Some((changes, p)));
                 }
             }
+        }
+    }
+    // The largest crop (same preset, native voxels) at batch 1, AMP and
+    // per-block checkpointing.
+    if let ModelConfig::Vae(_) = &run.model {
+        if let Some(p) = largest_crop(budget, mp, run.grid, Precision::Amp, Checkpointing::PerBlock) {
+            let mut c = vec![Change::Crop(p.run.grid)];
+            c.extend(changes(run, Checkpointing::PerBlock, Precision::Amp, 1));
+            return Ok(Some((c, p)));
         }
     }
     // Smaller VAE presets at batch 1, AMP and per-block checkpointing.
@@ -238,7 +285,35 @@ mod tests {
     }
 
     #[test]
-    fn a_smaller_preset_is_suggested_with_only_what_changes() {
+    fn the_largest_crop_that_fits_comes_before_a_smaller_preset() {
+        let planner = Planner::default();
+        let run = Run {
+            model: vae("seed_baseline"),
+            grid: [96, 608, 224],
+            batch: 1,
+            precision: Precision::Amp,
+            checkpointing: Checkpointing::PerBlock,
+        };
+        let budget = 4 << 30;
+        let f = fit(budget, &planner, &run).unwrap();
+        assert!(!f.fits);
+        let (changes, p) = f.suggestion.expect("a crop fits");
+        let [Change::Crop(crop)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert!(p.fits(budget) && crop.iter().all(|d| d % 32 == 0), "{crop:?}");
+        // the one before it in the sequence does not fit: it is the largest
+        let mut prev = run.grid;
+        while smaller_crop(prev) != *crop {
+            prev = smaller_crop(prev);
+        }
+        let m = planner.model(&run.model).unwrap();
+        assert!(!m.plan(prev, 1, Precision::Amp, Checkpointing::PerBlock).fits(budget), "{prev:?}");
+        assert_eq!(Change::Crop(*crop).to_string(), format!("--crop {},{},{}", crop[0], crop[1], crop[2]));
+        assert_eq!(smaller_crop([96, 608, 224]), [96, 288, 224]);
+        assert_eq!(smaller_crop([32, 32, 32]), [32, 32, 32]);
+    }
+
+    #[test]
+    fn a_crop_or_a_smaller_preset_is_suggested_with_only_what_changes() {
         let planner = Planner::default();
         let grid = [32, 128, 128];
         let run = |name: &str| Run {
@@ -256,7 +331,7 @@ mod tests {
         // finer checkpointing is tried first; when it is not enough, a preset alone
         assert!(p.fits(ultra));
         assert!(
-            matches!(changes.as_slice(), [Change::Checkpointing(_)] | [Change::Preset(_)]),
+            matches!(changes.as_slice(), [Change::Checkpointing(_)] | [Change::Crop(_)] | [Change::Preset(_)]),
             "nothing else changes: {changes:?}"
         );
         assert_eq!(Change::Preset("lightweight".into()).to_string(), "--vae-type lightweight");

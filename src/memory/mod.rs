@@ -9,7 +9,7 @@ pub mod measure;
 pub mod plan;
 
 pub use crate::model::trace::Backend;
-pub use fit::{fallback, fit, Change, Fit, VAE_PRESETS};
+pub use fit::{fallback, fit, largest_crop, Change, Fit, VAE_PRESETS};
 pub use measure::{
     configure_cuda_allocator, device_budget, proc_status_bytes, return_large_frees, rss_anon, PeakSampler,
     CUDA_ALLOC_CONF, MMAP_THRESHOLD,

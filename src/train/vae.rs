@@ -104,6 +104,18 @@ pub fn layout_for(recorded: Option<Layout>, asked: Option<Layout>, source: &Path
     }
 }
 
+/// The layout whole frames are read with for a model whose VAE was trained
+/// with `recorded` (crops become whole padded frames), refusing a
+/// `--resample` that contradicts it.
+pub fn frame_layout(
+    recorded: Option<Layout>,
+    resample: Option<[usize; 3]>,
+    source: &Path,
+) -> Result<Layout, TrainError> {
+    let asked = resample.map(|zhw| Layout::Resample { zhw });
+    layout_for(recorded.map(Layout::whole_frame), asked, source)
+}
+
 /// The VAE objective; see the module docs.
 pub struct VaeObjective {
     recipe: VaeRecipe,

@@ -13,7 +13,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::pool::{BufferPair, Pool};
 use crate::data::augment::Augmentation;
-use crate::data::{DataError, Dataset, Modality};
+use crate::data::crop::CropAt;
+use crate::data::{DataError, Dataset, Layout, Modality, Split};
 use crate::sys::mix;
 
 pub(crate) struct WorkerCtx {
@@ -68,12 +69,15 @@ impl WorkerCtx {
             }
             assert!(self.fault != Some(i), "injected fault at frame {i}");
             let t = &mut target[s * per..(s + 1) * per];
-            self.dataset.read_into(i, Modality::Target, t)?;
+            let origin = self.read_target(i, t)?;
             if !load_radar {
                 continue; // Loader::new refuses augmentation without radar
             }
             let r = &mut radar[s * per..(s + 1) * per];
-            self.dataset.read_into(i, Modality::Radar, r)?;
+            match origin {
+                Some(o) => self.dataset.read_crop_into(i, Modality::Radar, CropAt::<ChaCha8Rng>::Origin(o), r)?,
+                None => self.dataset.read_into(i, Modality::Radar, r).map(|()| [0; 3])?,
+            };
             if let Some(aug) = &self.augment {
                 // Global position in the epoch's padded permutation: the same
                 // frame slot gets the same draws whatever the worker count.
@@ -88,6 +92,21 @@ impl WorkerCtx {
             aug.apply_batch(n, &mut target[..n * per], &mut radar[..n * per], &mut rng);
         }
         Ok(frames.len())
+    }
+}
+
+impl WorkerCtx {
+    /// Reads frame `i`'s target; under a crop layout, cut where a draw
+    /// seeded by (seed, epoch, frame) says (validation: by frame alone, so
+    /// its crops are fixed), returning the corner for the radar.
+    fn read_target(&self, i: usize, out: &mut [f16]) -> Result<Option<[usize; 3]>, DataError> {
+        let Layout::Crop { focus, .. } = self.dataset.config().layout else {
+            return self.dataset.read_into(i, Modality::Target, out).map(|()| None);
+        };
+        let epoch = if self.dataset.split() == Split::Train { self.epoch } else { u64::MAX };
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0xc0c0, epoch, i as u64));
+        let at = CropAt::Draw { focus, rng: &mut rng };
+        self.dataset.read_crop_into(i, Modality::Target, at, out).map(Some)
     }
 }
 
