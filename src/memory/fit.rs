@@ -82,8 +82,9 @@ fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
     c
 }
 
-/// The largest crop of `grid` (down [`smaller_crop`]'s sequence, the grid
-/// itself excluded) that trains at batch 1 within `budget`, and its plan.
+/// The largest crop of `grid` (the larger of H and W halved, else Z, in
+/// multiples of 32; the grid itself excluded) that trains at batch 1 within
+/// `budget`, and its plan.
 pub fn largest_crop(
     budget: u64,
     mp: &ModelPlanner,
