@@ -11,7 +11,7 @@ fn fail(msg: String) -> ! {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rerun-if-changed=csrc/shim.cpp");
+    println!("cargo:rerun-if-changed=csrc");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .unwrap_or_else(|_| fail("torch-sys did not report libtorch's lib dir (DEP_TCH_LIBTORCH_LIB)".into()));
     // Resolve the checkout's `.libtorch` link so binaries keep working if it moves.
@@ -23,16 +23,34 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
+        // the wheel ships ProcessGroupGloo.hpp without the gloo headers it names
+        .include("csrc/gloo_decls")
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .define("USE_C10D_GLOO", None)
         .file("csrc/shim.cpp")
-        .compile("radvox_shim");
+        .file("csrc/dist.cpp");
+    // NCCL: ProcessGroupNCCL.hpp needs nccl.h and the CUDA headers (crt/ and
+    // nv/target come from the nvidia-cuda-crt/-cccl wheels scripts/libtorch.sh adds).
+    let nvidia = lib.parent().and_then(Path::parent).map(|p| p.join("nvidia")).unwrap_or_default();
+    let cuda_inc = nvidia.join("cu13/include");
+    let nccl_inc = nvidia.join("nccl/include");
+    let nccl = lib.join("libtorch_cuda.so").exists()
+        && ["nccl.h"].iter().all(|h| nccl_inc.join(h).exists())
+        && ["cuda_runtime_api.h", "crt/host_config.h", "nv/target"].iter().all(|h| cuda_inc.join(h).exists());
+    if nccl {
+        build.include(&nccl_inc).include(&cuda_inc).define("USE_C10D_NCCL", None).define("RADVOX_NCCL", None);
+    } else {
+        println!("cargo:warning=radvox: NCCL headers not found under {}: data parallelism on CUDA is unavailable (Gloo/CPU works)", nvidia.display());
+    }
+    build.compile("radvox_shim");
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }

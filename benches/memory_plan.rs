@@ -185,7 +185,7 @@ fn child(cfg: &Config, device: &str) {
         trainer.micro_step(b).unwrap();
     }
     drop(batches);
-    trainer.optimizer_step(1e-4);
+    trainer.optimizer_step(1e-4).unwrap();
     let seconds = t0.elapsed().as_secs_f64();
     let rss = memory::proc_status_bytes("VmHWM").unwrap().saturating_sub(rss0);
     let (_, host_peak) = radvox::sys::shim::host_tensor_bytes();

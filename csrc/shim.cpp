@@ -11,18 +11,22 @@
 #include <dlfcn.h>
 #include <string>
 
+#include "error.h"
+
 // Every entry point below catches every C++ exception: none may cross the
 // extern "C" boundary into Rust (undefined behaviour). Fallible calls return
 // false and leave the message for radvox_last_error.
 
 namespace {
-
 thread_local std::string g_last_error;
+} // namespace
 
-bool fail(const char *what) {
+bool radvox_fail(const char *what) {
   g_last_error = what;
   return false;
 }
+
+namespace {
 
 // Host tensor bytes in use and their peak, counted by CountingCpuAllocator.
 std::atomic<int64_t> g_host_current{0};
@@ -92,9 +96,9 @@ bool radvox_set_cpu_autocast(bool enabled) {
     if (!enabled) at::autocast::clear_cache();
     return true;
   } catch (const std::exception &e) {
-    return fail(e.what());
+    return radvox_fail(e.what());
   } catch (...) {
-    return fail("unknown C++ exception");
+    return radvox_fail("unknown C++ exception");
   }
 }
 
@@ -173,9 +177,9 @@ bool radvox_reset_autocast() {
     at::autocast::set_autocast_enabled(at::kCPU, false);
     return true;
   } catch (const std::exception &e) {
-    return fail(e.what());
+    return radvox_fail(e.what());
   } catch (...) {
-    return fail("unknown C++ exception");
+    return radvox_fail("unknown C++ exception");
   }
 }
 }

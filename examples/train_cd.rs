@@ -69,7 +69,7 @@ fn parse<T: serde::de::DeserializeOwned>(flag: &str, value: &Option<String>) -> 
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let runtime = cli.runtime.runtime("runs/cd");
+    let runtime = cli.runtime.runtime("runs/cd")?;
     let device = parse_device(&runtime.device)?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
     let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
@@ -109,9 +109,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Trainer::new(CdObjective::new(ds, source, &hash, teacher, recipe, &runtime)?, runtime)?
         }
     };
-    println!("student parameters: {}", trainer.objective().parameter_count());
+    let main = trainer.runtime().dist.is_main(); // rank 0 alone reports
+    if main {
+        println!("student parameters: {}", trainer.objective().parameter_count());
+    }
     let reports = trainer.fit()?;
-    if let (Some(a), Some(b)) = (reports.first(), reports.last()) {
+    if let (Some(a), Some(b), true) = (reports.first(), reports.last(), main) {
         println!(
             "consistency loss {:.4e} -> {:.4e} over {} epochs; last.safetensors, train_log.csv, loss.png in {}",
             a.loss("loss").unwrap_or(f64::NAN),

@@ -54,7 +54,7 @@ struct Cli {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let runtime = cli.runtime.runtime("runs/ldm");
+    let runtime = cli.runtime.runtime("runs/ldm")?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, parse_device(&runtime.device)?)?;
     let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
     let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, LdmRecipe::KIND)).transpose()?;
@@ -81,8 +81,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => LatentSource::OnTheFly(Box::new(vae)),
     };
     let out = runtime.out.clone();
+    let main = runtime.dist.is_main(); // rank 0 alone reports
     let objective = LdmObjective::new(ds, source, &hash, recipe, &runtime)?;
-    println!("UNet parameters: {}", objective.parameter_count());
+    if main {
+        println!("UNet parameters: {}", objective.parameter_count());
+    }
     let mut trainer = match &ckpt {
         Some(c) => {
             let theirs = c.metadata.get("vae_hash").map(String::as_str).unwrap_or("");
@@ -94,7 +97,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => Trainer::new(objective, runtime)?,
     };
     let reports = trainer.fit()?;
-    if let (Some(a), Some(b)) = (reports.first(), reports.last()) {
+    if let (Some(a), Some(b), true) = (reports.first(), reports.last(), main) {
         println!(
             "EDM loss {:.4e} -> {:.4e} over {} epochs; last.safetensors, train_log.csv, loss.png in {}",
             a.loss("loss").unwrap_or(f64::NAN),

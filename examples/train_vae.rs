@@ -69,7 +69,7 @@ struct Cli {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let runtime = cli.runtime.runtime("runs/vae");
+    let runtime = cli.runtime.runtime("runs/vae")?;
     let asked = cli
         .resample
         .map(|zhw| Layout::Resample { zhw })
@@ -118,7 +118,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         out.display()
     );
     let reports = trainer.fit()?; // each epoch's summary is logged as it ends
-    if let (Some(first), Some(last)) = (reports.first(), reports.last()) {
+    let main = trainer.runtime().dist.is_main(); // rank 0 alone reports
+    if let (Some(first), Some(last), true) = (reports.first(), reports.last(), main) {
         let (a, b) = (first.loss("recon").unwrap_or(f64::NAN), last.loss("recon").unwrap_or(f64::NAN));
         println!(
             "reconstruction loss {a:.4e} -> {b:.4e} ({:.1}x lower); checkpoints, train_log.csv and loss.png in {}",
@@ -127,7 +128,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let ious: Vec<String> = reports.iter().filter_map(|r| r.metric("iou")).map(|v| format!("{v:.3}")).collect();
-    if let (false, Some(share)) = (ious.is_empty(), trainer.objective().val_occupied_share()?) {
+    // (every rank takes part: the share is summed over their shards)
+    if let (false, Some(share), true) = (ious.is_empty(), trainer.objective().val_occupied_share()?, main) {
         println!(
             "validation IoU per epoch: {}; baselines: predicting no voxel 0.000, every voxel {share:.3}",
             ious.join(" ")

@@ -17,6 +17,17 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" "numpy>=1.26" safetensors
   touch "$venv/.complete"
 fi
+# The CUDA headers c10d's ProcessGroupNCCL.hpp needs beyond the wheel's own
+# (crt/, nv/target): with them build.rs compiles the NCCL process group,
+# without them radvox builds Gloo only (CPU training is unaffected).
+if [ ! -f "$venv/.nccl-headers" ]; then
+  if "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+      "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*"; then
+    touch "$venv/.nccl-headers"
+  else
+    echo "radvox: could not install the CUDA headers for NCCL; building with Gloo only" >&2
+  fi
+fi
 torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" "$root/.libtorch"
 rm -f "$root/.venv-python"

@@ -6,6 +6,7 @@
 //! | layer | owns |
 //! |---|---|
 //! | [`sys`] | the C++ shim over libtorch, CPU facts, seeded randomness |
+//! | [`dist`] | data parallelism on c10d (torchrun's environment, Gloo/NCCL collectives, gradient buckets) |
 //! | [`io`] | `.npy`/`.npz`, safetensors, PNG and charts, config documents, atomic writes |
 //! | [`data`] | NTU4DRadLM_Pre frames and scenes, grid layout, augmentation, the prefetching loader, the voxelizer |
 //! | [`sim`] | simulated radar/LiDAR scenes: raw point clouds to feed the voxelizer |
@@ -35,6 +36,7 @@
 
 pub mod data;
 pub mod diffusion;
+pub mod dist;
 pub mod eval;
 pub mod io;
 pub mod memory;
@@ -55,18 +57,29 @@ pub fn init_logging() {
         }
         fn log(&self, r: &log::Record) {
             if self.enabled(r.metadata()) {
-                eprintln!("[{}] {}", r.level().as_str().to_lowercase(), r.args());
+                eprintln!("[{}{}] {}", r.level().as_str().to_lowercase(), rank_tag(), r.args());
             }
         }
         fn flush(&self) {}
     }
+    // under torchrun every rank logs its warnings, rank 0 alone the rest
+    let quiet_rank = !rank_tag().is_empty() && std::env::var("RANK").is_ok_and(|r| r != "0");
     let level = match std::env::var("RADVOX_LOG").as_deref() {
         Ok("debug") => log::LevelFilter::Debug,
         Ok("warn") => log::LevelFilter::Warn,
+        _ if quiet_rank => log::LevelFilter::Warn,
         _ => log::LevelFilter::Info,
     };
     if log::set_logger(&Stderr).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// ` rank N` in a data-parallel run (torchrun's `RANK`, `WORLD_SIZE` > 1), else empty.
+fn rank_tag() -> String {
+    match (std::env::var("RANK"), std::env::var("WORLD_SIZE")) {
+        (Ok(r), Ok(w)) if w.trim() != "1" => format!(" rank {r}"),
+        _ => String::new(),
     }
 }
 

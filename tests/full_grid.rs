@@ -70,7 +70,7 @@ fn ultra_lightweight_trains_at_the_full_grid_under_16_gib() {
         println!("micro-step {:.1} s, loss {:.4e}", times.last().unwrap(), parts[0]);
     }
     drop(epoch);
-    trainer.optimizer_step(1e-4);
+    trainer.optimizer_step(1e-4).unwrap();
     let peak = radvox::memory::proc_status_bytes("VmHWM").unwrap();
     println!(
         "full grid (1, 4, 96, 608, 224), checkpointing {ck}, amp {amp}: {:.1} s/micro-step, peak RSS {:.2} GiB",

@@ -163,19 +163,35 @@ pub struct RuntimeArgs {
     /// Replace the run already in --out (its files are removed first).
     #[arg(long)]
     pub overwrite: bool,
+    /// Under torchrun: seconds a rank waits for the others (rendezvous, each
+    /// gradient all-reduce) before it stops with an error.
+    #[arg(long, default_value_t = radvox::dist::DEFAULT_TIMEOUT.as_secs_f64(), value_parser = positive)]
+    pub dist_timeout: f64,
 }
 
 impl RuntimeArgs {
-    /// The runtime, with `default_out` when `--out` is not given.
-    pub fn runtime(&self, default_out: &str) -> Runtime {
+    /// The runtime, with `default_out` when `--out` is not given; under
+    /// torchrun (its environment variables set) this process joins the
+    /// process group: Gloo on CPU, NCCL on `cuda:LOCAL_RANK`.
+    pub fn runtime(&self, default_out: &str) -> Result<Runtime, radvox::train::TrainError> {
+        let env = radvox::dist::DistEnv::from_env()?;
+        let mut device = self.device.clone();
+        if let Some(e) = env.as_ref().filter(|e| e.world_size > 1) {
+            let gpu = matches!(device.as_str(), "cuda" | "gpu") || (device == "auto" && tch::Cuda::is_available());
+            if gpu {
+                device = format!("cuda:{}", e.local_rank);
+            }
+        }
+        let timeout = std::time::Duration::from_secs_f64(self.dist_timeout);
+        let dist = radvox::dist::Dist::from_env(timeout, device.starts_with("cuda"))?;
         let amp = match (self.amp, self.no_amp) {
             (true, _) => AmpMode::On,
             (_, true) => AmpMode::Off,
             _ => AmpMode::Auto,
         };
-        Runtime {
+        Ok(Runtime {
             out: self.out.clone().unwrap_or_else(|| default_out.into()),
-            device: self.device.clone(),
+            device,
             amp,
             checkpointing: self.checkpointing,
             num_workers: self.num_workers as usize,
@@ -191,8 +207,9 @@ impl RuntimeArgs {
             read_timeout_s: Some(self.read_timeout),
             handle_signals: true,
             overwrite: self.overwrite,
+            dist,
             ..Runtime::default()
-        }
+        })
     }
 }
 

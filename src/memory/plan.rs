@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
 use super::MemoryError;
+use crate::dist::{GradBuckets, DEFAULT_BUCKET_BYTES};
 use crate::model::trace::{Backend, Tape};
 use crate::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
 
@@ -106,6 +107,9 @@ pub struct Planner {
     /// Bytes the runtime takes before any tensor: the CUDA context, or the
     /// libtorch process on CPU.
     pub runtime: u64,
+    /// Data-parallel ranks: above one, gradients are averaged through one
+    /// reused bucket buffer ([`crate::dist::GradBuckets`]).
+    pub world_size: usize,
 }
 
 /// CUDA context with lazy module loading (PyTorch 2.11, cu130), an
@@ -151,6 +155,8 @@ pub struct Plan {
     pub peak_at: String,
     /// Loader buffers: `(prefetch + workers)` batches of f16 grids (host memory).
     pub loader: u64,
+    /// The gradient bucket of data-parallel averaging (0 in a world of one).
+    pub buckets: u64,
     /// Runtime before any tensor (see [`Planner::runtime`]).
     pub runtime: u64,
 }
@@ -165,7 +171,8 @@ impl Plan {
             + self.inputs
             + self.amp_weights
             + self.activations
-            + self.transient;
+            + self.transient
+            + self.buckets;
         step + if self.backend.is_cpu() { self.loader } else { 0 }
     }
 
@@ -217,6 +224,7 @@ impl fmt::Display for Plan {
             ("autocast weights", self.amp_weights, String::new()),
             ("activations kept", self.activations, String::new()),
             ("peak transient", self.transient, format!("at {}", self.peak_at)),
+            ("gradient bucket", self.buckets, "data-parallel averaging".into()),
             (
                 "loader buffers",
                 self.loader,
@@ -225,6 +233,9 @@ impl fmt::Display for Plan {
             ("runtime", self.runtime, String::new()),
         ];
         for (name, bytes, note) in rows {
+            if name == "gradient bucket" && bytes == 0 {
+                continue; // a world of one
+            }
             writeln!(f, "{}", format!("  {name:<18} {:>10}  {note}", gib(bytes)).trim_end())?;
         }
         write!(f, "  {:<18} {:>10}", "total", gib(self.total()))
@@ -250,7 +261,7 @@ impl Planner {
     /// Loader defaults (prefetch 2, one worker) and the backend's runtime.
     pub fn new(backend: Backend) -> Planner {
         let runtime = if backend.is_cpu() { CPU_RUNTIME_BYTES } else { CUDA_RUNTIME_BYTES };
-        Planner { backend, prefetch: 2, workers: 1, runtime }
+        Planner { backend, prefetch: 2, workers: 1, runtime, world_size: 1 }
     }
 
     /// The backend of a libtorch device (on CPU, this machine's kind of bf16).
@@ -320,6 +331,7 @@ impl ModelPlanner {
             transient: act.transient,
             peak_at: act.peak_at,
             loader,
+            buckets: if p.world_size > 1 { GradBuckets::buffer_bytes(DEFAULT_BUCKET_BYTES, weights) } else { 0 },
             runtime: p.runtime,
         }
     }

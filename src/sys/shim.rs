@@ -33,12 +33,17 @@ pub fn memory_owners(t: &Tensor) -> i64 {
 
 /// The message the shim left for a failed `call` on this thread.
 fn last_error(call: &'static str) -> SysError {
+    SysError::Torch { call, message: take_last_error() }
+}
+
+/// The message the last failed shim call left on this thread.
+pub fn take_last_error() -> String {
     let mut buf = vec![0u8; 4096];
     // SAFETY: the buffer is live and its length is passed; the shim writes
     // at most that many bytes, NUL-terminated.
     unsafe { radvox_last_error(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    SysError::Torch { call, message: String::from_utf8_lossy(&buf[..end]).into_owned() }
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// `t.backward()` keeping the graph, so other backward passes may still

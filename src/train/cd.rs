@@ -215,7 +215,7 @@ impl CdObjective {
         let (vs, unet, encoder) = build()?;
         let (mut target_vs, target_unet, target_enc) = build()?;
         target_vs.freeze();
-        let data = LatentData::new(dataset, source, encoder.is_some());
+        let data = LatentData::new(dataset, source, encoder.is_some(), runtime.dist.clone());
         Ok(CdObjective {
             latent_grid: data.latent_grid()?,
             recipe,

@@ -21,6 +21,7 @@ use super::precision::Amp;
 use super::recipe::Recipe;
 use super::runtime::Runtime;
 use super::{signal, TrainError};
+use crate::dist::{GradBuckets, ReduceOp, DEFAULT_BUCKET_BYTES};
 use crate::io::safetensors::{load_into, named_variables};
 use crate::memory::{self, gib, Plan, Planner};
 use crate::model::Checkpointing;
@@ -42,8 +43,14 @@ pub struct EpochReport {
     pub skipped: usize,
     /// Validation metrics by column name (empty without validation).
     pub val: Vec<(String, f64)>,
-    /// Frames per second of training.
+    /// Frames per second of training (this rank's).
     pub frames_per_s: f64,
+    /// Seconds per optimizer step spent averaging gradients over ranks
+    /// (packing, the all-reduce and waiting for the slowest rank; 0 in a
+    /// world of one).
+    pub allreduce_s_per_step: f64,
+    /// Gradient bytes all-reduced per optimizer step.
+    pub allreduce_bytes: u64,
 }
 
 impl EpochReport {
@@ -61,8 +68,14 @@ impl EpochReport {
     pub fn summary(&self) -> String {
         let join = |v: &[(String, f64)]| v.iter().map(|(n, x)| format!("{n} {x:.4e}")).collect::<Vec<_>>().join(" ");
         let val = if self.val.is_empty() { String::new() } else { format!(" | val {}", join(&self.val)) };
+        let comm = if self.allreduce_bytes == 0 {
+            String::new()
+        } else {
+            let mib = self.allreduce_bytes as f64 / 1048576.0;
+            format!(" | all-reduce {:.3} s/step ({mib:.1} MiB)", self.allreduce_s_per_step)
+        };
         format!(
-            "epoch {} lr {:.2e} {} skipped {} | {:.1} frames/s{val}",
+            "epoch {} lr {:.2e} {} skipped {} | {:.1} frames/s{comm}{val}",
             self.epoch,
             self.lr,
             join(&self.losses),
@@ -109,6 +122,10 @@ pub struct Trainer<O: Objective> {
     /// Seconds of training before this process (the log's clock continues).
     elapsed_before: f64,
     fault_oom: Option<OomFault>,
+    /// Gradient averaging over ranks.
+    buckets: GradBuckets,
+    /// This epoch's all-reduce seconds, bytes per step and steps.
+    comm: (f64, u64, usize),
 }
 
 impl<O: Objective> std::fmt::Debug for Trainer<O> {
@@ -125,7 +142,8 @@ impl<O: Objective> Trainer<O> {
     /// before the first optimizer step.
     pub fn new(objective: O, runtime: Runtime) -> Result<Trainer<O>, TrainError> {
         let out = runtime.out.clone();
-        let existing: Vec<&str> = RUN_FILES.iter().copied().filter(|f| out.join(f).exists()).collect();
+        let main = runtime.dist.is_main(); // rank 0 alone owns the files
+        let existing: Vec<&str> = RUN_FILES.iter().copied().filter(|f| main && out.join(f).exists()).collect();
         if !existing.is_empty() {
             if !runtime.overwrite {
                 return Err(TrainError::OutputExists { dir: out, files: existing.join(", ") });
@@ -142,6 +160,18 @@ impl<O: Objective> Trainer<O> {
     /// weights, moments, EMA, loss scaler and counters are restored, the
     /// logs cut back to the checkpoint's step.
     pub fn resume(objective: O, runtime: Runtime, ckpt: &Checkpoint) -> Result<Trainer<O>, TrainError> {
+        let saved = ckpt.metadata.get("world_size").and_then(|w| w.parse::<usize>().ok()).unwrap_or(1);
+        let now = runtime.dist.world_size();
+        if saved != now {
+            if ckpt.state.cursor != 0 {
+                let path = ckpt.path.clone();
+                return Err(TrainError::WorldSize { path, saved, now, cursor: ckpt.state.cursor });
+            }
+            log::warn!(
+                "{} was saved by {saved} rank(s); continuing with {now} (the batch per step changes)",
+                ckpt.path.display()
+            );
+        }
         let mut t = Self::build(objective, runtime, ckpt.state)?;
         load_into(t.objective.var_store(), "", &ckpt.model_tensors(), &ckpt.path)?;
         t.objective.load_aux(&ckpt.prefixed("aux"), &ckpt.path)?;
@@ -171,12 +201,20 @@ impl<O: Objective> Trainer<O> {
         }
         let (amp, why) = Amp::resolve(runtime.amp, device);
         log::info!("{why}");
-        let removed = crate::io::remove_stale_temps(&runtime.out).unwrap_or_default();
+        let removed = if runtime.dist.is_main() {
+            crate::io::remove_stale_temps(&runtime.out).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for p in removed {
             log::warn!("removed {}, left by a writer that was killed", p.display());
         }
         let optim = objective.recipe().optim().clone();
         let params = named_variables(objective.var_store());
+        // identical initial weights on every rank, before the EMA copies them
+        for (_, p) in &params {
+            runtime.dist.broadcast(p, 0)?;
+        }
         let ema = optim.ema_decay.map(|d| Ema::new(&params, d));
         let opt = AdamW::new(params, optim.weight_decay);
         let mut state = state;
@@ -208,6 +246,8 @@ impl<O: Objective> Trainer<O> {
             started: Instant::now(),
             elapsed_before: 0.0,
             fault_oom: None,
+            buckets: GradBuckets::new(DEFAULT_BUCKET_BYTES),
+            comm: (0.0, 0, 0),
         };
         t.check_memory()?;
         Ok(t)
@@ -216,7 +256,7 @@ impl<O: Objective> Trainer<O> {
     /// The planner (device, loader settings) of this run.
     fn planner(&self) -> Planner {
         let (workers, prefetch) = self.objective.loader_threads();
-        Planner { prefetch, workers, ..Planner::for_device(self.device) }
+        Planner { prefetch, workers, world_size: self.runtime.dist.world_size(), ..Planner::for_device(self.device) }
     }
 
     /// The memory plan of the current configuration (micro-batch and
@@ -302,7 +342,10 @@ impl<O: Objective> Trainer<O> {
     /// the same data and noise; with no fallback left the error carries the plan.
     pub fn micro_step(&mut self, batch: &O::Batch) -> Result<Option<Vec<f64>>, TrainError> {
         self.state.micro += 1;
-        let seed = mix_seed(self.objective.recipe().optim().seed, self.state.micro);
+        // seeded by the micro-step's place in the global order (ranks interleave
+        // like their data shards), so N ranks draw what one process would
+        let (rank, world) = (self.runtime.dist.rank() as u64, self.runtime.dist.world_size() as u64);
+        let seed = mix_seed(self.objective.recipe().optim().seed, (self.state.micro - 1) * world + rank + 1);
         let Some(step) = self.objective.prepare(batch, seed)? else { return Ok(None) };
         // Gradients accumulated by earlier micro-steps, to restore when this
         // step fails after some of its backward ran (an allocation failure, or
@@ -399,9 +442,19 @@ impl<O: Objective> Trainer<O> {
         Ok(())
     }
 
-    /// Unscales, checks, clips and applies the accumulated gradients, then
-    /// updates the EMA. Returns the gradient norm and whether the step was taken.
-    pub fn optimizer_step(&mut self, lr: f64) -> (f64, bool) {
+    /// Averages the accumulated gradients over the ranks (once per optimizer
+    /// step: micro-steps do not communicate), then unscales, checks, clips
+    /// and applies them and updates the EMA. Every rank holds the same
+    /// gradients after the average, so the scaler's and the non-finite
+    /// decisions agree. Returns the gradient norm and whether the step was taken.
+    pub fn optimizer_step(&mut self, lr: f64) -> Result<(f64, bool), TrainError> {
+        if self.runtime.dist.world_size() > 1 {
+            let t0 = Instant::now();
+            self.define_grads();
+            let grads: Vec<Tensor> = self.opt.params().map(|p| p.grad()).collect();
+            let done = self.buckets.average(&self.runtime.dist, &grads)?;
+            self.comm = (self.comm.0 + t0.elapsed().as_secs_f64(), done.bytes, self.comm.2 + 1);
+        }
         let clip = self.objective.recipe().optim().clip_grad_norm;
         let (norm, stepped) = apply_accumulated(&mut self.opt, &mut self.state.scaler, clip, lr);
         if stepped {
@@ -412,7 +465,30 @@ impl<O: Objective> Trainer<O> {
             self.objective.after_optimizer_step();
         }
         self.state.accum_phase = 0;
-        (norm, stepped)
+        Ok((norm, stepped))
+    }
+
+    /// Gives every parameter without a gradient (a rank whose micro-steps
+    /// were all skipped) a zero one, so every rank reduces the same tensors.
+    fn define_grads(&self) {
+        let missing: Vec<Tensor> =
+            self.opt.params().filter(|p| !p.grad().defined()).map(|p| p.shallow_clone()).collect();
+        if missing.is_empty() {
+            return;
+        }
+        let zero = missing.iter().map(|p| p.sum(p.kind()) * 0.0).reduce(|a, b| a + b).expect("not empty");
+        zero.backward();
+    }
+
+    /// Whether any rank was asked to stop by a signal.
+    fn stop_requested(&self) -> Result<Option<i32>, TrainError> {
+        let local = signal::requested();
+        if self.runtime.dist.world_size() == 1 {
+            return Ok(local);
+        }
+        let mut v = [local.map_or(0.0, f64::from)];
+        self.runtime.dist.all_reduce_f64(&mut v, ReduceOp::Max)?;
+        Ok((v[0] > 0.0).then_some(v[0] as i32))
     }
 
     fn elapsed(&self) -> f64 {
@@ -435,7 +511,8 @@ impl<O: Objective> Trainer<O> {
         let lr = cosine_lr(optim.lr, optim.min_lr, epoch, optim.epochs);
         let n = self.objective.batches_per_epoch();
         let parts = self.objective.loss_columns().len();
-        let bar = logs::progress_bar(n, self.state.cursor, epoch, self.runtime.progress);
+        let bar = logs::progress_bar(n, self.state.cursor, epoch, self.runtime.progress && self.runtime.dist.is_main());
+        self.comm = (0.0, 0, 0);
         let (t0, mut frames, mut streak, mut skipped) = (Instant::now(), 0usize, 0usize, 0usize);
         let (mut sum, mut count) = (vec![0.0f64; parts], 0usize);
         let (mut group, mut group_n) = (vec![0.0f64; parts], 0usize);
@@ -475,7 +552,7 @@ impl<O: Objective> Trainer<O> {
             self.state.cursor += 1;
             self.state.accum_phase += 1;
             if self.state.accum_phase == optim.grad_accum || self.state.cursor == n {
-                let (norm, _) = self.optimizer_step(lr);
+                let (norm, _) = self.optimizer_step(lr)?;
                 let k = group_n.max(1) as f64;
                 let mut row = vec![epoch as f64, self.state.step as f64, self.state.micro as f64, lr];
                 row.extend(group.iter().map(|v| v / k));
@@ -492,12 +569,15 @@ impl<O: Objective> Trainer<O> {
                     self.state.cursor = 0;
                     self.state.epoch += 1;
                 }
-                self.train_log.row(&row)?;
+                if self.runtime.dist.is_main() {
+                    self.train_log.row(&row)?;
+                }
                 (group, group_n) = (vec![0.0; parts], 0);
                 if self.runtime.save_every_steps.is_some_and(|k| self.state.step % k == 0) {
                     self.save_checkpoint(&self.runtime.out.join("last.safetensors"))?;
                 }
-                if let Some(sig) = self.runtime.handle_signals.then(signal::requested).flatten() {
+                let stop = if self.runtime.handle_signals { self.stop_requested()? } else { None };
+                if let Some(sig) = stop {
                     let path = self.runtime.out.join("last.safetensors");
                     self.save_checkpoint(&path)?;
                     bar.abandon();
@@ -540,22 +620,31 @@ impl<O: Objective> Trainer<O> {
             skipped,
             val: Vec::new(),
             frames_per_s: frames as f64 / t0.elapsed().as_secs_f64(),
+            allreduce_s_per_step: self.comm.0 / self.comm.2.max(1) as f64,
+            allreduce_bytes: self.comm.1,
         })
     }
 
-    /// The objective's validation metrics (by column name), or empty.
+    /// The objective's validation metrics (by column name), or empty: each
+    /// rank sums its shard's statistics, the sums are all-reduced, the
+    /// objective turns them into metrics.
     pub fn validate(&self) -> Result<Vec<(String, f64)>, TrainError> {
-        let values = self
-            .objective
-            .validate(self.amp)
-            .map_err(|e| TrainError::Validation { source: Box::new(e) })?
-            .unwrap_or_default();
+        let Some(mut sums) =
+            self.objective.validate(self.amp).map_err(|e| TrainError::Validation { source: Box::new(e) })?
+        else {
+            return Ok(Vec::new());
+        };
+        self.runtime.dist.all_reduce_f64(&mut sums, ReduceOp::Sum)?;
+        let values = self.objective.metrics(&sums);
         Ok(self.objective.metric_columns().into_iter().map(|c| c.0).zip(values).collect())
     }
 
     /// Writes a checkpoint: the model, EMA, AdamW moments, and in the
     /// metadata the recipe and the counters (scaler, cursor, RNG counter).
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
+        if !self.runtime.dist.is_main() {
+            return Ok(()); // rank 0 writes; every rank holds the same state
+        }
         let mut tensors = named_variables(self.objective.var_store());
         if let Some(ema) = &self.ema {
             tensors.extend(ema.state_tensors());
@@ -563,7 +652,9 @@ impl<O: Objective> Trainer<O> {
         tensors.extend(self.opt.state_tensors());
         tensors.extend(self.objective.aux_tensors().into_iter().map(|(k, t)| (format!("aux.{k}"), t)));
         let kind = <O::Recipe as Recipe>::KIND;
-        checkpoint::write(path, kind, self.objective.recipe(), &self.state, &tensors, &self.objective.metadata())
+        let mut metadata = self.objective.metadata();
+        metadata.insert("world_size".into(), self.runtime.dist.world_size().to_string());
+        checkpoint::write(path, kind, self.objective.recipe(), &self.state, &tensors, &metadata)
     }
 
     /// Trains until `epoch_end` epochs (at most the recipe's) are complete:
@@ -587,6 +678,7 @@ impl<O: Objective> Trainer<O> {
         while self.state.epoch < end && !self.at_step_limit() {
             let mut report = self.train_epoch()?;
             if self.state.epoch == report.epoch {
+                log::info!("{} (partial epoch)", report.summary());
                 reports.push(report); // stopped mid-epoch at the step limit, `last` saved
                 break;
             }
@@ -595,7 +687,9 @@ impl<O: Objective> Trainer<O> {
             if let Some(&(_, score)) = report.val.first() {
                 let mut row = vec![report.epoch as f64, self.state.step as f64];
                 row.extend(report.val.iter().map(|(_, v)| *v));
-                self.val_log.row(&row)?;
+                if self.runtime.dist.is_main() {
+                    self.val_log.row(&row)?;
+                }
                 if self.state.best.is_none_or(|b| score > b) {
                     self.state.best = Some(score);
                     self.save_checkpoint(&self.runtime.out.join("best.safetensors"))?;
@@ -616,6 +710,9 @@ impl<O: Objective> Trainer<O> {
 
     /// Draws `loss.png` from the whole logs.
     pub fn plot(&self) -> Result<(), TrainError> {
+        if !self.runtime.dist.is_main() {
+            return Ok(());
+        }
         logs::plot(
             &self.runtime.out,
             &self.objective.title(),

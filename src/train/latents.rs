@@ -12,6 +12,7 @@ use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::{Dataset, Modality};
 use crate::diffusion::{ChannelNorm, LatentCache, LatentNorm};
+use crate::dist::Dist;
 use crate::model::FrozenVae;
 
 /// Where the training latents come from.
@@ -57,11 +58,13 @@ pub(crate) struct LatentData {
     source: Rc<LatentSource>,
     /// Batches carry the raw radar grids (for a radar encoder).
     raw_radar: bool,
+    /// This rank's shard of every epoch.
+    dist: Dist,
 }
 
 impl LatentData {
-    pub(crate) fn new(dataset: Dataset, source: LatentSource, raw_radar: bool) -> LatentData {
-        LatentData { dataset: Rc::new(dataset), source: Rc::new(source), raw_radar }
+    pub(crate) fn new(dataset: Dataset, source: LatentSource, raw_radar: bool, dist: Dist) -> LatentData {
+        LatentData { dataset: Rc::new(dataset), source: Rc::new(source), raw_radar, dist }
     }
 
     /// `(D, H, W)` of the latents.
@@ -89,9 +92,18 @@ impl LatentData {
         Ok(norm)
     }
 
-    /// The seeded order of batches of `batch_size` frames.
+    /// The seeded order of batches of `batch_size` frames, this rank's shard.
     pub(crate) fn order(&self, batch_size: usize, shuffle: bool, seed: u64) -> Order {
-        Order { frames: self.dataset.len(), batch_size, shuffle, seed, drop_last: false, rank: 0, world_size: 1 }
+        Order {
+            frames: self.dataset.len(),
+            batch_size,
+            shuffle,
+            seed,
+            drop_last: false,
+            rank: self.dist.rank(),
+            world_size: self.dist.world_size(),
+            pad_shards: true,
+        }
     }
 
     /// The batches of `epoch` from `cursor` on.

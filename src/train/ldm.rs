@@ -152,7 +152,7 @@ impl LdmObjective {
         let device = super::runtime::parse_device(&runtime.device)?;
         let vs = nn::VarStore::new(device);
         let (unet, encoder) = with_torch_seed(recipe.optim.seed, || build_denoiser(&vs.root(), &recipe))?;
-        let data = LatentData::new(dataset, source, encoder.is_some());
+        let data = LatentData::new(dataset, source, encoder.is_some(), runtime.dist.clone());
         if recipe.normalize_latents && recipe.latent_norm.is_none() {
             recipe.latent_norm = Some(data.measure_norm(recipe.edm.sigma_data)?);
         }

@@ -58,6 +58,23 @@ pub enum TrainError {
     /// A libtorch call failed in the shim.
     #[error(transparent)]
     Sys(#[from] crate::sys::SysError),
+    /// Data-parallel communication failed (a peer died, left or timed out).
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
+    /// A mid-epoch checkpoint resumed with another number of ranks.
+    #[error(
+        "{path} was saved by {saved} rank(s) mid-epoch (batch {cursor}); resuming with {now} would replay other frames: resume with {saved} rank(s), or from an epoch's end"
+    )]
+    WorldSize {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Ranks that saved it.
+        saved: usize,
+        /// Ranks now.
+        now: usize,
+        /// Its data cursor.
+        cursor: usize,
+    },
     /// Validation failed (after the epoch's `last` checkpoint was saved).
     #[error("validation: {source}")]
     Validation {

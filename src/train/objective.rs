@@ -56,10 +56,15 @@ pub trait Objective {
     fn metric_columns(&self) -> Vec<Column> {
         Vec::new()
     }
-    /// Validation metrics, in the order of [`Objective::metric_columns`];
-    /// `None` without a validation split.
+    /// Additive statistics of this rank's validation shard (counts, sums),
+    /// which the engine sums over ranks; `None` without a validation split.
     fn validate(&self, _amp: Amp) -> Result<Option<Vec<f64>>, TrainError> {
         Ok(None)
+    }
+    /// The metrics, in the order of [`Objective::metric_columns`], of the
+    /// statistics [`Objective::validate`] summed over every rank.
+    fn metrics(&self, sums: &[f64]) -> Vec<f64> {
+        sums.to_vec()
     }
     /// What the memory planner plans for a micro-step of `micro_batch`
     /// frames at `precision` and `checkpointing`.

@@ -8,6 +8,7 @@ use tch::Device;
 
 use super::precision::AmpMode;
 use super::TrainError;
+use crate::dist::Dist;
 use crate::model::Checkpointing;
 
 /// Runtime wiring of a training run; see the module docs.
@@ -56,6 +57,9 @@ pub struct Runtime {
     /// Start a new run in an `out` that holds another run's files (they are
     /// removed first); without it such a start is refused.
     pub overwrite: bool,
+    /// This process's rank in a data-parallel run ([`Dist::single`]: alone).
+    /// Rank 0 alone writes files; gradients are averaged once per optimizer step.
+    pub dist: Dist,
 }
 
 impl Default for Runtime {
@@ -81,6 +85,7 @@ impl Default for Runtime {
             read_timeout_s: Some(crate::data::loader::DEFAULT_READ_TIMEOUT.as_secs_f64()),
             handle_signals: false,
             overwrite: false,
+            dist: Dist::single(),
         }
     }
 }

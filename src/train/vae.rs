@@ -18,6 +18,7 @@ use super::recipe::{OptimRecipe, Recipe};
 use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::{Batch, Dataset, Layout, Loader, LoaderConfig};
+use crate::dist::{Dist, ReduceOp};
 use crate::eval::Occupancy;
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::loss::{LossConfig, ReconLoss};
@@ -126,6 +127,8 @@ pub struct VaeObjective {
     val: Option<Loader>,
     device: Device,
     threads: (usize, usize),
+    /// This rank's place (validation statistics are summed over ranks).
+    dist: Dist,
 }
 
 /// A batch on the device, scaled, with its sampling noise.
@@ -159,6 +162,8 @@ impl VaeObjective {
         let loader = |shuffle| LoaderConfig {
             batch_size: recipe.optim.batch_size,
             shuffle,
+            rank: runtime.dist.rank(),
+            world_size: runtime.dist.world_size(),
             seed: recipe.optim.seed,
             num_workers: runtime.num_workers,
             prefetch: runtime.prefetch,
@@ -168,8 +173,9 @@ impl VaeObjective {
             ..Default::default()
         };
         let train = Loader::new(train, loader(recipe.optim.shuffle))?;
-        let val = val.map(|v| Loader::new(v, loader(false))).transpose()?;
-        Ok(VaeObjective { recipe, vs, vae, loss, train, val, device, threads: (runtime.num_workers, runtime.prefetch) })
+        let val = val.map(|v| Loader::new(v, LoaderConfig { pad_shards: false, ..loader(false) })).transpose()?;
+        let threads = (runtime.num_workers, runtime.prefetch);
+        Ok(VaeObjective { recipe, vs, vae, loss, train, val, device, threads, dist: runtime.dist.clone() })
     }
 
     /// The model.
@@ -183,17 +189,19 @@ impl VaeObjective {
     }
 
     /// Share of validation voxels occupied at the IoU threshold: the IoU of
-    /// predicting every voxel occupied (predicting none scores 0). `None`
-    /// without a validation split.
+    /// predicting every voxel occupied (predicting none scores 0), over
+    /// every rank's shard. `None` without a validation split.
     pub fn val_occupied_share(&self) -> Result<Option<f64>, TrainError> {
         let Some(val) = &self.val else { return Ok(None) };
-        let (mut occupied, mut total) = (0i64, 0i64);
+        let mut counts = [0.0f64; 2]; // occupied, total
         for batch in val.epoch(0) {
             let occ = batch?.target.select(1, 0);
-            occupied += occ.to_kind(Kind::Float).gt(self.recipe.iou_threshold).sum(Kind::Int64).int64_value(&[]);
-            total += occ.numel() as i64;
+            counts[0] +=
+                occ.to_kind(Kind::Float).gt(self.recipe.iou_threshold).sum(Kind::Int64).int64_value(&[]) as f64;
+            counts[1] += occ.numel() as f64;
         }
-        Ok(Some(occupied as f64 / total.max(1) as f64))
+        self.dist.all_reduce_f64(&mut counts, ReduceOp::Sum)?;
+        Ok(Some(counts[0] / counts[1].max(1.0)))
     }
 
     /// A batch tensor on the device, float32, scaled per channel.
@@ -260,9 +268,9 @@ impl Objective for VaeObjective {
         ["iou", "precision", "recall", "f1", "mse"].iter().map(|m| (m.to_string(), m.to_string(), 1.0)).collect()
     }
 
-    /// IoU, precision, recall and F1 of channel 0 at the recipe's threshold
-    /// over the whole split (pooled counts), and the mean squared error, of
-    /// deterministic reconstructions.
+    /// Pooled counts (true/false positives, false negatives) of channel 0
+    /// at the recipe's threshold, the squared error summed per frame, and
+    /// the frames, of deterministic reconstructions of this rank's shard.
     fn validate(&self, amp: Amp) -> Result<Option<Vec<f64>>, TrainError> {
         let Some(val) = &self.val else { return Ok(None) };
         let (mut c, mut mse, mut n) = ((0.0, 0.0, 0.0), 0.0, 0usize);
@@ -275,8 +283,14 @@ impl Objective for VaeObjective {
             mse += recon.mse_loss(&x, tch::Reduction::Mean).double_value(&[]) * batch.ids.len() as f64;
             n += batch.ids.len();
         }
-        let o = Occupancy::from_counts(c.0, c.1, c.2);
-        Ok(Some(vec![o.iou, o.precision, o.recall, o.f1, mse / n.max(1) as f64]))
+        Ok(Some(vec![c.0, c.1, c.2, mse, n as f64]))
+    }
+
+    /// IoU, precision, recall and F1 over the whole split, and the mean
+    /// squared error per frame.
+    fn metrics(&self, sums: &[f64]) -> Vec<f64> {
+        let o = Occupancy::from_counts(sums[0], sums[1], sums[2]);
+        vec![o.iou, o.precision, o.recall, o.f1, sums[3] / sums[4].max(1.0)]
     }
 
     fn memory_run(&self, micro_batch: usize, precision: Precision, checkpointing: Checkpointing) -> Run {

@@ -52,6 +52,9 @@ pub struct LoaderConfig {
     pub rank: usize,
     /// Number of ranks.
     pub world_size: usize,
+    /// Give every rank as many batches, repeating frames to pad (training;
+    /// see [`Sampler::pad_shards`]); without, each frame is read once.
+    pub pad_shards: bool,
     /// Decode the radar grids too (VAE training needs only the targets:
     /// without radar, `Batch::radar` is an empty tensor and decode work and
     /// batch memory halve).
@@ -82,6 +85,7 @@ impl Default for LoaderConfig {
             pin_memory: false,
             rank: 0,
             world_size: 1,
+            pad_shards: true,
             load_radar: true,
             augmentation: None,
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
@@ -195,6 +199,7 @@ impl Loader {
             drop_last: c.drop_last,
             rank: c.rank,
             world_size: c.world_size,
+            pad_shards: c.pad_shards,
         }
     }
 

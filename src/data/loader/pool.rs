@@ -26,8 +26,11 @@ pub struct PoolStats {
     pub allocated: usize,
     /// Times a returned buffer pair was handed out again.
     pub reused: usize,
-    /// Returned pairs not reused because a caller kept a view of them.
+    /// Returned pairs a caller still shared (a view was kept): parked, never
+    /// handed out while shared.
     pub escaped: usize,
+    /// Escaped pairs taken back once nobody shared them any more.
+    pub reclaimed: usize,
     /// Most pairs out of the pool at once (never above `capacity`).
     pub max_outstanding: usize,
     /// Pairs out of the pool now.
@@ -37,6 +40,9 @@ pub struct PoolStats {
 #[derive(Default)]
 pub(crate) struct PoolState {
     free: Vec<BufferPair>,
+    /// Escaped pairs, reclaimed when their last outside view is gone (a
+    /// Python tensor freed); dropped instead when the pool is full.
+    parked: Vec<BufferPair>,
     pub(crate) stats: PoolStats,
     pub(crate) with_consumer: usize,
 }
@@ -79,11 +85,12 @@ impl Pool {
             if cancel.load(Ordering::Acquire) {
                 return None;
             }
+            Self::reclaim(&mut st);
             if let Some(pair) = st.free.pop() {
                 st.stats.reused += 1;
                 return Some(Self::take(&mut st, pair));
             }
-            if st.stats.allocated - st.stats.escaped < st.stats.capacity {
+            if Self::live(&st) < st.stats.capacity {
                 st.stats.allocated += 1;
                 drop(st);
                 let pair = BufferPair { target: self.alloc(true), radar: self.alloc(self.radar) };
@@ -91,6 +98,29 @@ impl Pool {
                 return Some(Self::take(&mut st, pair));
             }
             st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Pairs in circulation: allocated, less those escaped and not reclaimed.
+    fn live(st: &PoolState) -> usize {
+        st.stats.allocated + st.stats.reclaimed - st.stats.escaped
+    }
+
+    /// Parked pairs nobody shares any more return to the free list (or are
+    /// dropped, when the pool already holds its capacity).
+    fn reclaim(st: &mut PoolState) {
+        let mut i = 0;
+        while i < st.parked.len() {
+            let p = &st.parked[i];
+            if memory_owners(&p.target) != 1 || memory_owners(&p.radar) != 1 {
+                i += 1;
+                continue;
+            }
+            let pair = st.parked.swap_remove(i);
+            if Self::live(st) < st.stats.capacity {
+                st.stats.reclaimed += 1;
+                st.free.push(pair);
+            }
         }
     }
 
@@ -111,7 +141,8 @@ impl Pool {
         if exclusive {
             st.free.push(pair);
         } else {
-            st.stats.escaped += 1; // a view escaped: leave the memory to it
+            st.stats.escaped += 1; // a view escaped: park it until the view is gone
+            st.parked.push(pair);
         }
         drop(st);
         self.cond.notify_all();

@@ -25,6 +25,10 @@ pub struct Sampler {
     pub rank: usize,
     /// Number of ranks.
     pub world_size: usize,
+    /// Pad the order by wrapping so every rank gets as many frames
+    /// (training: DistributedSampler); without, rank `r` takes exactly the
+    /// frames at `r, r + world_size, ...` (validation: each frame once).
+    pub pad_shards: bool,
 }
 
 impl Sampler {
@@ -38,7 +42,7 @@ impl Sampler {
             perm.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.seed, epoch, 0)));
         }
         let world = self.world_size;
-        let total = n.div_ceil(world) * world;
+        let total = if self.pad_shards { n.div_ceil(world) * world } else { n };
         let padded: Vec<usize> = perm.iter().copied().cycle().take(total).collect();
         padded.into_iter().skip(self.rank).step_by(world).collect()
     }
@@ -55,7 +59,11 @@ impl Sampler {
 
     /// Batches per epoch.
     pub fn len(&self) -> usize {
-        let per_rank = self.frames.div_ceil(self.world_size);
+        let per_rank = if self.pad_shards {
+            self.frames.div_ceil(self.world_size)
+        } else {
+            (self.frames + self.world_size - 1 - self.rank.min(self.world_size - 1)) / self.world_size
+        };
         if self.drop_last {
             per_rank / self.batch_size
         } else {
@@ -77,9 +85,28 @@ mod tests {
     fn len_agrees_with_the_batches() {
         for frames in 0..12 {
             for (batch_size, world_size, drop_last) in [(1, 1, false), (3, 1, false), (3, 1, true), (2, 3, false)] {
+                let mut seen = Vec::new();
                 for rank in 0..world_size {
-                    let s = Sampler { frames, batch_size, shuffle: true, seed: 3, drop_last, rank, world_size };
-                    assert_eq!(s.len(), s.batches(0).len(), "{s:?}");
+                    for pad_shards in [true, false] {
+                        let s = Sampler {
+                            frames,
+                            batch_size,
+                            shuffle: true,
+                            seed: 3,
+                            drop_last,
+                            rank,
+                            world_size,
+                            pad_shards,
+                        };
+                        assert_eq!(s.len(), s.batches(0).len(), "{s:?}");
+                        if !pad_shards && !drop_last {
+                            seen.extend(s.order(0));
+                        }
+                    }
+                }
+                if !drop_last {
+                    seen.sort();
+                    assert_eq!(seen, (0..frames).collect::<Vec<_>>(), "unpadded shards hold each frame once");
                 }
             }
         }

@@ -1,0 +1,6 @@
+from typing import Sequence
+
+def plan(model: str = "ultra_lightweight", grid: Sequence[int] = (96, 608, 224), batch: int = 1,
+         precision: str = "f32", checkpointing: str = "off", backend: str = "cuda") -> dict: ...
+def fit(budget_gb: float, model: str = "ultra_lightweight", grid: Sequence[int] = (96, 608, 224), batch: int = 1,
+        precision: str = "f32", checkpointing: str = "off", backend: str = "cuda") -> dict: ...

@@ -1,0 +1,189 @@
+"""radvox's Python package against numpy's reference values and its own rules.
+
+Run by `scripts/test.sh` (after `scripts/python.sh` installs the package):
+`.venv-python -m pytest python/tests`.
+"""
+import gc
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+import radvox
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MINI = REPO / "fixtures" / "ntu_mini"
+EXPECTED = json.loads((REPO / "fixtures" / "expected.json").read_text())
+
+
+def f16_bits(t):
+    return t.contiguous().view(torch.int16).numpy().view(np.uint16).reshape(-1)
+
+
+def assert_matches(t, want):
+    """Every element of an f16 tensor equals numpy's (flat index, bits) record."""
+    assert list(t.shape) == want["shape"]
+    assert t.dtype == torch.float16
+    bits = f16_bits(t)
+    expected = np.zeros_like(bits)
+    for i, b in want["nonzero"]:
+        expected[i] = b
+    # -0.0 and 0.0 are both "zero" in numpy's record (it keeps magnitude bits)
+    np.testing.assert_array_equal(bits & 0x7FFF != 0, expected & 0x7FFF != 0)
+    nz = expected & 0x7FFF != 0
+    np.testing.assert_array_equal(bits[nz], expected[nz])
+
+
+@pytest.mark.parametrize("layout", ["pad", "resample"])
+def test_frames_equal_numpys_bit_for_bit(layout):
+    resample = EXPECTED["resample"] if layout == "resample" else None
+    ds = radvox.Dataset(MINI, "all", resample=resample)
+    ids = [f"{s}/{t}" for s, t in ds.ids]
+    assert ids == sorted(EXPECTED["frames"])
+    for i, fid in enumerate(ids):
+        target, radar = ds[i]
+        assert_matches(target, EXPECTED["frames"][fid]["target"][layout])
+        assert_matches(radar, EXPECTED["frames"][fid]["radar"][layout])
+    assert ds.shape(0) == tuple(EXPECTED["frames"][ids[0]]["target"][layout]["shape"])
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_loader_batches_equal_the_reader_and_shard_over_ranks():
+    ds = radvox.Dataset(MINI, "all")
+    loader = radvox.Loader(ds, batch_size=2, shuffle=True, seed=3, num_workers=2, prefetch=2)
+    order = loader.order(0)
+    seen = []
+    for target, radar, ids in loader:
+        assert target.dtype == torch.float16 and target.shape[1:] == (4, 32, 64, 32)
+        for k, fid in enumerate(ids):
+            i = [f"{s}/{t}" for s, t in ds.ids].index(fid)
+            want_t, want_r = ds[i]
+            assert torch.equal(target[k], want_t) and torch.equal(radar[k], want_r)
+            seen.append(i)
+    assert seen == order and sorted(seen) == list(range(len(ds)))
+    shards = [radvox.Loader(ds, rank=r, world_size=2, shuffle=True, seed=3).order(0) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(len(ds)))
+
+
+def test_a_kept_batch_is_never_overwritten():
+    ds = radvox.Dataset(MINI, "all")
+    loader = radvox.Loader(ds, batch_size=1, num_workers=1, prefetch=1)
+    kept, copy = None, None
+    for target, _radar, _ids in loader:
+        if kept is None:
+            kept, copy = target, target.clone()
+    # the loop ran on: its buffers were recycled, but never the kept one
+    assert torch.equal(kept, copy)
+    stats = loader.pool_stats()
+    assert stats["escaped"] >= 1, stats  # returned while shared: parked, not reused
+    assert stats["reclaimed"] >= 1, stats  # buffers of batches not kept came back once freed
+    assert stats["allocated"] <= stats["capacity"] + 2, stats
+
+
+def test_buffers_are_reused_when_not_kept():
+    ds = radvox.Dataset(MINI, "all")
+    loader = radvox.Loader(ds, batch_size=1, num_workers=1, prefetch=1)
+    for epoch in range(2):
+        for target, radar, ids in loader:
+            del target, radar
+    stats = loader.pool_stats()
+    # the loop's variables hold one batch while the pool fills the prefetch: one pair more
+    assert stats["reused"] > 0 and stats["allocated"] <= stats["capacity"] + 1, stats
+    assert stats["reclaimed"] > 0 and stats["outstanding"] == 0, stats
+
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_iteration_stopped_early_releases_everything():
+    ds = radvox.Dataset(MINI, "all")
+    loader = radvox.Loader(ds, batch_size=1, num_workers=2, prefetch=2)
+    before = threads()
+    it = iter(loader)
+    target, radar, _ = next(it)
+    assert threads() >= before + 2, "workers run"
+    it.close()  # what `break` does to the loop's generator
+    del target, radar, it
+    gc.collect()
+    assert threads() == before, "workers stopped"
+    assert loader.pool_stats()["outstanding"] == 0, loader.pool_stats()
+
+
+def test_bad_paths_and_configs_raise_with_the_file_or_key_named():
+    with pytest.raises(ValueError, match="no_such_root"):
+        radvox.Dataset("/no_such_root", "train")
+    with pytest.raises(ValueError, match="unknown split"):
+        radvox.Dataset(MINI, "test")
+    ds = radvox.Dataset(MINI, "all")
+    with pytest.raises(ValueError, match="flip_prob"):  # did-you-mean
+        radvox.Loader(ds, augmentation={"voxel": {"flip_probb": 0.5}})
+    with pytest.raises(ValueError, match="batch"):
+        radvox.Loader(ds, batch_size=0)
+    bad = REPO / "fixtures" / "bad"
+    with pytest.raises(ValueError, match="radar_voxel/000000.npz"):
+        radvox.Dataset(bad / "mismatch", "all")
+    with pytest.raises(ValueError, match="precision"):
+        radvox.memory.plan(precision="f16")
+
+
+def test_unreadable_frames_raise_naming_the_file(tmp_path):
+    import shutil
+
+    root = tmp_path / "ntu"
+    shutil.copytree(MINI, root)
+    frame = root / "alpha" / "target_voxel" / "000000.npz"
+    frame.unlink()
+    frame.mkdir()  # a directory where the frame should be
+    with pytest.raises(ValueError, match="alpha/target_voxel/000000.npz: not a regular file"):
+        radvox.Dataset(root, "all")
+    frame.rmdir()
+    frame.symlink_to(tmp_path / "gone.npz")  # a dangling link: the open fails
+    with pytest.raises(OSError, match="alpha/target_voxel/000000.npz"):
+        radvox.Dataset(root, "all")[0]
+
+
+def test_augmentation_dict_reaches_the_loader():
+    ds = radvox.Dataset(MINI, "train")  # augmentation applies to the train split
+    off = {k: False for k in ["enable_rotate", "enable_noise", "enable_dropout", "enable_intensity_jitter"]}
+    aug = {"voxel": {"enable_flip": True, "flip_prob": 1.0, **off}}
+    plain = next(iter(radvox.Loader(ds, batch_size=1)))[0]
+    flipped = next(iter(radvox.Loader(ds, batch_size=1, augmentation=aug)))[0]
+    assert not torch.equal(plain, flipped)
+    assert torch.equal(plain.sum(), flipped.sum()), "a flip moves voxels, it does not change them"
+
+
+def test_voxelizer_equals_the_numpy_reference():
+    d = REPO / "fixtures" / "voxelize"
+    points = np.load(d / "frame0_radar.npy")
+    coords, features, stats = radvox.voxelize(points)
+    np.testing.assert_array_equal(coords, np.load(d / "frame0_radar_coords.npy").astype(np.int64))
+    want = np.load(d / "frame0_radar_features.npy").astype(np.float32)
+    np.testing.assert_array_equal(features.view(np.uint32), want.view(np.uint32))
+    assert stats["points"] == len(points) and stats["occupied"] == len(coords)
+    with pytest.raises(ValueError, match="shape"):
+        radvox.voxelize(np.zeros(5, np.float32))
+
+
+def test_memory_plan_and_fit_are_dicts_of_bytes():
+    p = radvox.memory.plan("ultra_lightweight", grid=(96, 608, 224), precision="amp", checkpointing="block")
+    parts = ["params", "grads", "optimizer", "inputs", "amp_weights", "activations", "transient", "buckets", "runtime"]
+    assert p["total"] == sum(p[k] for k in parts)  # the loader is host memory on CUDA
+    assert p["parameter_count"] == 694788
+    f = radvox.memory.fit(8.0, "seed_baseline", grid=(96, 608, 224))
+    assert not f["fits"] and f["changes"] and f["suggested"]["total"] <= 8 * 2**30
+
+
+def test_the_example_trains_a_vae_in_plain_pytorch():
+    import importlib.util
+
+    path = REPO / "python" / "examples" / "train_vae_torch.py"
+    spec = importlib.util.spec_from_file_location("train_vae_torch", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    losses = example.main(["--dataset-dir", str(MINI), "--resample", "4,8,8", "--epochs", "12", "--batch-size", "1"])
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
