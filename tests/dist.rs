@@ -337,3 +337,31 @@ fn gradient_buckets_pack_reduce_and_unpack_every_shape() {
         assert!(out.status.success() && text.contains("1 passed"), "rank {r}: {text}");
     }
 }
+
+#[test]
+fn a_rank_whose_peers_never_arrive_stops_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = example("train_vae");
+    let mini = common::mini();
+    let common_args = ["--dataset-dir", mini.to_str().unwrap(), "--device", "cpu", "--no-progress"];
+    // rank 0 hosts the store and waits for rank 1, which never comes;
+    // rank 1 of another world finds no store to connect to
+    for rank in ["0", "1"] {
+        let t0 = Instant::now();
+        let out = Command::new(&exe)
+            .args(common_args)
+            .args(["--dist-timeout", "3", "--out"])
+            .arg(dir.path().join(rank))
+            .env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", free_port().to_string())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "rank {rank} alone must fail");
+        assert!(t0.elapsed() < Duration::from_secs(60), "rank {rank} gave up after {:?} (timeout 3 s)", t0.elapsed());
+        assert!(err.contains(&format!("rank {rank} of 2 could not join the process group")), "{err}");
+        assert!(!dir.path().join(rank).join("last.safetensors").exists(), "nothing written");
+    }
+}
