@@ -8,6 +8,7 @@ use std::ffi::{c_char, c_void, CStr};
 
 use pyo3::prelude::*;
 use pyo3::{ffi, PyErr};
+use radvox::data::loader::PoolWaker;
 use tch::{Device, Kind, Tensor};
 
 #[repr(C)]
@@ -43,11 +44,22 @@ struct DLManagedTensor {
 }
 
 /// What a capsule keeps alive: the tensor handle and the shape and strides
-/// the DLTensor points into.
+/// the DLTensor points into; once freed, it wakes the loader whose buffer
+/// it held (a worker may be waiting to take it back).
 struct Owner {
     tensor: Tensor,
     shape: Vec<i64>,
     strides: Vec<i64>,
+    waker: Option<PoolWaker>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.tensor = Tensor::new(); // the buffer is the pool's again
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+    }
 }
 
 const NAME: &CStr = c"dltensor";
@@ -93,15 +105,15 @@ fn dtype(kind: Kind) -> PyResult<DLDataType> {
 }
 
 /// A `dltensor` capsule over `tensor`'s memory, which it holds until
-/// PyTorch frees the tensor made from it.
-pub fn export(py: Python<'_>, tensor: Tensor) -> PyResult<Py<PyAny>> {
+/// PyTorch frees the tensor made from it (then `waker` wakes its loader).
+pub fn export(py: Python<'_>, tensor: Tensor, waker: Option<PoolWaker>) -> PyResult<Py<PyAny>> {
     let dtype = dtype(tensor.kind())?;
     let device = match tensor.device() {
         Device::Cpu => DLDevice { device_type: 1, device_id: 0 },
         Device::Cuda(i) => DLDevice { device_type: 2, device_id: i as i32 },
         d => return Err(pyo3::exceptions::PyTypeError::new_err(format!("no DLPack export from {d:?}"))),
     };
-    let mut owner = Box::new(Owner { shape: tensor.size(), strides: tensor.stride(), tensor });
+    let mut owner = Box::new(Owner { shape: tensor.size(), strides: tensor.stride(), tensor, waker });
     let managed = Box::new(DLManagedTensor {
         dl_tensor: DLTensor {
             data: owner.tensor.data_ptr(),

@@ -78,7 +78,7 @@ impl Dataset {
         }
         let read = |m| -> PyResult<Py<PyAny>> {
             let grid = self.inner.read(j as usize, m).map_err(err)?;
-            dlpack::export(py, grid.to_tensor().squeeze_dim(0))
+            dlpack::export(py, grid.to_tensor().squeeze_dim(0), None)
         };
         Ok((read(Modality::Target)?, read(Modality::Radar)?))
     }
@@ -200,7 +200,7 @@ impl EpochIter {
     /// the frames' `"scene/stem"`; the GIL is released while waiting. The
     /// batch goes back at once: its buffers, shared by the capsules, stay
     /// parked in the pool until PyTorch frees the tensors (then they are
-    /// reused), so a kept batch is never overwritten.
+    /// reused, the workers woken), so a kept batch is never overwritten.
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyBatch>> {
         let Some(epoch) = self.inner.as_mut() else { return Ok(None) };
         let next = py.detach(|| epoch.next());
@@ -212,8 +212,8 @@ impl EpochIter {
             Some(b) => b.map_err(err)?,
         };
         let ids = batch.ids.iter().map(|i| i.to_string()).collect();
-        let t = dlpack::export(py, batch.target.shallow_clone())?;
-        let r = dlpack::export(py, batch.radar.shallow_clone())?;
+        let t = dlpack::export(py, batch.target.shallow_clone(), batch.waker())?;
+        let r = dlpack::export(py, batch.radar.shallow_clone(), batch.waker())?;
         drop(batch); // returned to the pool, which sees the capsules' views
         Ok(Some((t, r, ids)))
     }

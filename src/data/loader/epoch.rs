@@ -36,6 +36,26 @@ impl std::fmt::Debug for Batch {
     }
 }
 
+/// Wakes a loader's workers: for a holder of a batch's memory outside the
+/// batch (a DLPack export) to call once it lets go, so a worker waiting for
+/// that buffer takes it back at once.
+#[derive(Clone)]
+pub struct PoolWaker(Arc<Pool>);
+
+impl PoolWaker {
+    /// Wakes the workers.
+    pub fn wake(&self) {
+        self.0.wake_all();
+    }
+}
+
+impl Batch {
+    /// A waker of this batch's loader (`None` for a batch without one).
+    pub fn waker(&self) -> Option<PoolWaker> {
+        self.lease.as_ref().map(|(_, pool)| PoolWaker(pool.clone()))
+    }
+}
+
 impl Drop for Batch {
     fn drop(&mut self) {
         // Release the caller-facing handles first so the pool sees only its own.
@@ -120,27 +140,38 @@ impl Iterator for Epoch {
         let b = self.next;
         self.next += 1;
         let start = Instant::now();
-        loop {
+        let mut waiting = false;
+        let result = loop {
             if let Some(built) = self.pending.remove(&b) {
-                return Some(self.make_batch(b, built));
+                break self.make_batch(b, built);
             }
             {
                 let st = self.pool.lock();
                 if st.with_consumer >= st.stats.capacity {
-                    return Some(Err(DataError::AllBuffersHeld(st.stats.capacity)));
+                    break Err(DataError::AllBuffersHeld(st.stats.capacity));
                 }
             }
             if let Some(limit) = self.read_timeout.filter(|&l| start.elapsed() > l) {
-                return Some(Err(self.timeout_error(b, limit)));
+                break Err(self.timeout_error(b, limit));
             }
             match self.results.recv_timeout(Duration::from_millis(50)) {
                 Ok((i, built)) => {
                     self.pending.insert(i, built);
                 }
+                Err(RecvTimeoutError::Timeout) if !waiting => {
+                    // waited 50 ms: let workers allocate past pairs the consumer
+                    // keeps (a buffer it is about to free would have come back)
+                    self.pool.consumer_waiting(true);
+                    waiting = true;
+                }
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Some(Err(DataError::Disconnected(b))),
+                Err(RecvTimeoutError::Disconnected) => break Err(DataError::Disconnected(b)),
             }
+        };
+        if waiting {
+            self.pool.consumer_waiting(false);
         }
+        Some(result)
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded};
 
-pub use epoch::{Batch, Epoch};
+pub use epoch::{Batch, Epoch, PoolWaker};
 pub use pool::PoolStats;
 pub use sampler::Sampler;
 

@@ -45,6 +45,9 @@ pub(crate) struct PoolState {
     parked: Vec<BufferPair>,
     pub(crate) stats: PoolStats,
     pub(crate) with_consumer: usize,
+    /// The consumer is blocked waiting for a batch: a worker may allocate
+    /// past the parked pairs (they may be kept for good, e.g. a list of batches).
+    consumer_waiting: bool,
 }
 
 pub(crate) struct Pool {
@@ -86,16 +89,22 @@ impl Pool {
                 return None;
             }
             Self::reclaim(&mut st);
-            if let Some(pair) = st.free.pop() {
-                st.stats.reused += 1;
-                return Some(Self::take(&mut st, pair));
-            }
-            if Self::live(&st) < st.stats.capacity {
-                st.stats.allocated += 1;
-                drop(st);
-                let pair = BufferPair { target: self.alloc(true), radar: self.alloc(self.radar) };
-                let mut st = self.lock();
-                return Some(Self::take(&mut st, pair));
+            let cap = st.stats.capacity;
+            if st.stats.outstanding < cap {
+                if let Some(pair) = st.free.pop() {
+                    st.stats.reused += 1;
+                    return Some(Self::take(&mut st, pair));
+                }
+                // Still-shared parked pairs count against the capacity too, one
+                // beyond it (the batch a consumer holds while it asks for the
+                // next), unless the consumer has waited (it keeps them).
+                if Self::live(&st) + st.parked.len() <= cap || st.consumer_waiting {
+                    st.stats.allocated += 1;
+                    drop(st);
+                    let pair = BufferPair { target: self.alloc(true), radar: self.alloc(self.radar) };
+                    let mut st = self.lock();
+                    return Some(Self::take(&mut st, pair));
+                }
             }
             st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -107,7 +116,7 @@ impl Pool {
     }
 
     /// Parked pairs nobody shares any more return to the free list (or are
-    /// dropped, when the pool already holds its capacity).
+    /// dropped, when the pool already holds its capacity and one more).
     fn reclaim(st: &mut PoolState) {
         let mut i = 0;
         while i < st.parked.len() {
@@ -117,7 +126,7 @@ impl Pool {
                 continue;
             }
             let pair = st.parked.swap_remove(i);
-            if Self::live(st) < st.stats.capacity {
+            if Self::live(st) <= st.stats.capacity {
                 st.stats.reclaimed += 1;
                 st.free.push(pair);
             }
@@ -145,6 +154,12 @@ impl Pool {
             st.parked.push(pair);
         }
         drop(st);
+        self.cond.notify_all();
+    }
+
+    /// Marks the consumer as waiting for a batch (or not), waking workers.
+    pub(crate) fn consumer_waiting(&self, waiting: bool) {
+        self.lock().consumer_waiting = waiting;
         self.cond.notify_all();
     }
 
