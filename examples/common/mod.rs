@@ -183,7 +183,7 @@ impl RuntimeArgs {
             }
         }
         let timeout = std::time::Duration::from_secs_f64(self.dist_timeout);
-        let dist = radvox::dist::Dist::from_env(timeout, device.starts_with("cuda"))?;
+        let dist = radvox::dist::Dist::for_env(env.as_ref(), timeout, device.starts_with("cuda"))?;
         let amp = match (self.amp, self.no_amp) {
             (true, _) => AmpMode::On,
             (_, true) => AmpMode::Off,

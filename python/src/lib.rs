@@ -71,13 +71,9 @@ impl Dataset {
 
     /// `(target, radar)` capsules of frame `i` (f16, `(C, Z, H, W)`).
     fn get(&self, py: Python<'_>, i: isize) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-        let n = self.inner.len() as isize;
-        let j = if i < 0 { i + n } else { i };
-        if !(0..n).contains(&j) {
-            return Err(pyo3::exceptions::PyIndexError::new_err(format!("frame {i} of {n}")));
-        }
+        let j = self.index(i)?;
         let read = |m| -> PyResult<Py<PyAny>> {
-            let grid = self.inner.read(j as usize, m).map_err(err)?;
+            let grid = self.inner.read(j, m).map_err(err)?;
             dlpack::export(py, grid.to_tensor().squeeze_dim(0), None)
         };
         Ok((read(Modality::Target)?, read(Modality::Radar)?))
@@ -90,10 +86,19 @@ impl Dataset {
 
     /// `(C, Z, H, W)` of frame `i` as read.
     fn shape(&self, i: usize) -> PyResult<[usize; 4]> {
-        if i >= self.inner.len() {
-            return Err(pyo3::exceptions::PyIndexError::new_err(format!("frame {i} of {}", self.inner.len())));
+        Ok(self.inner.output_shape(self.index(isize::try_from(i).unwrap_or(isize::MAX))?))
+    }
+}
+
+impl Dataset {
+    /// Frame `i` (negative: from the end) as an index, or `IndexError`.
+    fn index(&self, i: isize) -> PyResult<usize> {
+        let n = self.inner.len() as isize;
+        let j = if i < 0 { i + n } else { i };
+        if !(0..n).contains(&j) {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!("frame {i} of {n}")));
         }
-        Ok(self.inner.output_shape(i))
+        Ok(j as usize)
     }
 }
 

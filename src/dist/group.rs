@@ -94,8 +94,13 @@ impl Dist {
     /// false) or NCCL; a plain run (no `WORLD_SIZE`), or a world of one, is
     /// [`Dist::single`]. `timeout` bounds the rendezvous and every collective.
     pub fn from_env(timeout: Duration, cuda: bool) -> Result<Dist, DistError> {
-        match DistEnv::from_env()? {
-            Some(env) if env.world_size > 1 => Dist::join(&env, timeout, cuda),
+        Dist::for_env(DistEnv::from_env()?.as_ref(), timeout, cuda)
+    }
+
+    /// As [`Dist::from_env`], for an environment already read.
+    pub fn for_env(env: Option<&DistEnv>, timeout: Duration, cuda: bool) -> Result<Dist, DistError> {
+        match env {
+            Some(env) if env.world_size > 1 => Dist::join(env, timeout, cuda),
             Some(env) => Ok(Dist { local_rank: env.local_rank, timeout, ..Dist::single() }),
             None => Ok(Dist { timeout, ..Dist::single() }),
         }

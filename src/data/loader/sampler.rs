@@ -62,7 +62,7 @@ impl Sampler {
         let per_rank = if self.pad_shards {
             self.frames.div_ceil(self.world_size)
         } else {
-            (self.frames + self.world_size - 1 - self.rank.min(self.world_size - 1)) / self.world_size
+            self.frames.saturating_sub(self.rank).div_ceil(self.world_size) // rank, rank + world, ...
         };
         if self.drop_last {
             per_rank / self.batch_size
