@@ -2,14 +2,16 @@
 //! the seed tried, with and without checkpointing, its predicted peak, whether
 //! it fits, the measured peak where `benches/memory_plan.rs` measured it, the
 //! change that would make it fit, the largest native-resolution crop the
-//! `standard` and `seed_baseline` presets train on, and the largest VAE that
-//! fits.
+//! `standard` and `seed_baseline` presets train on, the tile each preset
+//! encodes and decodes whole frames in, and the largest VAE that fits.
 //!
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::memory::{fit, gib, largest_crop, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS};
+use radvox::memory::{
+    choose_tiling, fit, gib, largest_crop, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS,
+};
 use radvox::model::{Checkpointing, UnetConfig, VaeConfig};
 
 mod common;
@@ -142,6 +144,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 ),
                 None => println!("| {name} crops | 1 | {precision} | {checkpointing} | - | no crop fits | - | - |"),
             }
+        }
+    }
+    // whole frames through a frozen VAE: the largest tile each preset's
+    // encode + decode fits in (no gradients, f32)
+    for name in VAE_PRESETS {
+        let mp = planner.model(&ModelConfig::Vae(VaeConfig::named(name)?))?;
+        match choose_tiling(budget, &mp, grid, 8) {
+            Ok(p) => println!(
+                "| {name} encode + decode, {} ({} tiles) | 1 | f32 | no grad | {} | yes | - | {} |",
+                p.tiles_flag(),
+                p.tiles,
+                gib(p.total()),
+                p.peak_at
+            ),
+            Err(e) => println!("| {name} encode + decode | 1 | f32 | no grad | - | {e} | - | - |"),
         }
     }
     println!("\npredicted = tensors at the step's peak + runtime reserve; measured = the bench's peak (tensors only) and the prediction's error against it.");

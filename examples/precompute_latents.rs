@@ -45,11 +45,12 @@ struct Cli {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let (vae, recipe) = load_vae(&cli.vae, None, parse_device(&cli.device)?)?;
-    let vae = vae.with_tiling(cli.tiles.tiling())?;
     let layout = frame_layout(recipe.layout, cli.resample, &cli.vae)?;
     let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
     let s = ds.output_shape(0);
-    recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;
+    let grid = [s[1] as i64, s[2] as i64, s[3] as i64];
+    recipe.vae.check_grid(grid)?;
+    let vae = cli.tiles.apply(vae, grid)?;
     let bar =
         if cli.no_progress { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(ds.len() as u64) };
     let t = std::time::Instant::now();

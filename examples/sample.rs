@@ -96,7 +96,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
     let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
-    let vae = vae.with_tiling(cli.tiles.tiling())?;
     let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, &vae.hash, device)).transpose()?;
     if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
         match (l.consistency, cli.solver) {
@@ -134,7 +133,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         &DatasetConfig { layout, val_scenes: cli.scenes.clone(), ..Default::default() },
     )?;
     let s = ds.output_shape(0);
-    vae_recipe.vae.check_grid([s[1] as i64, s[2] as i64, s[3] as i64])?;
+    let grid = [s[1] as i64, s[2] as i64, s[3] as i64];
+    vae_recipe.vae.check_grid(grid)?;
+    let vae = cli.tiles.apply(vae, grid)?;
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
     std::fs::create_dir_all(&cli.out)?;

@@ -8,6 +8,8 @@ use std::process::Command;
 use half::f16;
 use radvox::data::crop::CropAt;
 use radvox::data::{Dataset, DatasetConfig, Grid, Layout, Loader, LoaderConfig, Modality, Split};
+use radvox::memory::{ModelConfig, Planner, TILE_HEADROOM};
+use radvox::model::Tiling;
 use rand_chacha::ChaCha8Rng;
 
 mod common;
@@ -150,4 +152,19 @@ fn a_crop_trained_vae_runs_on_whole_frames_in_tiles() {
     let o = latents(&["--tile", "3,32,32"], "bad");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("tiles [3, 32, 32]"), "{err}");
+    // no --tile: the planner's choice for the budget, whole frames when they fit
+    let (vae, _) = radvox::train::load_vae(&vae_dir.join("last.safetensors"), None, tch::Device::Cpu).unwrap();
+    let mp = Planner::for_device(tch::Device::Cpu).model(&ModelConfig::Vae(vae.vae.config().clone())).unwrap();
+    let needs =
+        |tiling| mp.plan_inference([32, 64, 32], tiling).unwrap().total() as f64 / (1u64 << 30) as f64 / TILE_HEADROOM;
+    // on this small grid two (32, 32, 32) tiles cost more than the frame
+    // (their convolutions take libtorch's unfolding path): never chosen
+    let (whole, tiled) = (needs(None), needs(Some(Tiling::new([32, 32, 32], 0))));
+    assert!(tiled > whole, "{tiled} {whole}");
+    for (gb, expect, ok) in [(whole * 1.001, "whole frames (1 tile)", true), (whole * 0.999, "no tile fits", false)] {
+        let o = latents(&["--halo", "0", "--memory-budget-gb", &format!("{gb}")], "auto");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), ok, "{err}");
+        assert!(err.contains(expect), "{gb} GiB: {err}");
+    }
 }

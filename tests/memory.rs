@@ -13,7 +13,7 @@ use radvox::diffusion::{Consistency, ConsistencyConfig, EdmConfig};
 use radvox::io::safetensors::named_variables;
 use radvox::memory::{ModelConfig, Planner, Precision};
 use radvox::model::trace::{Backend, Tape};
-use radvox::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
+use radvox::model::{Checkpointing, FrozenVae, Tiling, Unet3d, UnetConfig, Vae3d, VaeConfig};
 use radvox::sys::{cpu_bf16, shim, CpuBf16};
 use radvox::train::engine::is_out_of_memory;
 use radvox::train::{Amp, Objective, OptimRecipe, Runtime, TrainError, Trainer, VaeRecipe, VaeTrainer};
@@ -168,6 +168,41 @@ fn planned_activation_peaks_match_counted_allocations() {
         check(&format!("consistency {shape:?} ck {ck}"), predicted, measured, &mut failures);
     }
     assert!(failures.is_empty(), "beyond 8% on {backend:?}:\n{}", failures.join("\n"));
+}
+
+/// The inference plan (a frozen VAE encoding then decoding a whole frame,
+/// no gradients, float32) against libtorch's counted peak, for every
+/// preset, whole and in tiles; the caller's f16 frame is held throughout.
+#[test]
+fn planned_inference_peaks_match_counted_allocations() {
+    let _g = serial();
+    assert!(shim::count_host_tensors());
+    let planner = Planner::new(Backend::cpu());
+    let mut failures = Vec::new();
+    for (name, grid, tile) in [
+        ("ultra_lightweight", [16, 64, 64], [8, 32, 32]),
+        ("seed_baseline", [16, 64, 64], [8, 32, 32]),
+        ("lightweight", [16, 64, 64], [8, 32, 32]),
+        ("standard", [8, 32, 32], [8, 16, 16]),
+    ] {
+        let cfg = VaeConfig::named(name).unwrap();
+        let mp = planner.model(&ModelConfig::Vae(cfg.clone())).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let vae = Vae3d::new(&vs.root(), &cfg).unwrap();
+        let mut frozen =
+            FrozenVae { vs, vae, channel_scale: vec![1.0, 0.5, 0.25, 1.0], hash: String::new(), tiling: None };
+        let frame = Tensor::rand([1, 4, grid[0], grid[1], grid[2]], (Kind::Half, Device::Cpu));
+        for tiling in [None, Some(Tiling::new(tile, 8))] {
+            frozen = frozen.with_tiling(tiling).unwrap();
+            let plan = mp.plan_inference(grid, tiling).unwrap();
+            let measured = counted_peak(plan.frame, &|| {
+                let _ = frozen.decode(&frozen.encode(&frame));
+            });
+            let what = format!("{name} {grid:?} {}", plan.tiles_flag());
+            check(&what, plan.device_tensors() - plan.params, measured, &mut failures);
+        }
+    }
+    assert!(failures.is_empty(), "beyond 8%:\n{}", failures.join("\n"));
 }
 
 /// Scene beta: two frames, both occupied (an empty frame's GroupNorm has

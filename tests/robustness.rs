@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use radvox::data::layout::Layout;
 use radvox::io::safetensors;
-use radvox::train::{load_vae, Checkpoint, OptimRecipe, Runtime, TrainError, Trainer, VaeRecipe};
+use radvox::train::{load_vae, Checkpoint, Objective, OptimRecipe, Runtime, TrainError, Trainer, VaeRecipe};
 use radvox::{Dataset, DatasetConfig, Split};
 use tch::Device;
 
@@ -339,6 +339,32 @@ fn stale_temp_files_of_killed_writers_are_removed_at_start() {
     let runtime = Runtime { max_steps: Some(1), ..cpu_runtime(&dir.path().join("run")) };
     let _t = Trainer::resume_vae(&ckpt, ds(Split::Train), None, runtime, |r| r.optim.epochs = 2).unwrap();
     assert!(!stale.exists());
+}
+
+/// A time budget (`--max-minutes`) stops a run like a step limit: at the
+/// first check after the budget ran out (each optimizer step, each epoch's
+/// end), `last` saved; a budget already spent trains nothing.
+#[test]
+fn a_time_budget_stops_the_run_once_it_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let budget_s = 1.5;
+    let runtime = Runtime { max_minutes: Some(budget_s / 60.0), ..cpu_runtime(&out) };
+    let mut t = Trainer::vae(ds(Split::Train), Some(ds(Split::Val)), recipe(200), runtime).unwrap();
+    let all_steps = 200 * t.objective().batches_per_epoch() as u64;
+    t.fit().unwrap();
+    assert!(t.state().step >= 1 && t.state().step < all_steps, "stopped early: {}", t.state().step);
+    assert!(out.join("last.safetensors").exists());
+    // the last column is the run's elapsed seconds when the row was logged
+    let rows = data_rows(&out.join("train_log.csv"));
+    let elapsed: Vec<f64> = rows.iter().map(|r| *r.last().unwrap()).collect();
+    assert!(elapsed[..elapsed.len() - 1].iter().all(|&e| e < budget_s), "{elapsed:?}");
+    let spent = Runtime { max_minutes: Some(1e-9), ..cpu_runtime(&dir.path().join("spent")) };
+    let mut t = Trainer::vae(ds(Split::Train), None, recipe(1), spent).unwrap();
+    t.fit().unwrap();
+    assert_eq!(t.state().step, 0);
+    let bad = Runtime { max_minutes: Some(f64::NAN), ..cpu_runtime(&dir.path().join("bad")) };
+    assert!(Trainer::vae(ds(Split::Train), None, recipe(1), bad).is_err());
 }
 
 // 12. --help was missing.

@@ -32,19 +32,42 @@ pub fn zhw(s: &str) -> Result<[usize; 3], String> {
 #[derive(Debug, Args)]
 pub struct TileArgs {
     /// Encode and decode whole frames in Z,H,W tiles (input voxels, each a
-    /// multiple of the VAE's downsampling) to bound memory.
+    /// multiple of the VAE's downsampling). Default: the whole frame when
+    /// its memory plan fits --memory-budget-gb, else the largest tile that does.
     #[arg(long, value_parser = zhw)]
     pub tile: Option<[usize; 3]>,
     /// Context voxels around each tile (a multiple of the downsampling); the
     /// output keeps only tile interiors.
-    #[arg(long, default_value_t = 8, requires = "tile")]
+    #[arg(long, default_value_t = 8)]
     pub halo: usize,
+    /// Memory (GiB) the automatic tile is chosen for; default: the GPU's
+    /// memory, or the RAM available on CPU.
+    #[arg(long, value_parser = positive, conflicts_with = "tile")]
+    pub memory_budget_gb: Option<f64>,
 }
 
 impl TileArgs {
-    /// The tiling asked for.
-    pub fn tiling(&self) -> Option<radvox::model::Tiling> {
-        self.tile.map(|t| radvox::model::Tiling::new(t.map(|v| v as i64), self.halo as i64))
+    /// `vae` set up for frames of `grid` `(Z, H, W)`: in the tiles asked
+    /// for, or as the memory planner chooses (logged).
+    pub fn apply(
+        &self,
+        vae: radvox::model::FrozenVae,
+        grid: [i64; 3],
+    ) -> Result<radvox::model::FrozenVae, Box<dyn std::error::Error>> {
+        use radvox::memory::{choose_tiling, device_budget, gib, ModelConfig, Planner};
+        let halo = self.halo as i64;
+        if let Some(t) = self.tile {
+            return Ok(vae.with_tiling(Some(radvox::model::Tiling::new(t.map(|v| v as i64), halo)))?);
+        }
+        let budget = match self.memory_budget_gb {
+            Some(g) => (g * (1u64 << 30) as f64) as u64,
+            None => device_budget(vae.device())
+                .ok_or("the device's memory is unknown: give --memory-budget-gb or --tile")?,
+        };
+        let mp = Planner::for_device(vae.device()).model(&ModelConfig::Vae(vae.vae.config().clone()))?;
+        let plan = choose_tiling(budget, &mp, grid, halo)?;
+        log::info!("{} fits {}", plan.summary(), gib(budget));
+        Ok(vae.with_tiling(plan.tiling)?)
     }
 }
 
@@ -154,6 +177,10 @@ pub struct RuntimeArgs {
     /// Stop after this many optimizer steps in all (mid-epoch if need be; `--resume` continues).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
+    /// Stop the same way at the first optimizer step ending after this many
+    /// minutes of the run (wall clock, over resumes, validation included).
+    #[arg(long, value_parser = positive)]
+    pub max_minutes: Option<f64>,
     /// Seconds to wait for one batch of frames before failing with the files named.
     #[arg(long, default_value_t = 120.0, value_parser = positive)]
     pub read_timeout: f64,
@@ -204,6 +231,7 @@ impl RuntimeArgs {
             max_nonfinite_streak: self.max_nonfinite_streak as usize,
             save_every_steps: self.save_every_steps,
             max_steps: self.max_steps,
+            max_minutes: self.max_minutes,
             read_timeout_s: Some(self.read_timeout),
             handle_signals: true,
             overwrite: self.overwrite,

@@ -70,7 +70,7 @@ fn halve_grid(g: [i64; 3]) -> [i64; 3] {
 
 /// The next smaller crop: the larger of H and W halved, else Z, each a
 /// multiple of 32 and at least 32 (a fixed point at `[32, 32, 32]` or below).
-fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
+pub(crate) fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
     let half = |v: i64| (v / 2 / 32 * 32).max(32);
     let axis = if g[1] >= g[2] { 1 } else { 2 };
     let mut c = g;

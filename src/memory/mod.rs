@@ -5,11 +5,13 @@
 //! [`crate::sys`] and [`crate::model`].
 
 pub mod fit;
+pub mod infer;
 pub mod measure;
 pub mod plan;
 
 pub use crate::model::trace::Backend;
 pub use fit::{fallback, fit, largest_crop, Change, Fit, VAE_PRESETS};
+pub use infer::{choose_tiling, InferencePlan, TILE_HEADROOM};
 pub use measure::{
     configure_cuda_allocator, device_budget, proc_status_bytes, return_large_frees, rss_anon, PeakSampler,
     CUDA_ALLOC_CONF, MMAP_THRESHOLD,
@@ -22,4 +24,12 @@ pub enum MemoryError {
     /// The model to plan for cannot be built.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// Not even the smallest tile fits the budget.
+    #[error("no tile fits {budget}: the smallest needs {smallest}")]
+    NoTileFits {
+        /// The budget (`x.xx GiB`).
+        budget: String,
+        /// The smallest tile's plan summary.
+        smallest: String,
+    },
 }

@@ -287,6 +287,29 @@ impl Planner {
 }
 
 impl ModelPlanner {
+    /// The planner's device and loader facts.
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// The model planned for.
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.model
+    }
+
+    /// Trainable parameters (count).
+    pub fn parameter_count(&self) -> u64 {
+        self.parameter_count
+    }
+
+    /// The VAE, when this planner holds one.
+    pub(crate) fn vae(&self) -> Option<&Vae3d> {
+        match &self.built {
+            Built::Vae(v) => Some(v),
+            Built::Unet(_) => None,
+        }
+    }
+
     /// The plan for this model at `grid`, `batch`, `precision`, `checkpointing`.
     pub fn plan(&self, grid: [i64; 3], batch: usize, precision: Precision, checkpointing: Checkpointing) -> Plan {
         let p = &self.planner;

@@ -116,8 +116,16 @@ impl ResBlock3d {
 
 impl ModuleT for ResBlock3d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = x.apply(&self.norm1).silu().apply(&self.conv1);
-        let h = h.apply(&self.norm2).silu().dropout(self.dropout, train).apply(&self.conv2);
+        // one assignment per op: each intermediate is dropped once the next
+        // exists (a method chain would keep every temporary to the end of
+        // the statement, one activation more than needed without gradients)
+        let mut h = x.apply(&self.norm1);
+        h = h.silu();
+        h = h.apply(&self.conv1);
+        h = h.apply(&self.norm2);
+        h = h.silu();
+        h = h.dropout(self.dropout, train);
+        h = h.apply(&self.conv2);
         match &self.skip {
             Some(s) => x.apply(s) + h,
             None => x + h,

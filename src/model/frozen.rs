@@ -52,7 +52,9 @@ impl FrozenVae {
     /// Deterministic latent `quant_conv(mean)` of a raw f16/f32 grid batch.
     pub fn encode(&self, grid: &Tensor) -> Tensor {
         let dev = self.device();
-        let x = grid.to_device(dev).to_kind(Kind::Float) * self.scale(dev);
+        // one float32 copy of the frame, scaled in place (whole frames are large)
+        let mut x = grid.to_device_(dev, Kind::Float, false, true);
+        let _ = x.g_mul_(&self.scale(dev));
         let encode = |x: &Tensor| self.vae.encode(x, None, false);
         tch::no_grad(|| match &self.tiling {
             Some(t) => t.map(&x, [1; 3], self.vae.config().downsampling(), &encode),
@@ -66,14 +68,11 @@ impl FrozenVae {
         let z = z.to_device(dev).to_kind(Kind::Float);
         let decode = |z: &Tensor| self.vae.decode(z, false);
         let f = self.vae.config().downsampling();
-        let grid = tch::no_grad(|| match &self.tiling {
-            Some(t) => {
-                let latent =
-                    Tiling { tile: [0, 1, 2].map(|a| t.tile[a] / f[a]), halo: [0, 1, 2].map(|a| t.halo[a] / f[a]) };
-                latent.map(&z, f, [1; 3], &decode)
-            }
+        let mut grid = tch::no_grad(|| match &self.tiling {
+            Some(t) => t.coarser(f).map(&z, f, [1; 3], &decode),
             None => decode(&z),
         });
-        grid / self.scale(dev)
+        let _ = grid.g_div_(&self.scale(dev));
+        grid
     }
 }

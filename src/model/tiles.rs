@@ -71,6 +71,18 @@ impl Tiling {
         (0..3).map(|a| spans(grid[a], self.tile[a], self.halo[a]).len()).product()
     }
 
+    /// The largest extended tile (core plus halos, clipped to the grid) run
+    /// through the model over a `(Z, H, W)` grid: what bounds its memory.
+    pub fn max_extent(&self, grid: [i64; 3]) -> [i64; 3] {
+        [0, 1, 2].map(|a| spans(grid[a], self.tile[a], self.halo[a]).iter().map(|p| p.ext.1).max().unwrap_or(0))
+    }
+
+    /// The same tiling in a grid `factor` times coarser per axis (the
+    /// latent of a VAE downsampling by `factor`).
+    pub fn coarser(&self, factor: [i64; 3]) -> Tiling {
+        Tiling { tile: [0, 1, 2].map(|a| self.tile[a] / factor[a]), halo: [0, 1, 2].map(|a| self.halo[a] / factor[a]) }
+    }
+
     /// `f` applied tile by tile to `x` `(B, C, Z, H, W)`, whose output has
     /// `num / den` times the input's size per axis (the encoder: 1 / its
     /// downsampling; the decoder: the downsampling / 1). Tiles and halos
@@ -122,6 +134,8 @@ mod tests {
         let s = spans(10, 4, 2);
         assert_eq!(s.iter().map(|p| p.core).collect::<Vec<_>>(), [(0, 4), (4, 4), (8, 2)]);
         assert_eq!(s.iter().map(|p| p.ext).collect::<Vec<_>>(), [(0, 6), (2, 8), (6, 4)]);
+        assert_eq!(Tiling::new([4, 4, 16], 2).max_extent([10, 3, 16]), [8, 3, 16]);
+        assert_eq!(Tiling::new([8, 16, 32], 4).coarser([2, 4, 4]).tile, [4, 4, 8]);
     }
 
     #[test]

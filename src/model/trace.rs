@@ -118,6 +118,9 @@ pub struct Tape {
     /// Bytes alive all step that are not tensors of the graph (autocast's
     /// half copies of the weights).
     constant: u64,
+    /// Inference (`no_grad`): nothing is saved, there is no backward, and a
+    /// tensor is freed after its last use.
+    no_grad: bool,
 }
 
 /// A model part that can record its forward pass.
@@ -143,7 +146,15 @@ impl Tape {
             retain_graph: false,
             scope: String::new(),
             constant: 0,
+            no_grad: false,
         }
+    }
+
+    /// An empty tape of a float32 forward pass without gradients (a frozen
+    /// model encoding or decoding): its [`Activations::transient`] is the
+    /// forward peak.
+    pub fn no_grad(backend: Backend) -> Tape {
+        Tape { no_grad: true, ..Tape::new(backend, false) }
     }
 
     /// Backward keeps the graph until the step ends (the UNet's checkpointing
@@ -223,7 +234,8 @@ impl Tape {
         params: bool,
         (fwd_tmp, bwd_tmp): (u64, u64),
     ) -> Tid {
-        let grad = params || inputs.iter().any(|t| self.tensors[t.0].needs_grad);
+        let grad = !self.no_grad && (params || inputs.iter().any(|t| self.tensors[t.0].needs_grad));
+        let (saves, bwd_tmp) = if self.no_grad { (&[][..], 0) } else { (saves, bwd_tmp) };
         let j = self.ops.len();
         let out = self.new_tensor(out_shape, out_dtype, grad, Some(j), None);
         self.ops.push(Op {
@@ -540,7 +552,7 @@ impl<'a> Sim<'a> {
         }
         let kept = self.total(|s| self.first_saver[s].is_some() || self.boundary_from[s].is_some());
         // Backward, last op first; a checkpointed segment is recomputed when reached.
-        for j in (0..n).rev() {
+        for j in (0..n).rev().filter(|_| !t.no_grad) {
             let seg = t.ops[j].segment;
             let ck = t.segments[seg];
             let range = self.seg_ops[seg].clone();

@@ -187,7 +187,9 @@ struct OutHead {
 
 impl ModuleT for OutHead {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
-        x.apply(&self.norm).silu().apply(&self.conv)
+        let mut h = x.apply(&self.norm);
+        h = h.silu(); // the norm's output is dropped here, not at the end
+        h.apply(&self.conv)
     }
 }
 
@@ -455,6 +457,32 @@ impl Vae3d {
             enc_chain.backward(true);
         }
         parts
+    }
+
+    /// Records [`Vae3d::encode`]'s deterministic path (`quant_conv(mean)`)
+    /// of an `input`-shaped batch on `t` (a [`Tape::no_grad`] one for a
+    /// frozen model); the batch is caller-held. Returns the latent.
+    pub fn trace_encode(&self, t: &mut Tape, input: [i64; 5]) -> Tid {
+        let x = t.input(&input, Dtype::F32);
+        let h = self.encoder.trace(t, x, Checkpointing::Off);
+        t.set_scope("quant_conv");
+        let mut half = t.shape(h).to_vec();
+        half[1] /= 2;
+        let mean = t.view(h, &half);
+        let z = self.quant_conv.trace(t, mean);
+        t.set_scope("");
+        z
+    }
+
+    /// Records [`Vae3d::decode`] of a `latent`-shaped batch on `t`; the
+    /// latent is caller-held. Returns the grid.
+    pub fn trace_decode(&self, t: &mut Tape, latent: [i64; 5]) -> Tid {
+        let z = t.input(&latent, Dtype::F32);
+        t.set_scope("post_quant_conv");
+        let z = self.post_quant_conv.trace(t, z);
+        let y = self.decoder.trace(t, z, Checkpointing::Off);
+        t.set_scope("");
+        y
     }
 
     /// Records one training step ([`Vae3d::backward`] with the MSE loss) on

@@ -495,16 +495,25 @@ impl<O: Objective> Trainer<O> {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// Whether the runtime's step limit is reached.
-    fn at_step_limit(&self) -> bool {
-        self.runtime.max_steps.is_some_and(|m| self.state.step >= m)
+    /// Whether the runtime's step or time limit is reached (the time as
+    /// rank 0 sees it, so every rank stops after the same step).
+    fn at_step_limit(&self) -> Result<bool, TrainError> {
+        if self.runtime.max_steps.is_some_and(|m| self.state.step >= m) {
+            return Ok(true);
+        }
+        let Some(minutes) = self.runtime.max_minutes else { return Ok(false) };
+        let mut v = [if self.runtime.dist.is_main() { self.elapsed() } else { 0.0 }];
+        if self.runtime.dist.world_size() > 1 {
+            self.runtime.dist.all_reduce_f64(&mut v, ReduceOp::Max)?;
+        }
+        Ok(v[0] >= minutes * 60.0)
     }
 
     /// Trains one epoch from the data cursor. Saves `last` every
     /// `save_every_steps` optimizer steps; when a signal asked to stop (and
     /// the runtime handles signals) saves `last` after the current optimizer
     /// step and returns [`TrainError::Interrupted`]; at the runtime's
-    /// `max_steps` saves `last` and returns the epoch so far.
+    /// `max_steps` (or `max_minutes`) saves `last` and returns the epoch so far.
     pub fn train_epoch(&mut self) -> Result<EpochReport, TrainError> {
         let epoch = self.state.epoch;
         let optim = self.objective.recipe().optim().clone();
@@ -583,10 +592,10 @@ impl<O: Objective> Trainer<O> {
                     bar.abandon();
                     return Err(TrainError::Interrupted { signal: signal::name(sig), step: self.state.step, path });
                 }
-                if self.at_step_limit() && self.state.cursor != 0 {
+                if self.state.cursor != 0 && self.at_step_limit()? {
                     self.save_checkpoint(&self.runtime.out.join("last.safetensors"))?;
                     log::info!(
-                        "stopped at optimizer step {} (max steps), mid-epoch; --resume continues",
+                        "stopped at optimizer step {} (step or time limit), mid-epoch; --resume continues",
                         self.state.step
                     );
                     bar.inc(1);
@@ -675,7 +684,7 @@ impl<O: Objective> Trainer<O> {
         }
         let last = self.runtime.out.join("last.safetensors");
         let mut reports = Vec::new();
-        while self.state.epoch < end && !self.at_step_limit() {
+        while self.state.epoch < end && !self.at_step_limit()? {
             let mut report = self.train_epoch()?;
             if self.state.epoch == report.epoch {
                 log::info!("{} (partial epoch)", report.summary());

@@ -49,6 +49,10 @@ pub struct Runtime {
     /// Stop (saving `last`, resumable exactly) once the run has taken this
     /// many optimizer steps in all, mid-epoch if need be.
     pub max_steps: Option<u64>,
+    /// Stop the same way at the first optimizer step that ends after this
+    /// many minutes of the run (wall clock, summed over resumes; validation
+    /// included): equal time budgets for runs that compare.
+    pub max_minutes: Option<f64>,
     /// Longest wait for a batch from the loader, in seconds (`None`: forever).
     pub read_timeout_s: Option<f64>,
     /// On SIGINT/SIGTERM finish the optimizer step, save `last` and stop
@@ -82,6 +86,7 @@ impl Default for Runtime {
             max_nonfinite_streak: 3,
             save_every_steps: None,
             max_steps: None,
+            max_minutes: None,
             read_timeout_s: Some(crate::data::loader::DEFAULT_READ_TIMEOUT.as_secs_f64()),
             handle_signals: false,
             overwrite: false,
@@ -104,6 +109,11 @@ impl Runtime {
         }
         if self.save_every_steps == Some(0) || self.max_steps == Some(0) {
             return bad("save_every_steps and max_steps must be >= 1".into());
+        }
+        if let Some(m) = self.max_minutes {
+            if !(m > 0.0 && m.is_finite()) {
+                return bad(format!("max minutes must be > 0, got {m}"));
+            }
         }
         if let Some(t) = self.read_timeout_s {
             if !(t > 0.0 && t.is_finite()) {
