@@ -169,11 +169,8 @@ fn child(cfg: &Config, device: &str) {
     let _warm = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)) + 1.0;
     let ds = dataset(cfg, 2 * cfg.batch);
     let out = tempfile::tempdir().unwrap();
-    // Reset the peak RSS to "libtorch loaded, dataset headers read".
-    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
-    let rss0 = memory::proc_status_bytes("VmRSS").unwrap();
-    let (host0, _) = radvox::sys::shim::host_tensor_bytes();
-    radvox::sys::shim::host_reset_peak();
+    // Peaks from "libtorch loaded, dataset headers read".
+    let window = common::HostPeak::start();
     if cuda {
         radvox::sys::shim::cuda_reset_peak(0);
     }
@@ -187,17 +184,16 @@ fn child(cfg: &Config, device: &str) {
     drop(batches);
     trainer.optimizer_step(1e-4).unwrap();
     let seconds = t0.elapsed().as_secs_f64();
-    let rss = memory::proc_status_bytes("VmHWM").unwrap().saturating_sub(rss0);
-    let (_, host_peak) = radvox::sys::shim::host_tensor_bytes();
     let (measured, counted) = if cuda {
         let (_, peak) = radvox::sys::shim::cuda_allocated(0).expect("CUDA allocator stats");
         (peak as u64, peak as u64)
     } else {
-        (rss, (host_peak - host0) as u64)
+        window.peaks()
     };
     println!(
-        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "baseline_rss": {rss0}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
+        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "baseline_rss": {}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
         plan.device_tensors(),
+        window.rss0,
         plan.peak_at
     );
 }

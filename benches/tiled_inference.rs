@@ -20,6 +20,8 @@ use radvox::memory::{self, choose_tiling, gib, Backend, InferencePlan, ModelConf
 use radvox::model::{FrozenVae, Tiling, Vae3d, VaeConfig};
 use tch::{nn, Device, Kind, Tensor};
 
+mod common;
+
 const GRID: [i64; 3] = [96, 608, 224];
 const HALO: i64 = 8;
 
@@ -28,7 +30,7 @@ fn budget(gb: f64) -> u64 {
 }
 
 /// The plan chosen for `preset` within `gb` GiB on `backend`.
-fn chosen(preset: &str, backend: Backend, gb: f64) -> Result<InferencePlan, radvox::memory::MemoryError> {
+fn chosen(preset: &str, backend: Backend, gb: f64) -> Result<InferencePlan, memory::MemoryError> {
     let mp = Planner::new(backend).model(&ModelConfig::Vae(VaeConfig::named(preset).unwrap())).unwrap();
     choose_tiling(budget(gb), &mp, GRID, HALO)
 }
@@ -36,7 +38,7 @@ fn chosen(preset: &str, backend: Backend, gb: f64) -> Result<InferencePlan, radv
 /// Encodes and decodes one synthetic frame with `tiling`; prints one JSON line.
 fn child(preset: &str, tiling: Option<Tiling>) {
     assert!(radvox::sys::shim::count_host_tensors());
-    radvox::memory::return_large_frees();
+    memory::return_large_frees();
     let cfg = VaeConfig::named(preset).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = Vae3d::new(&vs.root(), &cfg).unwrap();
@@ -46,20 +48,16 @@ fn child(preset: &str, tiling: Option<Tiling>) {
     // a sparse occupancy-like frame, as the loader yields it (f16)
     let frame =
         Tensor::rand([1, 4, GRID[0], GRID[1], GRID[2]], (Kind::Float, Device::Cpu)).lt(0.02).to_kind(Kind::Half);
-    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
-    let rss0 = memory::proc_status_bytes("VmRSS").unwrap();
-    let (host0, _) = radvox::sys::shim::host_tensor_bytes();
-    radvox::sys::shim::host_reset_peak();
+    let window = common::HostPeak::start();
     let t0 = Instant::now();
     let recon = frozen.decode(&frozen.encode(&frame));
     let seconds = t0.elapsed().as_secs_f64();
     assert_eq!(recon.size(), frame.size());
-    let rss = memory::proc_status_bytes("VmHWM").unwrap().saturating_sub(rss0);
-    let (_, peak) = radvox::sys::shim::host_tensor_bytes();
+    let (rss, counted) = window.peaks();
     // the frame and the weights were resident before the reset: add them back
     let held =
         (frame.numel() * 2) as u64 + frozen.vs.trainable_variables().iter().map(|t| t.numel() as u64 * 4).sum::<u64>();
-    println!(r#"{{"measured": {}, "counted": {}, "seconds": {seconds:.1}}}"#, rss + held, (peak - host0) as u64 + held);
+    println!(r#"{{"measured": {}, "counted": {}, "seconds": {seconds:.1}}}"#, rss + held, counted + held);
 }
 
 fn main() {

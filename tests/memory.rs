@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use radvox::data::layout::Layout;
 use radvox::diffusion::{Consistency, ConsistencyConfig, EdmConfig};
 use radvox::io::safetensors::named_variables;
-use radvox::memory::{ModelConfig, Planner, Precision};
+use radvox::memory::{measure, ModelConfig, Planner, Precision};
 use radvox::model::trace::{Backend, Tape};
 use radvox::model::{Checkpointing, FrozenVae, Tiling, Unet3d, UnetConfig, Vae3d, VaeConfig};
 use radvox::sys::{cpu_bf16, shim, CpuBf16};
@@ -47,6 +47,47 @@ fn check(what: &str, predicted: u64, measured: u64, failures: &mut Vec<String>) 
     if err.abs() > 0.08 {
         failures.push(line);
     }
+}
+
+/// The counting allocator sees an allocation and its free (process-wide,
+/// so it runs here, one test at a time, not beside the library's tests).
+#[test]
+fn counting_allocator_tracks_tensor_bytes() {
+    let _g = serial();
+    assert!(shim::count_host_tensors());
+    let a = Tensor::zeros([1000], (Kind::Float, Device::Cpu));
+    shim::host_reset_peak();
+    let (before, _) = shim::host_tensor_bytes();
+    let b = Tensor::zeros([250_000], (Kind::Float, Device::Cpu));
+    let (during, peak) = shim::host_tensor_bytes();
+    assert!(during - before >= 1_000_000, "{before} -> {during}");
+    drop(b);
+    let (after, peak_after) = shim::host_tensor_bytes();
+    assert!(during - after >= 1_000_000, "the free is counted: {during} -> {after}");
+    assert!(peak >= during && peak_after == peak);
+    assert_eq!((&a + 1.0).sum(Kind::Float).double_value(&[]), 1000.0, "tensors still work");
+    assert!(shim::cuda_allocated(0).is_none() || tch::Cuda::is_available());
+}
+
+/// With [`measure::return_large_frees`] a large free leaves the resident set
+/// at once, and the peak sampler sees a large allocation while it lives.
+#[test]
+fn large_frees_return_to_the_os_and_the_sampler_sees_them() {
+    let _g = serial();
+    assert!(measure::return_large_frees());
+    let v = vec![1u8; 16 << 20]; // above the threshold: its own mapping
+    let during = measure::rss_anon();
+    drop(v);
+    let after = measure::rss_anon();
+    assert!(during >= after + (12 << 20), "unmapped at once: {during} -> {after}");
+
+    let sampler = measure::PeakSampler::start(std::time::Duration::from_millis(1));
+    let before = measure::rss_anon();
+    let v = vec![1u8; 64 << 20]; // touched: 64 MiB resident
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    drop(v);
+    let peak = sampler.stop();
+    assert!(peak >= before + (60 << 20), "peak {peak} before {before}");
 }
 
 /// The simulation against libtorch's counted tensor peak of a real step, on

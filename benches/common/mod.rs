@@ -83,3 +83,31 @@ pub fn dataset(dense: bool, frames: usize) -> PathBuf {
     std::fs::write(done, "").unwrap();
     root
 }
+
+/// Peak host memory of a stretch of work in this (fresh) process: the peak
+/// RSS (`VmHWM`, reset at [`HostPeak::start`]) above the RSS then, and
+/// libtorch's counted tensor peak above the count then (the counting
+/// allocator must be in place: `count_host_tensors`).
+pub struct HostPeak {
+    /// RSS when measuring started: libtorch loaded, inputs resident.
+    pub rss0: u64,
+    host0: i64,
+}
+
+impl HostPeak {
+    /// Resets both peaks to now.
+    pub fn start() -> HostPeak {
+        std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+        let rss0 = radvox::memory::proc_status_bytes("VmRSS").unwrap();
+        let (host0, _) = radvox::sys::shim::host_tensor_bytes();
+        radvox::sys::shim::host_reset_peak();
+        HostPeak { rss0, host0 }
+    }
+
+    /// `(peak RSS, counted tensor peak)` since [`HostPeak::start`], in bytes.
+    pub fn peaks(&self) -> (u64, u64) {
+        let rss = radvox::memory::proc_status_bytes("VmHWM").unwrap().saturating_sub(self.rss0);
+        let (_, peak) = radvox::sys::shim::host_tensor_bytes();
+        (rss, (peak - self.host0) as u64)
+    }
+}

@@ -70,7 +70,7 @@ fn halve_grid(g: [i64; 3]) -> [i64; 3] {
 
 /// The next smaller crop: the larger of H and W halved, else Z, each a
 /// multiple of 32 and at least 32 (a fixed point at `[32, 32, 32]` or below).
-pub(crate) fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
+fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
     let half = |v: i64| (v / 2 / 32 * 32).max(32);
     let axis = if g[1] >= g[2] { 1 } else { 2 };
     let mut c = g;
@@ -82,8 +82,13 @@ pub(crate) fn smaller_crop(g: [i64; 3]) -> [i64; 3] {
     c
 }
 
-/// The largest crop of `grid` (the larger of H and W halved, else Z, in
-/// multiples of 32; the grid itself excluded) that trains at batch 1 within
+/// The crops of `grid` from the largest down (the larger of H and W halved,
+/// else Z, in multiples of 32, down to 32 each), the grid itself excluded.
+pub(crate) fn crops(grid: [i64; 3]) -> impl Iterator<Item = [i64; 3]> {
+    std::iter::successors(Some(grid), |&g| Some(smaller_crop(g)).filter(|&c| c != g)).skip(1)
+}
+
+/// The largest crop of `grid` (see [`crops`]) that trains at batch 1 within
 /// `budget`, and its plan.
 pub fn largest_crop(
     budget: u64,
@@ -92,15 +97,7 @@ pub fn largest_crop(
     precision: Precision,
     checkpointing: Checkpointing,
 ) -> Option<Plan> {
-    let mut crop = grid;
-    while crop != smaller_crop(crop) {
-        crop = smaller_crop(crop);
-        let p = mp.plan(crop, 1, precision, checkpointing);
-        if p.fits(budget) {
-            return Some(p);
-        }
-    }
-    None
+    crops(grid).map(|crop| mp.plan(crop, 1, precision, checkpointing)).find(|p| p.fits(budget))
 }
 
 /// Plans `run` against `budget` bytes: fits or not, the smallest change
@@ -302,15 +299,14 @@ mod tests {
         let [Change::Crop(crop)] = changes.as_slice() else { panic!("{changes:?}") };
         assert!(p.fits(budget) && crop.iter().all(|d| d % 32 == 0), "{crop:?}");
         // the one before it in the sequence does not fit: it is the largest
-        let mut prev = run.grid;
-        while smaller_crop(prev) != *crop {
-            prev = smaller_crop(prev);
-        }
+        let prev = std::iter::once(run.grid).chain(crops(run.grid)).take_while(|c| c != crop).last().unwrap();
         let m = planner.model(&run.model).unwrap();
         assert!(!m.plan(prev, 1, Precision::Amp, Checkpointing::PerBlock).fits(budget), "{prev:?}");
         assert_eq!(Change::Crop(*crop).to_string(), format!("--crop {},{},{}", crop[0], crop[1], crop[2]));
-        assert_eq!(smaller_crop([96, 608, 224]), [96, 288, 224]);
-        assert_eq!(smaller_crop([32, 32, 32]), [32, 32, 32]);
+        let all: Vec<_> = crops([96, 608, 224]).collect();
+        assert_eq!(all[..3], [[96, 288, 224], [96, 128, 224], [96, 128, 96]]);
+        assert_eq!(all.last(), Some(&[32, 32, 32]));
+        assert_eq!(crops([32, 32, 32]).count(), 0);
     }
 
     #[test]

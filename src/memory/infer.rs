@@ -11,11 +11,11 @@
 
 use std::fmt;
 
-use super::fit::smaller_crop;
+use super::fit::crops;
 use super::plan::{gib, ModelPlanner};
 use super::MemoryError;
 use crate::model::trace::{Backend, Tape};
-use crate::model::{ModelError, Tiling, Vae3d};
+use crate::model::{ModelError, Tiling};
 
 /// Predicted bytes of encoding then decoding one whole frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,17 +119,13 @@ impl fmt::Display for InferencePlan {
     }
 }
 
-fn vae_of(mp: &ModelPlanner) -> Result<&Vae3d, MemoryError> {
-    mp.vae().ok_or_else(|| {
-        MemoryError::Model(ModelError::Config("an inference plan is for a VAE; this planner holds a UNet".into()))
-    })
-}
-
 impl ModelPlanner {
     /// The plan of encoding then decoding one `(Z, H, W)` frame with this
     /// VAE, whole (`tiling` `None`) or in `tiling`'s tiles.
     pub fn plan_inference(&self, grid: [i64; 3], tiling: Option<Tiling>) -> Result<InferencePlan, MemoryError> {
-        let vae = vae_of(self)?;
+        let vae = self.vae().ok_or_else(|| {
+            MemoryError::Model(ModelError::Config("an inference plan is for a VAE; this planner holds a UNet".into()))
+        })?;
         let cfg = vae.config();
         let f = cfg.downsampling();
         cfg.check_grid(grid)?;
@@ -193,16 +189,17 @@ pub const TILE_HEADROOM: f64 = 0.9;
 pub fn choose_tiling(budget: u64, mp: &ModelPlanner, grid: [i64; 3], halo: i64) -> Result<InferencePlan, MemoryError> {
     let usable = (budget as f64 * TILE_HEADROOM) as u64;
     let mut plan = mp.plan_inference(grid, None)?;
-    let mut tile = grid;
-    while !plan.fits(usable) {
-        let next = smaller_crop(tile);
-        if next == tile {
-            return Err(MemoryError::NoTileFits { budget: gib(budget), smallest: plan.summary() });
+    for tile in crops(grid) {
+        if plan.fits(usable) {
+            return Ok(plan);
         }
-        tile = next;
         plan = mp.plan_inference(grid, Some(Tiling::new(tile, halo)))?;
     }
-    Ok(plan)
+    if plan.fits(usable) {
+        Ok(plan)
+    } else {
+        Err(MemoryError::NoTileFits { budget: gib(budget), smallest: plan.summary() })
+    }
 }
 
 #[cfg(test)]
@@ -246,10 +243,7 @@ mod tests {
         let budget = (budget as f64 * TILE_HEADROOM) as u64;
         assert!(chosen.fits(budget));
         // the tile before it in the sequence does not fit
-        let mut prev = grid;
-        while smaller_crop(prev) != t.tile {
-            prev = smaller_crop(prev);
-        }
+        let prev = std::iter::once(grid).chain(crops(grid)).take_while(|c| *c != t.tile).last().unwrap();
         assert!(!mp.plan_inference(grid, Some(Tiling::new(prev, 8))).unwrap().fits(budget) || prev == grid);
         let none = choose_tiling(1 << 20, &mp, grid, 8).unwrap_err().to_string();
         assert!(none.starts_with("no tile fits 1.0 MiB: the smallest needs"), "{none}");

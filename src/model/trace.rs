@@ -551,8 +551,10 @@ impl<'a> Sim<'a> {
             consider(v + t.ops[j].fwd_tmp, format!("{} (forward)", t.ops[j].name));
         }
         let kept = self.total(|s| self.first_saver[s].is_some() || self.boundary_from[s].is_some());
-        // Backward, last op first; a checkpointed segment is recomputed when reached.
-        for j in (0..n).rev().filter(|_| !t.no_grad) {
+        // Backward (none without gradients), last op first; a checkpointed
+        // segment is recomputed when reached.
+        let backward_ops = if t.no_grad { 0 } else { n };
+        for j in (0..backward_ops).rev() {
             let seg = t.ops[j].segment;
             let ck = t.segments[seg];
             let range = self.seg_ops[seg].clone();
