@@ -88,7 +88,8 @@ pub(crate) fn crops(grid: [i64; 3]) -> impl Iterator<Item = [i64; 3]> {
     std::iter::successors(Some(grid), |&g| Some(smaller_crop(g)).filter(|&c| c != g)).skip(1)
 }
 
-/// The largest crop of `grid` (see [`crops`]) that trains at batch 1 within
+/// The largest crop of `grid` (the larger of H and W halved, else Z, in
+/// multiples of 32; the grid itself excluded) that trains at batch 1 within
 /// `budget`, and its plan.
 pub fn largest_crop(
     budget: u64,
