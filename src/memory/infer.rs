@@ -174,7 +174,7 @@ impl ModelPlanner {
 }
 
 /// Share of a budget [`choose_tiling`] fills. The plans match libtorch's
-/// counted tensor peak (within 0.1 % on every preset, whole and tiled:
+/// counted tensor peak (within 1 % on every preset, whole and tiled:
 /// `tests/memory.rs`, `benches/tiled_inference.rs`); the rest is for what
 /// they do not hold: allocator slack (peak RSS 1 % above the counted
 /// tensors), the runtime reserve (an estimate on CUDA) and cuDNN's

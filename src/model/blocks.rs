@@ -203,12 +203,22 @@ impl ModuleT for SelfAttention3d {
         let (b, c) = (s[0], s[1]);
         let n = s[2] * s[3] * s[4];
         let dh = c / self.heads;
-        let qkv = x.apply(&self.norm).apply(&self.qkv).reshape([b, 3, self.heads, dh, n]);
+        // Op by op, each n x n matrix dropped once the next exists: a
+        // method chain would keep every temporary to the end of the statement.
+        let h = x.apply(&self.norm);
+        let qkv = h.apply(&self.qkv).reshape([b, 3, self.heads, dh, n]);
+        drop(h);
         let (q, k, v) = (qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
-        let scores = q.transpose(-1, -2).matmul(&k) * (dh as f64).powf(-0.5);
-        let attn = scores.to_kind(Kind::Float).softmax(-1, Kind::Float).to_kind(v.kind());
-        let out = v.matmul(&attn.transpose(-1, -2)).reshape([b, c, s[2], s[3], s[4]]);
-        x + out.apply(&self.proj)
+        let mut scores = q.transpose(-1, -2).matmul(&k);
+        // in place: the matmul's backward needs q and k, not its output
+        scores *= (dh as f64).powf(-0.5);
+        let attn = scores.softmax(-1, Kind::Float);
+        drop(scores);
+        let attn = attn.to_kind(v.kind());
+        let out = v.matmul(&attn.transpose(-1, -2));
+        drop(attn);
+        let out = out.reshape([b, c, s[2], s[3], s[4]]).apply(&self.proj);
+        x + out
     }
 }
 

@@ -361,8 +361,10 @@ impl Tape {
     /// An elementwise op whose backward needs its output (`exp`, `softmax`).
     pub fn unary_saving_output(&mut self, name: &str, x: Tid) -> Tid {
         let out = self.unary(name, x, false);
-        let storage = self.tensors[out.0].storage;
-        self.ops.last_mut().expect("just recorded").saves.push(storage);
+        if !self.no_grad {
+            let storage = self.tensors[out.0].storage;
+            self.ops.last_mut().expect("just recorded").saves.push(storage);
+        }
         out
     }
 
@@ -610,6 +612,26 @@ mod tests {
         assert_eq!(mib(act.inputs), 1.0);
         // kept: a (saved by silu) and c (saved by silu); w and b are freed
         assert_eq!(mib(act.kept), 2.0, "{act:?}");
+    }
+
+    #[test]
+    fn without_gradients_nothing_is_kept_and_each_output_frees_its_input() {
+        // softmax saves its output for backward; without gradients it must not
+        for no_grad in [false, true] {
+            let mut t = if no_grad { Tape::no_grad(Backend::Cuda) } else { Tape::new(Backend::Cuda, false) };
+            let x = t.input(&[1, 1, 1, 1, 1 << 18], Dtype::F32);
+            let w = t.op("param", &[], &[1, 1, 1, 1, 1 << 18], Dtype::F32, &[], true, (0, 0));
+            let mut h = t.add(x, w);
+            for _ in 0..4 {
+                h = t.unary_saving_output("softmax", h);
+            }
+            let act = t.simulate();
+            if no_grad {
+                assert_eq!((mib(act.kept), mib(act.transient)), (0.0, 2.0), "{act:?}");
+            } else {
+                assert_eq!(mib(act.kept), 4.0, "the four outputs: {act:?}");
+            }
+        }
     }
 
     #[test]
