@@ -25,14 +25,10 @@ mod common;
 const GRID: [i64; 3] = [96, 608, 224];
 const HALO: i64 = 8;
 
-fn budget(gb: f64) -> u64 {
-    (gb * (1u64 << 30) as f64) as u64
-}
-
 /// The plan chosen for `preset` within `gb` GiB on `backend`.
 fn chosen(preset: &str, backend: Backend, gb: f64) -> Result<InferencePlan, memory::MemoryError> {
     let mp = Planner::new(backend).model(&ModelConfig::Vae(VaeConfig::named(preset).unwrap())).unwrap();
-    choose_tiling(budget(gb), &mp, GRID, HALO)
+    choose_tiling(memory::gib_to_bytes(gb), &mp, GRID, HALO)
 }
 
 /// Encodes and decodes one synthetic frame with `tiling`; prints one JSON line.

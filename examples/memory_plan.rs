@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use radvox::memory::{
-    choose_tiling, fit, gib, largest_crop, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS,
+    choose_tiling, fit, gib, gib_to_bytes, largest_crop, Backend, ModelConfig, Planner, Precision, Run, VAE_PRESETS,
 };
 use radvox::model::{Checkpointing, UnetConfig, VaeConfig};
 
@@ -72,7 +72,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (prefetch, workers) = (cli.prefetch, cli.num_workers);
     let measured_path = cli.measured.display().to_string();
-    let budget = (budget_gib * (1u64 << 30) as f64) as u64;
+    let budget = gib_to_bytes(budget_gib);
     let planner = Planner { prefetch, workers, ..Planner::new(backend) };
     let measured = read_measured(&measured_path);
     println!(

@@ -54,13 +54,13 @@ impl TileArgs {
         vae: radvox::model::FrozenVae,
         grid: [i64; 3],
     ) -> Result<radvox::model::FrozenVae, Box<dyn std::error::Error>> {
-        use radvox::memory::{choose_tiling, device_budget, gib, ModelConfig, Planner};
+        use radvox::memory::{choose_tiling, device_budget, gib, gib_to_bytes, ModelConfig, Planner};
         let halo = self.halo as i64;
         if let Some(t) = self.tile {
             return Ok(vae.with_tiling(Some(radvox::model::Tiling::new(t.map(|v| v as i64), halo)))?);
         }
         let budget = match self.memory_budget_gb {
-            Some(g) => (g * (1u64 << 30) as f64) as u64,
+            Some(g) => gib_to_bytes(g),
             None => device_budget(vae.device())
                 .ok_or("the device's memory is unknown: give --memory-budget-gb or --tile")?,
         };

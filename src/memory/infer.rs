@@ -152,7 +152,7 @@ impl ModelPlanner {
         // as its first convolution reads it.
         let recon = voxels * cfg.out_channels as u64 * 4;
         let (held_enc, held_dec) = if tiling.is_some() { (frame_f32 + latent, latent + recon) } else { (0, 0) };
-        let (encode, decode) = (held_enc + enc.inputs + enc.transient, held_dec + dec.inputs + dec.transient);
+        let (encode, decode) = (held_enc + enc.peak(), held_dec + dec.peak());
         let peak_at = if encode >= decode { enc.peak_at } else { dec.peak_at };
         Ok(InferencePlan {
             model: self.model_config().name(),

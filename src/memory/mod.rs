@@ -16,7 +16,7 @@ pub use measure::{
     configure_cuda_allocator, device_budget, proc_status_bytes, return_large_frees, rss_anon, PeakSampler,
     CUDA_ALLOC_CONF, MMAP_THRESHOLD,
 };
-pub use plan::{gib, plan, ModelConfig, ModelPlanner, Plan, Planner, Precision, Run};
+pub use plan::{gib, gib_to_bytes, plan, ModelConfig, ModelPlanner, Plan, Planner, Precision, Run};
 
 /// Errors of the memory layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

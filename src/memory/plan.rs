@@ -202,6 +202,11 @@ impl Plan {
     }
 }
 
+/// Bytes in `gib` GiB (a budget given in GiB).
+pub fn gib_to_bytes(gib: f64) -> u64 {
+    (gib * (1u64 << 30) as f64) as u64
+}
+
 /// `x.xx GiB`, or `x.x MiB` below 1 GiB.
 pub fn gib(bytes: u64) -> String {
     if bytes >= 1 << 30 {

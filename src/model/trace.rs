@@ -151,7 +151,7 @@ impl Tape {
     }
 
     /// An empty tape of a float32 forward pass without gradients (a frozen
-    /// model encoding or decoding): its [`Activations::transient`] is the
+    /// model encoding or decoding): its [`Activations::peak`] is the
     /// forward peak.
     pub fn no_grad(backend: Backend) -> Tape {
         Tape { no_grad: true, ..Tape::new(backend, false) }

@@ -125,7 +125,7 @@ impl Runtime {
 
     /// The memory budget in bytes, when one was given.
     pub fn budget_bytes(&self) -> Option<u64> {
-        self.memory_budget_gib.map(|g| (g * (1u64 << 30) as f64) as u64)
+        self.memory_budget_gib.map(crate::memory::gib_to_bytes)
     }
 }
 
