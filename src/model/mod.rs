@@ -1,5 +1,6 @@
 //! Layer 4, the models on libtorch: shared 3D blocks, the VAE, the latent
 //! UNet, the radar encoder, reconstruction losses, gradient checkpointing,
+//! sparse networks on active voxels ([`sparse`]),
 //! whole frames in [`tiles`], and [`trace`]: each block records its own
 //! forward pass op by op for the memory planner. Imports [`crate::sys`] and
 //! [`crate::io`].
@@ -9,6 +10,7 @@ pub mod checkpoint;
 pub mod cond;
 pub mod frozen;
 pub mod loss;
+pub mod sparse;
 pub mod tiles;
 pub mod trace;
 pub mod unet;
@@ -33,6 +35,18 @@ pub enum ModelError {
         /// The grid.
         grid: [i64; 3],
         /// The rule it breaks.
+        rule: String,
+    },
+    /// Sparse sites that break a rule of their set.
+    #[error("sparse sites ({sites} sites, batch {batch}, grid {grid:?}): {rule}")]
+    Sites {
+        /// Number of sites.
+        sites: usize,
+        /// Batch size.
+        batch: i64,
+        /// The grid `(Z, Y, X)`.
+        grid: [i64; 3],
+        /// The rule they break.
         rule: String,
     },
 }

@@ -1,0 +1,65 @@
+//! Sparse 3D networks on the active voxels only. A [`SparseTensor`] is a
+//! feature row per active site of a shared [`Coords`] set (batched integer
+//! coordinates, the grid, the stride from the native grid); kernel maps
+//! (`kmap`) are built in Rust from the sets' hash tables (`hash`), cached
+//! inside the sets, and drive gather -> GEMM -> scatter-add convolutions
+//! ([`SparseConv3d`]) over libtorch tensors; [`SparseGroupNorm`] normalises
+//! over active sites; [`SparseResBlock`] is the dense residual block's
+//! sparse twin. `../shared/spec/sparse.md` has the definitions each kind
+//! equals (the dense op read at the sites); `tests/sparse.rs` holds them to it.
+
+pub mod block;
+pub mod conv;
+pub mod coords;
+pub mod dense;
+pub mod hash;
+pub mod kmap;
+pub mod norm;
+
+use std::sync::Arc;
+
+use tch::Tensor;
+
+pub use block::SparseResBlock;
+pub use conv::{ConvKind, SparseConv3d};
+pub use coords::Coords;
+pub use kmap::{KernelMap, MapKind};
+pub use norm::SparseGroupNorm;
+
+use crate::model::ModelError;
+
+/// Features `(N, C)` of the `N` active sites of a coordinate set.
+#[derive(Debug)]
+pub struct SparseTensor {
+    /// One row per site, in the set's order.
+    pub feats: Tensor,
+    /// The sites.
+    pub coords: Arc<Coords>,
+}
+
+impl SparseTensor {
+    /// `feats` `(N, C)` on the `N` sites of `coords`.
+    pub fn new(coords: Arc<Coords>, feats: Tensor) -> Result<SparseTensor, ModelError> {
+        let size = feats.size();
+        if size.len() != 2 || size[0] != coords.len() as i64 {
+            return Err(ModelError::Sites {
+                sites: coords.len(),
+                batch: coords.batch(),
+                grid: coords.shape(),
+                rule: format!("features {size:?} are not (sites, channels)"),
+            });
+        }
+        Ok(SparseTensor { feats, coords })
+    }
+
+    /// The same sites with other features (same number of rows).
+    pub fn with_feats(&self, feats: Tensor) -> SparseTensor {
+        debug_assert_eq!(feats.size()[0], self.coords.len() as i64);
+        SparseTensor { feats, coords: self.coords.clone() }
+    }
+
+    /// `f` applied to the features (activations, dropout, casts).
+    pub fn map(&self, f: impl FnOnce(&Tensor) -> Tensor) -> SparseTensor {
+        self.with_feats(f(&self.feats))
+    }
+}
