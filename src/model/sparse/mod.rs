@@ -5,22 +5,29 @@
 //! inside the sets, and drive gather -> GEMM -> scatter-add convolutions
 //! ([`SparseConv3d`]) over libtorch tensors; [`SparseGroupNorm`] normalises
 //! over active sites; [`SparseResBlock`] is the dense residual block's
-//! sparse twin. `../shared/spec/sparse.md` has the definitions each kind
+//! sparse twin; [`SparseVae`] is the occupancy VAE built from them.
+//! `../shared/spec/sparse.md` has the definitions each kind
 //! equals (the dense op read at the sites); `tests/sparse.rs` holds them to it.
 
 pub mod block;
+pub mod config;
 pub mod conv;
 pub mod coords;
 pub mod dense;
 pub mod hash;
 pub mod kmap;
+pub mod loss;
 pub mod norm;
+pub mod vae;
 
 use std::sync::Arc;
 
 use tch::Tensor;
 
 pub use block::SparseResBlock;
+pub use config::SparseVaeConfig;
+pub use loss::{SparseLoss, SparseLossConfig, StructureLoss};
+pub use vae::{Decoded, Keep, SparseVae};
 pub use conv::{ConvKind, SparseConv3d};
 pub use coords::Coords;
 pub use kmap::{KernelMap, MapKind};
