@@ -3,7 +3,7 @@
 //! every level, pruning by prediction capped per frame, and a model that
 //! learns to reconstruct a frame's occupancy.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use radvox::model::sparse::{loss::labels, Coords, Keep, SparseLossConfig, SparseTensor, SparseVae, SparseVaeConfig};
 use tch::nn::{self, OptimizerConfig};
@@ -32,7 +32,10 @@ fn scene(batch: i64, grid: [i64; 3]) -> Vec<[i64; 4]> {
 fn input(sites: &[[i64; 4]], batch: i64, grid: [i64; 3]) -> SparseTensor {
     let coords = Coords::new(sites, batch, grid, [1; 3]).unwrap();
     let n = coords.len() as i64;
-    let feats = Tensor::cat(&[Tensor::ones([n, 1], (Kind::Float, Device::Cpu)), Tensor::full([n, 3], 0.5, (Kind::Float, Device::Cpu))], 1);
+    let feats = Tensor::cat(
+        &[Tensor::ones([n, 1], (Kind::Float, Device::Cpu)), Tensor::full([n, 3], 0.5, (Kind::Float, Device::Cpu))],
+        1,
+    );
     SparseTensor::new(coords, feats).unwrap()
 }
 
@@ -48,7 +51,7 @@ fn the_latent_is_dense_at_the_configured_stride_and_teacher_forcing_keeps_the_ta
     assert_eq!(post.mean.size(), [2, 8, 2, 5, 3]);
     let targets = vae.target_levels(&x.coords);
     let dec = vae.decode(&post.sample(None), grid, Keep::Target(&targets)).unwrap();
-    assert!(Arc::ptr_eq(&dec.output.coords, &x.coords), "the native output is the target's own set");
+    assert!(Rc::ptr_eq(&dec.output.coords, &x.coords), "the native output is the target's own set");
     assert_eq!(dec.output.feats.size(), [x.coords.len() as i64, 4]);
     assert_eq!(dec.levels.len(), 4);
     for (i, l) in dec.levels.iter().enumerate() {
@@ -85,7 +88,8 @@ fn prediction_keeps_at_most_max_sites_per_frame() {
     for l in &dec.levels[1..] {
         assert!(l.candidates.len() <= 2 * 5 * 8, "children of at most 5 kept sites per frame: {}", l.candidates.len());
     }
-    let per_frame: Vec<usize> = (0..2).map(|b| (0..dec.output.coords.len()).filter(|&i| dec.output.coords.site(i)[0] == b).count()).collect();
+    let per_frame: Vec<usize> =
+        (0..2).map(|b| (0..dec.output.coords.len()).filter(|&i| dec.output.coords.site(i)[0] == b).count()).collect();
     assert_eq!(per_frame, [5, 5]);
 }
 

@@ -154,7 +154,7 @@ impl FrameFile {
         result.map_err(|b| self.bad_value(b))
     }
 
-    fn view<'m>(&self, map: &'m MappedNpy, header: &NpyHeader) -> DenseView<'m> {
+    pub(super) fn view<'m>(&self, map: &'m MappedNpy, header: &NpyHeader) -> DenseView<'m> {
         DenseView {
             data: map.data(),
             scalar: header.dtype.scalar.expect("checked at open"),
@@ -164,7 +164,7 @@ impl FrameFile {
         }
     }
 
-    fn bad_value(&self, b: layout::BadValue) -> DataError {
+    pub(super) fn bad_value(&self, b: layout::BadValue) -> DataError {
         DataError::BadValue {
             src: Source::file(self.path()),
             voxel: b.voxel,
@@ -176,7 +176,7 @@ impl FrameFile {
 }
 
 /// [`read_sparse`], refusing a shape other than the one seen at open.
-fn read_sparse_as(path: &Path, shape: [usize; 4]) -> Result<SparseFrame, DataError> {
+pub(super) fn read_sparse_as(path: &Path, shape: [usize; 4]) -> Result<SparseFrame, DataError> {
     let frame = read_sparse(path)?;
     if frame.shape != shape {
         return Err(FormatError::Shape {

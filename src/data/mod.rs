@@ -10,6 +10,7 @@ pub mod frame;
 pub mod layout;
 pub mod loader;
 pub mod resample;
+pub mod sites;
 pub mod voxelize;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use dataset::{Dataset, DatasetConfig, Modality, Split};
 pub use frame::{FrameFile, FrameId, Grid, SparseFrame};
 pub use layout::Layout;
 pub use loader::{Batch, Loader, LoaderConfig};
+pub use sites::FrameSites;
 
 use crate::io::{FormatError, Source};
 

@@ -12,6 +12,7 @@
 pub mod epoch;
 pub mod pool;
 pub mod sampler;
+pub mod sparse;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use crossbeam_channel::{bounded, unbounded};
 pub use epoch::{Batch, Epoch, PoolWaker};
 pub use pool::PoolStats;
 pub use sampler::Sampler;
+pub use sparse::{SiteBatch, SparseBatch, SparseLoader, SparseLoaderConfig};
 
 use self::pool::{BufferPair, Pool};
 use self::worker::WorkerCtx;

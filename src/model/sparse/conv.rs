@@ -5,7 +5,7 @@
 //! `conv_transpose3d`'s `[C_in, C_out, kz, ky, kx]`), so a sparse layer and
 //! the dense op it equals share their weights and their PyTorch keys.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use tch::nn::{self, Init};
 use tch::Tensor;
@@ -43,7 +43,11 @@ impl SparseConv3d {
         let kernel = match kind {
             ConvKind::Submanifold(k) if k >= 1 && k % 2 == 1 => [k; 3],
             ConvKind::Down(s) | ConvKind::Up(s) if s.iter().all(|&v| v >= 1) => s,
-            _ => return Err(ModelError::Config(format!("sparse convolution {kind:?}: kernels must be odd, strides >= 1"))),
+            _ => {
+                return Err(ModelError::Config(format!(
+                    "sparse convolution {kind:?}: kernels must be odd, strides >= 1"
+                )))
+            }
         };
         let bound = 1.0 / ((cin * kernel.iter().product::<i64>()) as f64).sqrt();
         let init = Init::Uniform { lo: -bound, up: bound };
@@ -78,7 +82,7 @@ impl SparseConv3d {
     /// layer's scale (the children of `x`'s sites, all of them from
     /// [`Coords::children`] or any subset, or the finer set `x` came from).
     /// A site of `to` whose parent is inactive gets the bias alone.
-    pub fn up(&self, x: &SparseTensor, to: &Arc<Coords>) -> Result<SparseTensor, ModelError> {
+    pub fn up(&self, x: &SparseTensor, to: &Rc<Coords>) -> Result<SparseTensor, ModelError> {
         let ConvKind::Up(s) = self.kind else {
             return Err(ModelError::Config(format!("{:?} is no up-sampling convolution", self.kind)));
         };

@@ -1,12 +1,13 @@
 //! A coordinate set: the active sites of a batch at one level of a sparse
 //! network, sorted by `(b, z, y, x)`, hashed once, with the coarser sets
 //! and kernel maps derived from it cached inside it. Every layer that runs
-//! on the same set (an `Arc<Coords>`) therefore shares one hash table, one
+//! on the same set (an `Rc<Coords>`) therefore shares one hash table, one
 //! down-sampled set per stride and one kernel map per (kind, device).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use tch::{Device, Tensor};
 
@@ -25,9 +26,9 @@ pub struct Coords {
     batch: i64,
     shape: Dims3,
     stride: Dims3,
-    coarser: Mutex<HashMap<Dims3, Arc<Coords>>>,
-    maps: Mutex<HashMap<(MapKind, u64, Device), Arc<KernelMap>>>,
-    tensors: Mutex<HashMap<Device, Tensor>>,
+    coarser: RefCell<HashMap<Dims3, Rc<Coords>>>,
+    maps: RefCell<HashMap<(MapKind, u64, Device), Rc<KernelMap>>>,
+    tensors: RefCell<HashMap<Device, Tensor>>,
 }
 
 impl std::fmt::Debug for Coords {
@@ -45,9 +46,10 @@ impl Coords {
     /// The set of `sites` (`[b, z, y, x]`, any order) of a batch of `batch`
     /// grids of `shape` at `stride` from the native grid. Refuses sites
     /// outside the grid or the batch, duplicates, and grids a key cannot hold.
-    pub fn new(sites: &[[i64; 4]], batch: i64, shape: Dims3, stride: Dims3) -> Result<Arc<Coords>, ModelError> {
+    pub fn new(sites: &[[i64; 4]], batch: i64, shape: Dims3, stride: Dims3) -> Result<Rc<Coords>, ModelError> {
         let err = |rule: String| ModelError::Sites { sites: sites.len(), batch, grid: shape, rule };
-        if batch < 1 || batch > MAX_COORD + 1 || shape.iter().any(|&s| s < 1 || s > MAX_COORD + 1) {
+        let axis = 1..=MAX_COORD + 1;
+        if !axis.contains(&batch) || shape.iter().any(|s| !axis.contains(s)) {
             return Err(err(format!("batch and every axis must be in 1..={}", MAX_COORD + 1)));
         }
         if stride.iter().any(|&s| s < 1) {
@@ -69,7 +71,7 @@ impl Coords {
     }
 
     /// Every site of the grid (a dense level as a sparse set).
-    pub fn full(batch: i64, shape: Dims3, stride: Dims3) -> Result<Arc<Coords>, ModelError> {
+    pub fn full(batch: i64, shape: Dims3, stride: Dims3) -> Result<Rc<Coords>, ModelError> {
         let mut sites = Vec::with_capacity((batch * shape.iter().product::<i64>()) as usize);
         for b in 0..batch {
             for z in 0..shape[0] {
@@ -82,18 +84,18 @@ impl Coords {
     }
 
     /// From keys already sorted and distinct, inside the grid.
-    pub(super) fn from_sorted(keys: Vec<u64>, batch: i64, shape: Dims3, stride: Dims3) -> Arc<Coords> {
+    pub(super) fn from_sorted(keys: Vec<u64>, batch: i64, shape: Dims3, stride: Dims3) -> Rc<Coords> {
         let table = SiteTable::new(&keys);
-        Arc::new(Coords {
+        Rc::new(Coords {
             id: next_id(),
             keys,
             table,
             batch,
             shape,
             stride,
-            coarser: Mutex::default(),
-            maps: Mutex::default(),
-            tensors: Mutex::default(),
+            coarser: RefCell::default(),
+            maps: RefCell::default(),
+            tensors: RefCell::default(),
         })
     }
 
@@ -152,8 +154,8 @@ impl Coords {
     /// The set one level coarser by `s` per axis: the parents
     /// `floor(p / s)` of every site, on a grid of `ceil(shape / s)`. Cached:
     /// every call with the same `s` returns the same set.
-    pub fn down(&self, s: Dims3) -> Arc<Coords> {
-        let mut cache = self.coarser.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn down(&self, s: Dims3) -> Rc<Coords> {
+        let mut cache = self.coarser.borrow_mut();
         cache
             .entry(s)
             .or_insert_with(|| {
@@ -170,7 +172,7 @@ impl Coords {
     /// Every child `s * q + d` (`d` in `[0, s)` per axis) of every site,
     /// inside the finer grid `shape` (which must round up to this one):
     /// the candidates a generative level predicts the occupancy of.
-    pub fn children(&self, s: Dims3, shape: Dims3) -> Result<Arc<Coords>, ModelError> {
+    pub fn children(&self, s: Dims3, shape: Dims3) -> Result<Rc<Coords>, ModelError> {
         if (0..3).any(|a| (shape[a] + s[a] - 1) / s[a] != self.shape[a]) {
             return Err(ModelError::Sites {
                 sites: self.len(),
@@ -199,14 +201,14 @@ impl Coords {
     }
 
     /// The subset of the rows where `keep` is true (pruning), same grid.
-    pub fn select(&self, keep: &[bool]) -> Arc<Coords> {
+    pub fn select(&self, keep: &[bool]) -> Rc<Coords> {
         let keys = self.keys.iter().zip(keep).filter(|(_, &k)| k).map(|(&k, _)| k).collect();
         Coords::from_sorted(keys, self.batch, self.shape, self.stride)
     }
 
     /// `(N, 4)` int64 `[b, z, y, x]` rows on `device` (cached).
     pub fn tensor(&self, device: Device) -> Tensor {
-        let mut cache = self.tensors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.tensors.borrow_mut();
         cache
             .entry(device)
             .or_insert_with(|| {
@@ -223,10 +225,10 @@ impl Coords {
 
     /// The kernel map of `kind` from the set `from` to this one, on
     /// `device`; built once per (kind, `from`, device) and cached here.
-    pub fn kernel_map(&self, kind: MapKind, from: &Coords, device: Device) -> Arc<KernelMap> {
-        let mut cache = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn kernel_map(&self, kind: MapKind, from: &Coords, device: Device) -> Rc<KernelMap> {
+        let mut cache = self.maps.borrow_mut();
         let key = (kind, from.id, device);
-        cache.entry(key).or_insert_with(|| Arc::new(KernelMap::build(kind, from, self, device))).clone()
+        cache.entry(key).or_insert_with(|| Rc::new(KernelMap::build(kind, from, self, device))).clone()
     }
 }
 

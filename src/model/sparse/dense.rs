@@ -2,7 +2,7 @@
 //! `(B, C, Z, Y, X)` grid, and the active sites of a dense grid (a
 //! non-zero scan) or its values at given sites. All differentiable.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use tch::{Kind, Tensor};
 
@@ -36,14 +36,19 @@ impl SparseTensor {
         let keys: Vec<u64> = flat.chunks_exact(4).map(|s| pack([s[0], s[1], s[2], s[3]])).collect();
         let grid = [z, y, w];
         if b > super::hash::MAX_COORD + 1 || grid.iter().any(|&s| s > super::hash::MAX_COORD + 1) {
-            return Err(ModelError::Sites { sites: keys.len(), batch: b, grid, rule: "too large for 16-bit keys".into() });
+            return Err(ModelError::Sites {
+                sites: keys.len(),
+                batch: b,
+                grid,
+                rule: "too large for 16-bit keys".into(),
+            });
         }
         let coords = Coords::from_sorted(keys, b, grid, stride);
         SparseTensor::gather(x, &coords)
     }
 
     /// The values of a dense `(B, C, Z, Y, X)` grid at the sites of `coords`.
-    pub fn gather(x: &Tensor, coords: &Arc<Coords>) -> Result<SparseTensor, ModelError> {
+    pub fn gather(x: &Tensor, coords: &Rc<Coords>) -> Result<SparseTensor, ModelError> {
         let size = x.size();
         let [z, y, w] = coords.shape();
         if size.len() != 5 || size[0] != coords.batch() || size[2..] != [z, y, w] {

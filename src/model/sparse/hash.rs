@@ -92,7 +92,9 @@ mod tests {
 
     #[test]
     fn the_table_agrees_with_a_hash_map() {
-        let mut keys: Vec<u64> = (0..5000u64).map(|i| pack([i as i64 % 3, (i * 7 % 101) as i64, i as i64 % 250, (i * 13 % 97) as i64])).collect();
+        let mut keys: Vec<u64> = (0..5000u64)
+            .map(|i| pack([i as i64 % 3, (i * 7 % 101) as i64, i as i64 % 250, (i * 13 % 97) as i64]))
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         let t = SiteTable::new(&keys);

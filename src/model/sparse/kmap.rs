@@ -78,8 +78,7 @@ impl KernelMap {
 
 fn submanifold(c: SiteView<'_>, k: i64, device: Device) -> KernelMap {
     let h = k / 2;
-    let deltas: Vec<[i64; 3]> =
-        (0..k * k * k).map(|pos| [pos / (k * k) - h, pos / k % k - h, pos % k - h]).collect();
+    let deltas: Vec<[i64; 3]> = (0..k * k * k).map(|pos| [pos / (k * k) - h, pos / k % k - h, pos % k - h]).collect();
     let centre = (k * k * k) / 2;
     let pairs: Vec<(Vec<i64>, Vec<i64>)> = deltas
         .par_iter()

@@ -8,9 +8,9 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::coords::Coords;
 use super::vae::{Decoded, Keep};
-use crate::model::vae::Posterior;
 use super::SparseTensor;
-use std::sync::Arc;
+use crate::model::vae::Posterior;
+use std::rc::Rc;
 
 /// How the structure logits are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,7 +94,7 @@ impl SparseLossConfig {
         &self,
         dec: &Decoded,
         x: &SparseTensor,
-        targets: &[Arc<Coords>],
+        targets: &[Rc<Coords>],
         post: &Posterior,
         kl_weight: f64,
     ) -> SparseLoss {
@@ -110,7 +110,7 @@ impl SparseLossConfig {
         let c = x.feats.size()[1];
         let features = if c > 1 && !x.coords.is_empty() {
             // teacher forcing keeps exactly the target's sites, in its order
-            debug_assert!(Arc::ptr_eq(&dec.output.coords, &x.coords));
+            debug_assert!(Rc::ptr_eq(&dec.output.coords, &x.coords));
             let pred = dec.output.feats.narrow(1, 1, c - 1).to_kind(Kind::Float);
             pred.mse_loss(&x.feats.narrow(1, 1, c - 1).to_kind(Kind::Float), Reduction::Mean)
         } else {
@@ -123,6 +123,6 @@ impl SparseLossConfig {
 }
 
 /// The keep rule of training: the target's own levels.
-pub fn teacher(targets: &[Arc<Coords>]) -> Keep<'_> {
+pub fn teacher(targets: &[Rc<Coords>]) -> Keep<'_> {
     Keep::Target(targets)
 }

@@ -20,18 +20,18 @@ pub mod loss;
 pub mod norm;
 pub mod vae;
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use tch::Tensor;
 
 pub use block::SparseResBlock;
 pub use config::SparseVaeConfig;
-pub use loss::{SparseLoss, SparseLossConfig, StructureLoss};
-pub use vae::{Decoded, Keep, SparseVae};
 pub use conv::{ConvKind, SparseConv3d};
 pub use coords::Coords;
 pub use kmap::{KernelMap, MapKind};
+pub use loss::{SparseLoss, SparseLossConfig, StructureLoss};
 pub use norm::SparseGroupNorm;
+pub use vae::{Decoded, Keep, SparseVae};
 
 use crate::model::ModelError;
 
@@ -41,12 +41,12 @@ pub struct SparseTensor {
     /// One row per site, in the set's order.
     pub feats: Tensor,
     /// The sites.
-    pub coords: Arc<Coords>,
+    pub coords: Rc<Coords>,
 }
 
 impl SparseTensor {
     /// `feats` `(N, C)` on the `N` sites of `coords`.
-    pub fn new(coords: Arc<Coords>, feats: Tensor) -> Result<SparseTensor, ModelError> {
+    pub fn new(coords: Rc<Coords>, feats: Tensor) -> Result<SparseTensor, ModelError> {
         let size = feats.size();
         if size.len() != 2 || size[0] != coords.len() as i64 {
             return Err(ModelError::Sites {

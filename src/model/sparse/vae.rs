@@ -11,7 +11,7 @@
 //! sites are the output voxels and a linear head regresses their feature
 //! channels. Variable paths: `encoder.*`, `decoder.*` (see [`SparseVae::new`]).
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
@@ -29,7 +29,7 @@ use crate::model::ModelError;
 pub struct LevelLogits {
     /// The candidates: every site of the latent grid, or the children of
     /// the sites kept one level coarser.
-    pub candidates: Arc<Coords>,
+    pub candidates: Rc<Coords>,
     /// `(N,)` occupancy logits, one per candidate.
     pub logits: Tensor,
 }
@@ -48,7 +48,7 @@ pub struct Decoded {
 #[derive(Debug, Clone, Copy)]
 pub enum Keep<'a> {
     /// The target's sites at each level, native first (teacher forcing).
-    Target(&'a [Arc<Coords>]),
+    Target(&'a [Rc<Coords>]),
     /// The children the prediction keeps (threshold, capped).
     Predicted,
 }
@@ -125,8 +125,8 @@ impl SparseVae {
     }
 
     /// The target's sites at every level, native first: `native` and its
-    /// down-sampled sets (the same `Arc`s the encoder runs on).
-    pub fn target_levels(&self, native: &Arc<Coords>) -> Vec<Arc<Coords>> {
+    /// down-sampled sets (the same `Rc`s the encoder runs on).
+    pub fn target_levels(&self, native: &Rc<Coords>) -> Vec<Rc<Coords>> {
         let mut v = vec![native.clone()];
         for s in &self.config.strides {
             let next = v.last().expect("non-empty").down(*s);
@@ -200,7 +200,7 @@ impl SparseVae {
     }
 
     /// The kept sites of a level and their rows among its candidates.
-    fn keep(&self, l: &LevelLogits, keep: Keep<'_>, level: usize) -> Result<(Arc<Coords>, Tensor), ModelError> {
+    fn keep(&self, l: &LevelLogits, keep: Keep<'_>, level: usize) -> Result<(Rc<Coords>, Tensor), ModelError> {
         let dev = l.logits.device();
         let c = &l.candidates;
         match keep {
@@ -216,11 +216,13 @@ impl SparseVae {
                 Ok((target.clone(), Tensor::from_slice(&rows).to_device(dev)))
             }
             Keep::Predicted => {
-                let p = Vec::<f32>::try_from(l.logits.detach().to_kind(Kind::Float).sigmoid().to_device(tch::Device::Cpu))
-                    .map_err(|e| ModelError::Config(e.to_string()))?;
+                let p =
+                    Vec::<f32>::try_from(l.logits.detach().to_kind(Kind::Float).sigmoid().to_device(tch::Device::Cpu))
+                        .map_err(|e| ModelError::Config(e.to_string()))?;
                 let mut keep = vec![false; c.len()];
                 // per frame: the most probable first, at or above the threshold, at most max_sites
-                let mut order: Vec<usize> = (0..c.len()).filter(|&i| p[i] as f64 >= self.config.keep_threshold).collect();
+                let mut order: Vec<usize> =
+                    (0..c.len()).filter(|&i| p[i] as f64 >= self.config.keep_threshold).collect();
                 order.sort_by(|&a, &b| c.site(a)[0].cmp(&c.site(b)[0]).then(p[b].total_cmp(&p[a])));
                 let mut taken = vec![0usize; c.batch() as usize];
                 for i in order {
