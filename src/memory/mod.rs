@@ -8,6 +8,7 @@ pub mod fit;
 pub mod infer;
 pub mod measure;
 pub mod plan;
+pub mod sparse;
 
 pub use crate::model::trace::Backend;
 pub use fit::{fallback, fit, largest_crop, Change, Fit, VAE_PRESETS};
@@ -17,6 +18,7 @@ pub use measure::{
     CUDA_ALLOC_CONF, MMAP_THRESHOLD,
 };
 pub use plan::{gib, gib_to_bytes, plan, ModelConfig, ModelPlanner, Plan, Planner, Precision, Run};
+pub use sparse::{SparseModel, SparseSites};
 
 /// Errors of the memory layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

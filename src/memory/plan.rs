@@ -13,8 +13,9 @@ use tch::{nn, Device};
 
 use super::MemoryError;
 use crate::dist::{GradBuckets, DEFAULT_BUCKET_BYTES};
+use crate::model::sparse::SparseVaeConfig;
 use crate::model::trace::{Backend, Tape};
-use crate::model::{Checkpointing, Unet3d, UnetConfig, Vae3d, VaeConfig};
+use crate::model::{Checkpointing, ModelError, Unet3d, UnetConfig, Vae3d, VaeConfig};
 
 /// The model a plan is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,8 @@ pub enum ModelConfig {
     /// network and the frozen teacher are held, the teacher's solver step
     /// and the target run without gradients before the student's step.
     Consistency(UnetConfig),
+    /// The sparse occupancy VAE and the site counts of its worst frame.
+    SparseVae(Box<super::sparse::SparseModel>),
 }
 
 impl ModelConfig {
@@ -41,6 +44,11 @@ impl ModelConfig {
                 .to_string(),
             ModelConfig::Unet(_) => "unet".into(),
             ModelConfig::Consistency(_) => "consistency".into(),
+            ModelConfig::SparseVae(m) => ["sparse_small", "sparse_base", "sparse_wide"]
+                .into_iter()
+                .find(|n| SparseVaeConfig::named(n).as_ref() == Ok(&m.vae))
+                .unwrap_or("custom_sparse_vae")
+                .to_string(),
         }
     }
 }
@@ -280,6 +288,9 @@ impl Planner {
         let built = tch::no_grad(|| match model {
             ModelConfig::Vae(c) => Vae3d::new(&vs.root(), c).map(Built::Vae),
             ModelConfig::Unet(c) | ModelConfig::Consistency(c) => Unet3d::new(&vs.root(), c).map(Built::Unet),
+            ModelConfig::SparseVae(_) => {
+                Err(ModelError::Config("a sparse VAE is planned from site counts: use Planner::plan".into()))
+            }
         })?;
         let parameter_count = vs.trainable_variables().iter().map(|t| t.numel() as u64).sum();
         Ok(ModelPlanner { planner: *self, model: model.clone(), built, parameter_count, _vs: vs })
@@ -287,6 +298,9 @@ impl Planner {
 
     /// Plans `run` (builds its model; use [`Planner::model`] to plan many shapes).
     pub fn plan(&self, run: &Run) -> Result<Plan, MemoryError> {
+        if let ModelConfig::SparseVae(m) = &run.model {
+            return Ok(super::sparse::plan(self, m, run)?);
+        }
         Ok(self.model(&run.model)?.plan(run.grid, run.batch, run.precision, run.checkpointing))
     }
 }

@@ -1,5 +1,6 @@
 //! Layer 8, training: one engine ([`Trainer`]) runs the loop every trainer
-//! shares over an [`Objective`] (the VAE's in [`vae`], latent diffusion's in
+//! shares over an [`Objective`] (the VAE's in [`vae`], the sparse VAE's in
+//! [`sparse_vae`], latent diffusion's in
 //! [`ldm`], consistency distillation's in [`cd`]); a run's [`recipe`] (what is trained) travels with every
 //! [`checkpoint`], its [`Runtime`] (how this process runs it) does not.
 //! Imports every layer below.
@@ -16,6 +17,7 @@ pub mod precision;
 pub mod recipe;
 pub mod runtime;
 pub mod signal;
+pub mod sparse_vae;
 pub mod vae;
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ pub use objective::Objective;
 pub use precision::{Amp, AmpMode};
 pub use recipe::{OptimRecipe, Recipe};
 pub use runtime::{parse_device, Runtime};
+pub use sparse_vae::{SparseVaeObjective, SparseVaeRecipe};
 pub use vae::{VaeObjective, VaeRecipe, VaeTrainer};
 
 /// Errors of training and of using trained models.

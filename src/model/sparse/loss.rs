@@ -100,13 +100,13 @@ impl SparseLossConfig {
     ) -> SparseLoss {
         let dev = x.feats.device();
         let n = dec.levels.len();
-        let structure = dec
-            .levels
-            .iter()
-            .enumerate()
+        // a level without candidates (an empty frame below the latent) has nothing to score
+        let scored: Vec<Tensor> = (dec.levels.iter().enumerate())
+            .filter(|(_, l)| !l.candidates.is_empty())
             .map(|(i, l)| structure_loss(self.structure, &l.logits, &labels(&l.candidates, &targets[n - 1 - i], dev)))
-            .fold(Tensor::zeros([], (Kind::Float, dev)), |a, b| a + b)
-            / n as f64;
+            .collect();
+        let count = scored.len().max(1) as f64;
+        let structure = scored.into_iter().fold(Tensor::zeros([], (Kind::Float, dev)), |a, b| a + b) / count;
         let c = x.feats.size()[1];
         let features = if c > 1 && !x.coords.is_empty() {
             // teacher forcing keeps exactly the target's sites, in its order
