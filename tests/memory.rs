@@ -407,3 +407,69 @@ fn a_resumed_run_is_checked_against_the_budget_too() {
     let forced = Trainer::resume_vae(&ckpt, beta(), None, forced, |r| r.optim.epochs = 2).unwrap();
     assert_eq!((forced.state().epoch, forced.recipe().optim.epochs), (1, 2));
 }
+
+/// The sparse VAE's plan from site counts against the counted allocations
+/// of a float32 micro-step (the default precision of the sparse family on
+/// a CPU), on a surface-like frame, per preset: within 10 %.
+#[test]
+fn sparse_plans_match_counted_allocations() {
+    use radvox::memory::{Run, SparseModel, SparseSites};
+    use radvox::model::sparse::{Coords, SparseLossConfig, SparseTensor, SparseVae, SparseVaeConfig};
+    use radvox::train::sparse_vae::micro_step;
+    let _g = serial();
+    assert!(shim::count_host_tensors());
+    let grid = [32, 128, 96];
+    let mut sites = Vec::new();
+    for y in 0..grid[1] {
+        for x in 0..grid[2] {
+            sites.push([0, 2 + (x / 24), y, x]); // a stepped ground
+            if x % 11 == 0 && y % 3 != 0 {
+                sites.extend((3..24).map(|z| [0, z, y, x])); // walls
+            }
+        }
+    }
+    sites.sort();
+    sites.dedup();
+    let coords = Coords::new(&sites, 1, grid, [1; 3]).unwrap();
+    let mut failures = Vec::new();
+    for name in ["sparse_small", "sparse_base"] {
+        let cfg = SparseVaeConfig::named(name).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let vae = SparseVae::new(&vs.root(), &cfg).unwrap();
+        let feats = Tensor::rand([coords.len() as i64, 4], (Kind::Float, Device::Cpu));
+        let x = SparseTensor::new(coords.clone(), feats).unwrap();
+        let eps = Tensor::randn(cfg.latent_shape(1, grid), (Kind::Float, Device::Cpu));
+        let held = (x.feats.numel() + eps.numel()) as u64 * 4;
+        let loss = SparseLossConfig::default();
+        // a fresh set per step, as the trainer builds one per batch (its maps are counted)
+        let step = || {
+            let fresh = Coords::new(&sites, 1, grid, [1; 3]).unwrap();
+            let x = SparseTensor::new(fresh, x.feats.shallow_clone()).unwrap();
+            micro_step(&vae, &loss, &x, &eps, 1.0).unwrap();
+        };
+        let measured = counted_peak(held, &step);
+        let model = SparseModel { vae: cfg.clone(), sites: SparseSites::of(&cfg, &coords).unwrap() };
+        let run = Run {
+            model: ModelConfig::SparseVae(Box::new(model)),
+            grid,
+            batch: 1,
+            precision: Precision::F32,
+            checkpointing: Checkpointing::Off,
+        };
+        let plan = Planner::new(Backend::cpu()).plan(&run).unwrap();
+        let predicted = plan.activations + plan.transient + plan.inputs;
+        let err = predicted as f64 / measured as f64 - 1.0;
+        let line = format!(
+            "{name} {} sites: predicted {} measured {} KiB ({:+.1}%)",
+            coords.len(),
+            predicted >> 10,
+            measured >> 10,
+            100.0 * err
+        );
+        println!("{line}");
+        if err.abs() > 0.10 {
+            failures.push(line);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

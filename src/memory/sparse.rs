@@ -1,10 +1,12 @@
 //! Plans of the sparse VAE: bytes from the site counts of each level (the
 //! worst frame of a dataset scan decides) and the channels, not from the
-//! grid. What autograd keeps per op follows the layer's code: a submanifold
-//! convolution keeps the gathered rows of every offset but the centre
-//! (`pairs - sites` rows of `C_in`), a strided one every input row once, a
-//! transposed one a row per candidate child; the sparse GroupNorm keeps
-//! three copies of its input (centred, normalised, scaled), SiLU its input;
+//! grid. What autograd keeps per op follows the layer's code (measured op
+//! by op with the counting allocator): a submanifold convolution keeps the
+//! gathered rows of every offset but the centre (`pairs - sites` rows of
+//! `C_in`) and their products (`C_out`: `index_add` keeps its source), a
+//! strided one every input row once and its product, a transposed one a
+//! parent row and a product per candidate child; the sparse GroupNorm
+//! keeps its centred and normalised copies and its output, SiLU its input;
 //! the dense latent levels keep what the dense blocks keep.
 
 use serde::{Deserialize, Serialize};
@@ -77,11 +79,18 @@ pub struct SparseModel {
     pub sites: SparseSites,
 }
 
-/// Floats a residual block keeps over `n` sites with `p` pairs and `c` channels.
+/// Floats a residual block keeps over `n` sites with `p` pairs and `c`
+/// channels: (float32, autocast's half precision).
 fn block_floats(n: u64, p: u64, c: u64) -> (u64, u64) {
-    // (f32 floats, floats that autocast keeps in half): two norms (3 copies)
-    // and SiLUs (1), two convolutions' gathered rows, the two outputs
-    (2 * 4 * n * c + 2 * n * c, 2 * p.saturating_sub(n) * c)
+    // two norms: centred and normalised copies in f32, the output in the
+    // input's precision; two SiLUs (their input); the two convolutions'
+    // gathered rows and products
+    (2 * 2 * n * c, 2 * n * c + 2 * n * c + 2 * conv_floats(p.saturating_sub(n), c, c))
+}
+
+/// Floats a convolution keeps for `rows` gathered rows `c_in -> c_out`.
+fn conv_floats(rows: u64, c_in: u64, c_out: u64) -> u64 {
+    rows * (c_in + c_out)
 }
 
 /// The plan of a sparse VAE micro-step of `batch` frames of `grid`.
@@ -104,15 +113,14 @@ pub fn plan(planner: &Planner, model: &SparseModel, run: &Run) -> Result<Plan, M
         full += f;
         half += h;
     };
-    let mut largest = 0u64; // the largest single kept tensor, in floats
-                            // encoder
-    add((n(0) * c[0], (s.pairs[0] * b).saturating_sub(n(0)) * cin));
+    let mut widest = 0u64; // the most candidates x channels of a level, in floats
+                           // encoder
+    add((n(0) * c[0], conv_floats((s.pairs[0] * b).saturating_sub(n(0)), cin, c[0])));
     for l in 0..levels {
         for _ in 0..cfg.blocks {
             add(block_floats(n(l), s.pairs[l] * b, c[l]));
         }
-        add((n(l + 1) * c[l + 1], n(l) * c[l])); // down: every input row gathered once
-        largest = largest.max(s.pairs[l] * b * c[l]);
+        add((0, conv_floats(n(l), c[l], c[l + 1]))); // down: every input row gathered once
     }
     add(block_floats(n(levels), s.pairs[levels] * b, c[levels]));
     // the dense latent levels: densified features, moments, sample, decoder input, a dense block, head
@@ -123,12 +131,12 @@ pub fn plan(planner: &Planner, model: &SparseModel, run: &Run) -> Result<Plan, M
     // decoder levels, coarse to fine
     for l in (0..levels).rev() {
         let k = s.candidates[l] * b;
-        add((k * c[l], k * c[l + 1])); // up: a gathered parent row per candidate
+        add((0, conv_floats(k, c[l + 1], c[l]))); // up: a gathered parent row per candidate
         for _ in 0..cfg.blocks {
             add(block_floats(k, s.candidate_pairs[l] * b, c[l]));
         }
-        add((k + n(l) * c[l], 0)); // logits, kept rows
-        largest = largest.max(s.candidate_pairs[l] * b * c[l]);
+        add((k * c[l] + k + n(l) * c[l], 0)); // the head's input, logits, kept rows
+        widest = widest.max(k * c[l]);
     }
     add((n(0) * (cin + 2), 0)); // output features, probabilities, targets
     let half_bytes = if run.precision == Precision::Amp { 2 } else { 4 };
@@ -148,8 +156,9 @@ pub fn plan(planner: &Planner, model: &SparseModel, run: &Run) -> Result<Plan, M
         inputs,
         amp_weights: if run.precision == Precision::Amp { parameter_count * 2 } else { 0 },
         activations,
-        // backward of the largest convolution: its gathered rows' gradient and the output's
-        transient: 2 * largest * half_bytes,
+        // backward at the widest level: gradients of its features in flight
+        // (a block's input, output and the accumulating sum; one offset's rows)
+        transient: 4 * widest * half_bytes,
         peak_at: "decoder backward".into(),
         loader: (planner.prefetch + planner.workers) as u64 * b * site_bytes,
         buckets: 0,

@@ -17,7 +17,7 @@ use super::checkpoint::{self, Checkpoint, TrainState};
 use super::logs::{self, CsvLog};
 use super::objective::Objective;
 use super::optim::{apply_accumulated, cosine_lr, AdamW, Ema, GradScaler};
-use super::precision::Amp;
+use super::precision::{Amp, AmpMode};
 use super::recipe::Recipe;
 use super::runtime::Runtime;
 use super::{signal, TrainError};
@@ -199,7 +199,12 @@ impl<O: Objective> Trainer<O> {
         if runtime.lean_host_memory {
             memory::return_large_frees();
         }
-        let (amp, why) = Amp::resolve(runtime.amp, device);
+        let (amp, why) = match objective.cpu_autocast() {
+            Err(reason) if runtime.amp == AmpMode::Auto && device == Device::Cpu => {
+                (Amp::Off, format!("precision f32: {reason}; --amp on forces bf16"))
+            }
+            _ => Amp::resolve(runtime.amp, device),
+        };
         log::info!("{why}");
         let removed = if runtime.dist.is_main() {
             crate::io::remove_stale_temps(&runtime.out).unwrap_or_default()

@@ -78,6 +78,11 @@ pub trait Objective {
     }
     /// Title of the loss plot.
     fn title(&self) -> String;
+    /// Whether `auto` precision may use bf16 autocast on a CPU that runs it
+    /// natively; `Err` says why not (the objective measured f32 faster).
+    fn cpu_autocast(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Runs after every optimizer step that was taken (the weights updated).
     fn after_optimizer_step(&mut self) {}
     /// State besides the trained variables that a checkpoint must hold for

@@ -1,0 +1,196 @@
+//! Seconds per frame and peak RSS of a VAE training micro-step (forward +
+//! backward, batch 1) on whole native-resolution frames of a simulated root:
+//! the sparse VAE on the frames' occupied voxels beside the dense
+//! ultra_lightweight VAE with per-block checkpointing, each in its own
+//! process. The dense VAE runs on a `RADVOX_DENSE_CROP=Z,H,W` crop (default
+//! 32,128,128) and its time is scaled by voxels to the whole grid (said so
+//! in the table), beside the planner's bytes for the whole grid;
+//! `RADVOX_DENSE_CROP=full` runs the whole grid (~4 min a step, ~14 GiB).
+//! Precision: what `auto` picks for each trainer: the dense VAE runs bf16
+//! autocast where the CPU has it natively, the sparse VAE f32 (faster);
+//! `RADVOX_SPARSE_AMP=1` runs the sparse VAE under bf16 autocast too.
+//!
+//! `cargo bench --bench sparse_step` (`RADVOX_STEPS=N` timed steps, default 4;
+//! `RADVOX_SPARSE_PRESETS=sparse_small,sparse_base`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use radvox::data::loader::{SparseLoader, SparseLoaderConfig};
+use radvox::data::{Dataset, DatasetConfig, Split};
+use radvox::memory::{plan, Backend, ModelConfig, Planner, Precision, Run, SparseModel, SparseSites};
+use radvox::model::sparse::{SparseLossConfig, SparseVae, SparseVaeConfig};
+use radvox::model::{Checkpointing, Vae3d, VaeConfig};
+use radvox::sim::root::{is_complete, simulate_root};
+use radvox::sim::SimConfig;
+use radvox::train::sparse_vae::{micro_step, site_tensor};
+use radvox::train::{Amp, AmpMode};
+use tch::{nn, Device, Kind, Tensor};
+
+const FULL: [i64; 3] = [96, 608, 224];
+
+fn root() -> PathBuf {
+    let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/sparse-bench-sim"));
+    let cfg = SimConfig { seed: 7, scenes: 2, frames_per_scene: 6, ..Default::default() };
+    if !is_complete(&cfg, &out) {
+        simulate_root(&cfg, &out, Default::default(), false).expect("simulating the bench root");
+    }
+    out.join("ntu")
+}
+
+fn amp() -> Amp {
+    Amp::resolve(AmpMode::Auto, Device::Cpu).0
+}
+
+/// The sparse VAE's precision: f32 unless `RADVOX_SPARSE_AMP` is set.
+fn sparse_amp() -> Amp {
+    if std::env::var("RADVOX_SPARSE_AMP").is_ok() {
+        amp()
+    } else {
+        Amp::Off
+    }
+}
+
+fn precision() -> Precision {
+    if sparse_amp() == Amp::Off {
+        Precision::F32
+    } else {
+        Precision::Amp
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn sparse_child(preset: &str, steps: usize) {
+    radvox::memory::return_large_frees();
+    radvox::sys::shim::count_host_tensors();
+    let ds = Dataset::open(root(), Split::Train, &DatasetConfig::default()).unwrap();
+    let loader = SparseLoader::new(ds, SparseLoaderConfig::default()).unwrap();
+    tch::manual_seed(0);
+    let cfg = SparseVaeConfig::named(preset).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vae = SparseVae::new(&vs.root(), &cfg).unwrap();
+    let loss = SparseLossConfig::default();
+    let (mut times, mut sites, mut planned) = (Vec::new(), 0, 0u64);
+    for batch in loader.epoch_from(0, 0).take(steps + 1) {
+        let batch = batch.unwrap();
+        let grid = batch.grid.map(|v| v as i64);
+        let t = Instant::now();
+        let x = site_tensor(&batch.target, 0..1, grid, &[1.0, 0.01, 0.25, 1.0], Device::Cpu).unwrap();
+        let eps = Tensor::randn(cfg.latent_shape(1, grid), (Kind::Float, Device::Cpu));
+        sparse_amp().run(|| micro_step(&vae, &loss, &x, &eps, 1.0)).unwrap().unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        if x.coords.len() > sites {
+            sites = x.coords.len();
+            let model = SparseModel { vae: cfg.clone(), sites: SparseSites::of(&cfg, &x.coords).unwrap() };
+            let run = Run {
+                model: ModelConfig::SparseVae(Box::new(model)),
+                grid,
+                batch: 1,
+                precision: precision(),
+                checkpointing: Checkpointing::Off,
+            };
+            planned = Planner::new(Backend::cpu()).plan(&run).unwrap().device_tensors();
+        }
+    }
+    let peak = radvox::memory::proc_status_bytes("VmHWM").unwrap_or(0);
+    let counted = radvox::sys::shim::host_tensor_bytes().1;
+    let s = median(times[1..].to_vec());
+    println!(
+        r#"{{"mode": "{preset}", "grid": "whole frame", "seconds": {s}, "per_frame": {s}, "peak_rss": {peak}, "sites": {sites}, "counted": {counted}, "planned": {planned}}}"#
+    );
+}
+
+fn dense_child(crop: [i64; 3], steps: usize) {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight()).unwrap();
+    let x = Tensor::randn([1, 4, crop[0], crop[1], crop[2]], (Kind::Float, Device::Cpu));
+    let eps = Tensor::randn(vae.latent_shape([1, 4, crop[0], crop[1], crop[2]]), (Kind::Float, Device::Cpu));
+    let mse = |r: &Tensor, t: &Tensor| r.to_kind(Kind::Float).mse_loss(t, tch::Reduction::Mean);
+    let mut times = Vec::new();
+    for _ in 0..=steps {
+        let t = Instant::now();
+        amp().run(|| vae.backward(&x, Some(&eps), Checkpointing::PerBlock, 1.0, &mse)).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let peak = radvox::memory::proc_status_bytes("VmHWM").unwrap_or(0);
+    let s = median(times[1..].to_vec());
+    let scale = FULL.iter().product::<i64>() as f64 / crop.iter().product::<i64>() as f64;
+    println!(
+        r#"{{"mode": "ultra_lightweight", "grid": "{crop:?}", "seconds": {s}, "per_frame": {}, "peak_rss": {peak}, "sites": 0, "counted": 0, "planned": 0}}"#,
+        s * scale
+    );
+}
+
+fn main() {
+    let steps: usize = std::env::var("RADVOX_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let crop_env = std::env::var("RADVOX_DENSE_CROP").unwrap_or("32,128,128".into());
+    let crop: [i64; 3] = if crop_env == "full" {
+        FULL
+    } else {
+        let v: Vec<i64> = crop_env.split(',').map(|v| v.parse().expect("RADVOX_DENSE_CROP=Z,H,W")).collect();
+        [v[0], v[1], v[2]]
+    };
+    if let Ok(mode) = std::env::var("RADVOX_SPARSE_STEP_CHILD") {
+        return match mode.as_str() {
+            "dense" => dense_child(crop, steps.min(2)),
+            preset => sparse_child(preset, steps),
+        };
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    root(); // simulated once, before any timing
+    let presets = std::env::var("RADVOX_SPARSE_PRESETS").unwrap_or("sparse_small,sparse_base".into());
+    let me = std::env::current_exe().unwrap();
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let bf16 = ["avx512_bf16", "amx_bf16"].iter().filter(|f| flags.contains(*f)).copied().collect::<Vec<_>>();
+    println!(
+        "VAE training micro-step, batch 1, whole (96, 608, 224) frames of a simulated root, CPU ({} threads), dense {:?}, sparse {:?} ({})",
+        tch::get_num_threads(),
+        amp(),
+        sparse_amp(),
+        if bf16.is_empty() { "no native bf16: f32".to_string() } else { bf16.join(" ") }
+    );
+    let mut rows = Vec::new();
+    for mode in presets.split(',').chain(["dense"]) {
+        let out = Command::new(&me).env("RADVOX_SPARSE_STEP_CHILD", mode).output().unwrap();
+        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        rows.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    let dense = rows.last().unwrap().clone();
+    let dense_precision = if amp() == Amp::Off { Precision::F32 } else { Precision::Amp };
+    let dense_plan =
+        plan(&ModelConfig::Vae(VaeConfig::ultra_lightweight()), FULL, 1, dense_precision, Checkpointing::PerBlock)
+            .map(|p| p.total())
+            .unwrap_or(0);
+    println!("| model | run on | sites | s per step | s per whole frame | peak RSS | speed-up | memory ratio | counted tensors | planned tensors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let gib = r["peak_rss"].as_f64().unwrap() / (1u64 << 30) as f64;
+        let per_frame = r["per_frame"].as_f64().unwrap();
+        let scaled = if r["grid"] == "whole frame" || crop == FULL { "" } else { " (scaled by voxels)" };
+        println!(
+            "| {} | {} | {} | {:.3} | {:.2}{scaled} | {gib:.2} GiB | {:.0}x | {:.3} | {:.1} MiB | {:.1} MiB |",
+            r["mode"].as_str().unwrap(),
+            r["grid"].as_str().unwrap(),
+            r["sites"],
+            r["seconds"].as_f64().unwrap(),
+            per_frame,
+            dense["per_frame"].as_f64().unwrap() / per_frame,
+            r["peak_rss"].as_f64().unwrap() / (dense_plan as f64).max(1.0),
+            r["counted"].as_f64().unwrap() / 1048576.0,
+            r["planned"].as_f64().unwrap() / 1048576.0,
+        );
+    }
+    println!(
+        "dense ultra_lightweight on the whole grid, planned: {:.2} GiB (memory ratio = peak RSS / this plan)",
+        dense_plan as f64 / (1u64 << 30) as f64
+    );
+}
