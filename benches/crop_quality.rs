@@ -1,8 +1,9 @@
 //! Reconstruction quality at native resolution of VAEs trained for the same
 //! wall-clock budget by `scripts/crop_quality.sh` (which runs this after
-//! training): `ultra_resampled` (trained on whole frames resampled to
-//! (32, 128, 128)), `ultra_crops` and `seed_crops` (trained on native
-//! (32, 128, 128) crops).
+//! training): every run folder under `CROP_QUALITY_DIR`, e.g.
+//! `ultra_resampled` (trained on whole frames resampled to (32, 128, 128)),
+//! `ultra_crops` and `seed_crops` (trained on native (32, 128, 128) crops),
+//! and sparse VAEs (trained on whole native frames).
 //!
 //! Scored on the held-out scenes (never trained on), every other frame: one
 //! native (32, 128, 128) box per frame, centred (clamped to the grid) on an
@@ -11,7 +12,10 @@
 //! model reconstructs its whole resampled frame, which is brought back to
 //! the native grid by the inverse of the resampling windows (nearest: each
 //! native voxel takes the score of the cell it was pooled into), then the
-//! box is cut. Occupied = channel 0 of the reconstruction at or above a
+//! box is cut. A sparse VAE reconstructs the whole native frame from its
+//! occupied voxels (the structure its decoder keeps), then the box is cut;
+//! sparse models are also scored on the whole test frames (IoU, F1,
+//! Chamfer, F at 0.5 and 1 m, predicted / target voxels). Occupied = channel 0 of the reconstruction at or above a
 //! threshold; IoU against the target's occupied voxels, summed over boxes.
 //! Each model's threshold is the IoU-best of 0.05, 0.10, ... 0.95 on the
 //! calibration scene; the test scenes are scored at it (and at 0.5).
@@ -23,9 +27,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use radvox::data::layout::Layout;
+use radvox::data::loader::SiteBatch;
 use radvox::data::{Dataset, DatasetConfig, Modality, Split};
+use radvox::eval::points::{point_metrics, PointConfig, PointMetrics};
+use radvox::model::sparse::hash::unpack;
+use radvox::model::sparse::FrozenSparseVae;
 use radvox::model::FrozenVae;
+use radvox::train::checkpoint::Checkpoint;
 use radvox::train::load_vae;
+use radvox::train::sparse_vae::{key_counts, load_sparse_vae, site_tensor};
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
@@ -34,6 +44,8 @@ const RESAMPLED: [usize; 3] = [32, 128, 128];
 const CALIBRATION: &[&str] = &["scene09"];
 const TEST: &[&str] = &["scene10", "scene11"];
 const THRESHOLDS: usize = 19;
+/// Voxel size of the simulated native grid, metres.
+const VOXEL: f64 = 0.2;
 
 fn threshold(k: usize) -> f64 {
     0.05 * (k + 1) as f64
@@ -70,21 +82,64 @@ impl Counts {
     }
 }
 
+enum Vae {
+    Dense { vae: FrozenVae, resampled: bool },
+    Sparse(FrozenSparseVae),
+}
+
 struct Model {
-    name: &'static str,
-    vae: FrozenVae,
-    resampled: bool,
+    name: String,
+    vae: Vae,
     seconds: f64,
+    /// Whole-frame counts and point metrics (sparse models, test scenes).
+    whole: Vec<(f64, f64, f64, PointMetrics)>,
+}
+
+/// The sparse reconstruction of frame `i` as a dense `(1, 1, Z, H, W)`
+/// probability grid, and its kept sites.
+fn sparse_scores(vae: &FrozenSparseVae, ds: &Dataset, i: usize) -> (Tensor, Vec<u64>, Vec<u64>) {
+    let s = ds.file(i, Modality::Target).unwrap().read_sites(ds.config().layout).unwrap();
+    let sites = SiteBatch {
+        sites: s.sites.iter().map(|&[z, h, w]| [0, z as i64, h as i64, w as i64]).collect(),
+        feats: s.feats.clone(),
+        channels: s.channels,
+    };
+    let x = site_tensor(&sites, 0..1, s.grid.map(|v| v as i64), &vec![1.0; s.channels], Device::Cpu).unwrap();
+    let out = vae.reconstruct(&x).unwrap();
+    let prob = out.map(|f| f.narrow(1, 0, 1)).to_dense();
+    (prob, out.coords.keys().to_vec(), x.coords.keys().to_vec())
+}
+
+/// Voxel-centre points (metres) of packed site keys.
+fn points(keys: &[u64]) -> Vec<[f64; 3]> {
+    keys.iter().map(|&k| unpack(k)).map(|[_, z, h, w]| [h as f64 * VOXEL, w as f64 * VOXEL, z as f64 * VOXEL]).collect()
 }
 
 impl Model {
     /// Channel 0 of the reconstruction in each box of frame `i`.
-    fn scores(&mut self, ds: &Dataset, rs: &Dataset, i: usize, boxes: &[[i64; 3]], target: &Tensor) -> Vec<Tensor> {
+    fn scores(
+        &mut self,
+        ds: &Dataset,
+        rs: &Dataset,
+        i: usize,
+        boxes: &[[i64; 3]],
+        target: &Tensor,
+        whole: bool,
+    ) -> Vec<Tensor> {
         let t0 = Instant::now();
-        let out = tch::no_grad(|| {
-            if self.resampled {
+        let out = tch::no_grad(|| match &self.vae {
+            Vae::Sparse(vae) => {
+                let (prob, pred, truth) = sparse_scores(vae, ds, i);
+                if whole {
+                    let (tp, fp, fn_) = key_counts(&pred, &truth);
+                    let pm = point_metrics(&points(&pred), &points(&truth), &PointConfig::default());
+                    self.whole.push((tp, fp, fn_, pm));
+                }
+                boxes.iter().map(|b| cut(&prob, *b)).collect()
+            }
+            Vae::Dense { vae, resampled: true } => {
                 let x = rs.read(i, Modality::Target).unwrap().to_tensor();
-                let r = self.vae.decode(&self.vae.encode(&x)).narrow(1, 0, 1);
+                let r = vae.decode(&vae.encode(&x)).narrow(1, 0, 1);
                 let hwzc = ds.frames()[i].target.shape();
                 let native = [hwzc[2] as i64, hwzc[0] as i64, hwzc[1] as i64];
                 let up = r.upsample_nearest3d(native, None, None, None);
@@ -92,8 +147,9 @@ impl Model {
                 let pad = [0, padded[4] - native[2], 0, padded[3] - native[1], 0, padded[2] - native[0]];
                 let full = up.constant_pad_nd(pad);
                 boxes.iter().map(|b| cut(&full, *b)).collect()
-            } else {
-                boxes.iter().map(|b| self.vae.decode(&self.vae.encode(&cut(target, *b))).narrow(1, 0, 1)).collect()
+            }
+            Vae::Dense { vae, resampled: false } => {
+                boxes.iter().map(|b| vae.decode(&vae.encode(&cut(target, *b))).narrow(1, 0, 1)).collect()
             }
         });
         self.seconds += t0.elapsed().as_secs_f64();
@@ -129,7 +185,7 @@ fn open(root: &PathBuf, scenes: &[&str], layout: Layout) -> Dataset {
 }
 
 /// Counts per model over every other frame of `scenes`.
-fn score(models: &mut [Model], root: &PathBuf, scenes: &[&str]) -> (Vec<Counts>, usize) {
+fn score(models: &mut [Model], root: &PathBuf, scenes: &[&str], whole: bool) -> (Vec<Counts>, usize) {
     let ds = open(root, scenes, Layout::default());
     let rs = open(root, scenes, Layout::Resample { zhw: RESAMPLED });
     let mut counts = vec![Counts::default(); models.len()];
@@ -138,7 +194,7 @@ fn score(models: &mut [Model], root: &PathBuf, scenes: &[&str]) -> (Vec<Counts>,
         let target = ds.read(i, Modality::Target).unwrap().to_tensor().to_kind(Kind::Float);
         let b = boxes(&target, i as u64);
         for (m, c) in models.iter_mut().zip(&mut counts) {
-            for (s, origin) in m.scores(&ds, &rs, i, &b, &target).iter().zip(&b) {
+            for (s, origin) in m.scores(&ds, &rs, i, &b, &target, whole).iter().zip(&b) {
                 c.add(s, &cut(&target, *origin).narrow(1, 0, 1));
             }
         }
@@ -153,20 +209,30 @@ fn main() {
     }
     let dir = PathBuf::from(std::env::var("CROP_QUALITY_DIR").unwrap_or_else(|_| "runs/crop_quality".into()));
     let root = PathBuf::from(std::env::var("SIM_DIR").unwrap_or_else(|_| "runs/quality/sim/ntu".into()));
-    let mut models: Vec<Model> = [("ultra_resampled", true), ("ultra_crops", false), ("seed_crops", false)]
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut models: Vec<Model> = names
         .into_iter()
-        .filter_map(|(name, resampled)| {
-            let path = dir.join(name).join("last.safetensors");
-            let (vae, _) = load_vae(&path, None, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?;
-            Some(Model { name, vae, resampled, seconds: 0.0 })
+        .filter_map(|name| {
+            let path = dir.join(&name).join("last.safetensors");
+            let kind = Checkpoint::read_kinds(&path, &["vae", "sparse_vae"]).ok()?.kind;
+            let vae = if kind == "sparse_vae" {
+                Vae::Sparse(load_sparse_vae(&path, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?.0)
+            } else {
+                let (vae, recipe) = load_vae(&path, None, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?;
+                Vae::Dense { vae, resampled: matches!(recipe.layout, Some(Layout::Resample { .. })) }
+            };
+            Some(Model { name, vae, seconds: 0.0, whole: Vec::new() })
         })
         .collect();
     if models.is_empty() {
         eprintln!("no trained runs in {}: run scripts/crop_quality.sh", dir.display());
         return;
     }
-    let (cal, n_cal) = score(&mut models, &root, CALIBRATION);
-    let (test, n_test) = score(&mut models, &root, TEST);
+    let (cal, n_cal) = score(&mut models, &root, CALIBRATION, false);
+    let (test, n_test) = score(&mut models, &root, TEST, true);
     println!(
         "native-resolution reconstruction, one {BOX:?} box per frame: {n_cal} boxes of {CALIBRATION:?} choose the \
          threshold (IoU-best), {n_test} boxes of {TEST:?} are scored"
@@ -177,7 +243,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for ((m, c), t) in models.iter().zip(&cal).zip(&test) {
         let k = c.best();
-        let steps = std::fs::read_to_string(dir.join(m.name).join("train_log.csv"))
+        let steps = std::fs::read_to_string(dir.join(&m.name).join("train_log.csv"))
             .ok()
             .and_then(|s| s.lines().last().and_then(|l| l.split(',').nth(1).map(str::to_owned)))
             .unwrap_or_else(|| "?".into());
@@ -189,6 +255,31 @@ fn main() {
             t.iou(9),
             c.iou(k),
             m.seconds / (n_cal + n_test) as f64
+        );
+    }
+    let sparse: Vec<&Model> = models.iter().filter(|m| !m.whole.is_empty()).collect();
+    if sparse.is_empty() {
+        return;
+    }
+    println!("\nwhole native frames of {TEST:?} (every other frame), sparse models at their own keep rule:");
+    println!("| model | frames | IoU | F1 | Chamfer (m) | F@0.5 m | F@1 m | predicted / target voxels |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for m in sparse {
+        let (tp, fp, fn_) = m.whole.iter().fold((0.0, 0.0, 0.0), |a, w| (a.0 + w.0, a.1 + w.1, a.2 + w.2));
+        let mean = |f: &dyn Fn(&PointMetrics) -> Option<f64>| {
+            let v: Vec<f64> = m.whole.iter().filter_map(|w| f(&w.3)).collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        println!(
+            "| {} | {} | {:.4} | {:.4} | {:.3} | {:.4} | {:.4} | {:.3} |",
+            m.name,
+            m.whole.len(),
+            tp / (tp + fp + fn_).max(1.0),
+            2.0 * tp / (2.0 * tp + fp + fn_).max(1.0),
+            mean(&|p| p.chamfer),
+            mean(&|p| p.fscores[0].fscore),
+            mean(&|p| p.fscores[1].fscore),
+            (tp + fp) / (tp + fn_).max(1.0)
         );
     }
 }

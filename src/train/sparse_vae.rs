@@ -23,7 +23,7 @@ use crate::data::loader::{SiteBatch, SparseBatch, SparseLoader, SparseLoaderConf
 use crate::data::{Dataset, Layout, Modality};
 use crate::eval::Occupancy;
 use crate::memory::{ModelConfig, Precision, Run, SparseModel, SparseSites};
-use crate::model::sparse::{Coords, Keep, SparseLossConfig, SparseTensor, SparseVae, SparseVaeConfig};
+use crate::model::sparse::{Coords, FrozenSparseVae, Keep, SparseLossConfig, SparseTensor, SparseVae, SparseVaeConfig};
 use crate::model::{Checkpointing, ModelError};
 use crate::sys::with_torch_seed;
 
@@ -364,6 +364,20 @@ impl Objective for SparseVaeObjective {
     fn title(&self) -> String {
         "SPARSE VAE TRAINING LOSS".into()
     }
+}
+
+/// Loads a trained sparse VAE from its checkpoint, frozen, with its recipe
+/// (the tensors must match the recipe's architecture exactly).
+pub fn load_sparse_vae(path: &Path, device: Device) -> Result<(FrozenSparseVae, SparseVaeRecipe), TrainError> {
+    let ckpt = Checkpoint::read(path, SparseVaeRecipe::KIND)?;
+    let recipe: SparseVaeRecipe = ckpt.recipe()?;
+    let mut vs = nn::VarStore::new(device);
+    let vae = SparseVae::new(&vs.root(), &recipe.vae)?;
+    let model = ckpt.model_tensors();
+    crate::io::safetensors::load_into(&vs, "", &model, path)?;
+    vs.freeze();
+    let hash = crate::io::safetensors::weights_hash(&model);
+    Ok((FrozenSparseVae { vs, vae, channel_scale: recipe.channel_scale.clone(), hash }, recipe))
 }
 
 impl Trainer<SparseVaeObjective> {
