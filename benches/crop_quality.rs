@@ -84,7 +84,7 @@ impl Counts {
 
 enum Vae {
     Dense { vae: FrozenVae, resampled: bool },
-    Sparse(FrozenSparseVae),
+    Sparse(Box<FrozenSparseVae>),
 }
 
 struct Model {
@@ -219,7 +219,7 @@ fn main() {
             let path = dir.join(&name).join("last.safetensors");
             let kind = Checkpoint::read_kinds(&path, &["vae", "sparse_vae"]).ok()?.kind;
             let vae = if kind == "sparse_vae" {
-                Vae::Sparse(load_sparse_vae(&path, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?.0)
+                Vae::Sparse(Box::new(load_sparse_vae(&path, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?.0))
             } else {
                 let (vae, recipe) = load_vae(&path, None, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?;
                 Vae::Dense { vae, resampled: matches!(recipe.layout, Some(Layout::Resample { .. })) }
