@@ -83,7 +83,7 @@ impl Counts {
 }
 
 enum Vae {
-    Dense { vae: FrozenVae, resampled: bool },
+    Dense { vae: Box<FrozenVae>, resampled: bool },
     Sparse(Box<FrozenSparseVae>),
 }
 
@@ -222,7 +222,7 @@ fn main() {
                 Vae::Sparse(Box::new(load_sparse_vae(&path, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?.0))
             } else {
                 let (vae, recipe) = load_vae(&path, None, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?;
-                Vae::Dense { vae, resampled: matches!(recipe.layout, Some(Layout::Resample { .. })) }
+                Vae::Dense { vae: Box::new(vae), resampled: matches!(recipe.layout, Some(Layout::Resample { .. })) }
             };
             Some(Model { name, vae, seconds: 0.0, whole: Vec::new() })
         })
