@@ -13,7 +13,6 @@
 //! `cargo bench --bench sparse_step` (`RADVOX_STEPS=N` timed steps, default 4;
 //! `RADVOX_SPARSE_PRESETS=sparse_small,sparse_base`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -22,22 +21,13 @@ use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::memory::{plan, Backend, ModelConfig, Planner, Precision, Run, SparseModel, SparseSites};
 use radvox::model::sparse::{SparseLossConfig, SparseVae, SparseVaeConfig};
 use radvox::model::{Checkpointing, Vae3d, VaeConfig};
-use radvox::sim::root::{is_complete, simulate_root};
-use radvox::sim::SimConfig;
 use radvox::train::sparse_vae::{micro_step, site_tensor};
 use radvox::train::{Amp, AmpMode};
 use tch::{nn, Device, Kind, Tensor};
 
-const FULL: [i64; 3] = [96, 608, 224];
+mod common;
 
-fn root() -> PathBuf {
-    let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/sparse-bench-sim"));
-    let cfg = SimConfig { seed: 7, scenes: 2, frames_per_scene: 6, ..Default::default() };
-    if !is_complete(&cfg, &out) {
-        simulate_root(&cfg, &out, Default::default(), false).expect("simulating the bench root");
-    }
-    out.join("ntu")
-}
+const FULL: [i64; 3] = [96, 608, 224];
 
 fn amp() -> Amp {
     Amp::resolve(AmpMode::Auto, Device::Cpu).0
@@ -68,7 +58,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn sparse_child(preset: &str, steps: usize) {
     radvox::memory::return_large_frees();
     radvox::sys::shim::count_host_tensors();
-    let ds = Dataset::open(root(), Split::Train, &DatasetConfig::default()).unwrap();
+    let ds = Dataset::open(common::sim_root(), Split::Train, &DatasetConfig::default()).unwrap();
     let loader = SparseLoader::new(ds, SparseLoaderConfig::default()).unwrap();
     tch::manual_seed(0);
     let cfg = SparseVaeConfig::named(preset).unwrap();
@@ -145,7 +135,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    root(); // simulated once, before any timing
+    common::sim_root(); // simulated once, before any timing
     let presets = std::env::var("RADVOX_SPARSE_PRESETS").unwrap_or("sparse_small,sparse_base".into());
     let me = std::env::current_exe().unwrap();
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -27,7 +27,7 @@ use radvox::eval::{
     ReportConfig, SelectionConfig, SweepConfig, SweepFrame, ThresholdMode, Thresholds, VoxelSet,
 };
 use radvox::train::checkpoint::{set_metadata, THRESHOLD_KEY};
-use radvox::train::load_vae;
+use radvox::train::load_any_vae;
 use radvox::train::vae::frame_layout;
 
 mod common;
@@ -92,8 +92,8 @@ struct Cli {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let (_, recipe) = load_vae(&cli.vae, None, tch::Device::Cpu)?;
-    let layout = frame_layout(recipe.layout, cli.resample, &cli.vae)?;
+    let vae = load_any_vae(&cli.vae, tch::Device::Cpu)?;
+    let layout = frame_layout(vae.layout, cli.resample, &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
     let ds = Dataset::open(
         &cli.dataset_dir,

@@ -1,4 +1,5 @@
 //! Encodes the target and radar grids of every frame once with a frozen VAE
+//! (dense or sparse: the checkpoint says which)
 //! and writes them as f16 `.npy` latents (memory-mapped by `train_ldm`). The
 //! data layout is the VAE's; a contradicting `--resample` is refused.
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
@@ -9,7 +10,7 @@ use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::diffusion::latents::precompute;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_vae, parse_device};
+use radvox::train::{load_any_vae, parse_device};
 
 mod common;
 
@@ -44,13 +45,13 @@ struct Cli {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let (vae, recipe) = load_vae(&cli.vae, None, parse_device(&cli.device)?)?;
-    let layout = frame_layout(recipe.layout, cli.resample, &cli.vae)?;
+    let loaded = load_any_vae(&cli.vae, parse_device(&cli.device)?)?;
+    let layout = frame_layout(loaded.layout, cli.resample, &cli.vae)?;
     let ds = Dataset::open(&cli.dataset_dir, cli.split, &DatasetConfig { layout, ..Default::default() })?;
     let s = ds.output_shape(0);
     let grid = [s[1] as i64, s[2] as i64, s[3] as i64];
-    recipe.vae.check_grid(grid)?;
-    let vae = cli.tiles.apply(vae, grid)?;
+    loaded.vae.check_grid(grid)?;
+    let vae = cli.tiles.apply_any(loaded.vae, grid)?;
     let bar =
         if cli.no_progress { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(ds.len() as u64) };
     let t = std::time::Instant::now();

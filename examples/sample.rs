@@ -20,8 +20,9 @@ use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_f
 use radvox::eval::{
     evaluate_frame, write_report, EvalConfig, FrameInput, ReportConfig, SelectionConfig, ThresholdMode,
 };
+use radvox::model::GridVae;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_sampler, load_vae, parse_device};
+use radvox::train::{load_any_vae, load_sampler, parse_device};
 
 mod common;
 
@@ -95,8 +96,8 @@ enum Method {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
-    let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
-    let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, &vae.hash, device)).transpose()?;
+    let vae_loaded = load_any_vae(&cli.vae, device)?;
+    let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, vae_loaded.vae.weights_hash(), device)).transpose()?;
     if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
         match (l.consistency, cli.solver) {
             (true, Method::Heun | Method::Euler) => {
@@ -125,7 +126,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => Vec::new(),
     };
     let threshold = cli.threshold.or(loaded.as_ref().and_then(|l| l.threshold)).unwrap_or(0.5);
-    let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
+    let layout = frame_layout(vae_loaded.layout, cli.resample, &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
     let ds = Dataset::open(
         &cli.dataset_dir,
@@ -134,8 +135,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let s = ds.output_shape(0);
     let grid = [s[1] as i64, s[2] as i64, s[3] as i64];
-    vae_recipe.vae.check_grid(grid)?;
-    let vae = cli.tiles.apply(vae, grid)?;
+    vae_loaded.vae.check_grid(grid)?;
+    let vae = cli.tiles.apply_any(vae_loaded.vae, grid)?;
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
     std::fs::create_dir_all(&cli.out)?;
@@ -148,7 +149,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);
         let z = match &loaded {
             Some(l) => {
-                let cond = l.sampler.condition(&radar.to_tensor(), &vae);
+                let cond = l.sampler.condition(&radar.to_tensor(), &vae)?;
                 let seed = cli.seed + i as u64;
                 match cli.solver {
                     Method::Cd => l.sampler.sample_consistency(&cond, &cd_levels, seed),
@@ -156,9 +157,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     Method::Euler => l.sampler.sample(&cond, steps, Solver::Euler, seed),
                 }
             }
-            None => vae.encode(&target.to_tensor()),
+            None => vae.encode_grid(&target.to_tensor())?,
         };
-        let scores = scores_frame(&vae.decode(&z).squeeze_dim(0), dims, SCORE_FLOOR);
+        let scores = scores_frame(&vae.decode_grid(&z, grid)?.squeeze_dim(0), dims, SCORE_FLOOR);
         let stem = format!("{}_{}", f.id.scene, f.id.stem);
         write_prediction_npz(&cli.out.join(format!("{stem}.npz")), &scores)?;
         let kept = above(&scores, threshold);

@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::diffusion::{CdLoss, LatentCache, TeacherSolver};
+use radvox::model::GridVae;
 use radvox::train::recipe::read_file;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
+use radvox::train::{load_any_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
 
 mod common;
 use common::{apply, OptimArgs, RuntimeArgs};
@@ -71,9 +72,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let runtime = cli.runtime.runtime("runs/cd")?;
     let device = parse_device(&runtime.device)?;
-    let (vae, vae_recipe) = load_vae(&cli.vae, None, device)?;
-    let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
-    let teacher = Teacher::load(&cli.ldm, &vae.hash, device)?;
+    let loaded = load_any_vae(&cli.vae, device)?;
+    let layout = frame_layout(loaded.layout, cli.resample, &cli.vae)?;
+    let vae = loaded.vae;
+    let teacher = Teacher::load(&cli.ldm, vae.weights_hash(), device)?;
     let resume = cli.resume.as_deref();
     if let (Some(path), Some(_)) = (resume, &cli.config) {
         return Err(format!("--config with --resume: a resumed run keeps the recipe of {}", path.display()).into());
@@ -90,7 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
     let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;
-    let hash = vae.hash.clone();
+    let hash = vae.weights_hash().to_string();
     let source = match &cli.latents {
         Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
         None => LatentSource::OnTheFly(Box::new(vae)),

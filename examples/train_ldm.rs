@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::diffusion::LatentCache;
+use radvox::model::GridVae;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::recipe::read_file;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
+use radvox::train::{load_any_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
 
 mod common;
 use common::{apply, OptimArgs, RuntimeArgs};
@@ -55,8 +56,8 @@ struct Cli {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let runtime = cli.runtime.runtime("runs/ldm")?;
-    let (vae, vae_recipe) = load_vae(&cli.vae, None, parse_device(&runtime.device)?)?;
-    let layout = frame_layout(vae_recipe.layout, cli.resample, &cli.vae)?;
+    let loaded = load_any_vae(&cli.vae, parse_device(&runtime.device)?)?;
+    let layout = frame_layout(loaded.layout, cli.resample, &cli.vae)?;
     let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, LdmRecipe::KIND)).transpose()?;
     let resume = cli.resume.as_deref();
     if let (Some(path), Some(_)) = (resume, &cli.config) {
@@ -71,14 +72,31 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let encoder = cli.radar_encoder.then(radvox::model::RadarEncoderConfig::default);
     apply(&mut recipe.radar_encoder, encoder.map(Some), "radar-encoder", resume)?;
     if recipe.radar_encoder.is_some() && recipe.radar_scale.is_empty() {
-        recipe.radar_scale = vae_recipe.channel_scale.clone();
+        recipe.radar_scale = loaded.channel_scale.clone();
+    }
+    if recipe.radar_encoder.is_some() && loaded.vae.family() == "sparse" {
+        return Err("--radar-encoder is a dense network at the frame's grid: with a sparse VAE the condition is the VAE's encoding of the radar".into());
+    }
+    // the UNet denoises the VAE's latents: its channels are the VAE's
+    let c = loaded.vae.latent_channels();
+    if (recipe.unet.latent_channels, recipe.unet.cond_channels) != (c, c) {
+        if resume.is_some() {
+            return Err(format!(
+                "{}: a UNet of {} latent channels cannot denoise this VAE's {c}",
+                cli.vae.display(),
+                recipe.unet.latent_channels
+            )
+            .into());
+        }
+        log::info!("UNet latent and condition channels set to the VAE's {c}");
+        (recipe.unet.latent_channels, recipe.unet.cond_channels) = (c, c);
     }
     recipe.validate()?;
     let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;
-    let hash = vae.hash.clone();
+    let hash = loaded.vae.weights_hash().to_string();
     let source = match &cli.latents {
         Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
-        None => LatentSource::OnTheFly(Box::new(vae)),
+        None => LatentSource::OnTheFly(Box::new(loaded.vae)),
     };
     let out = runtime.out.clone();
     let main = runtime.dist.is_main(); // rank 0 alone reports

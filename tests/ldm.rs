@@ -362,7 +362,7 @@ fn normalised_latents_and_a_joint_radar_encoder_train_save_and_sample() {
     let loaded = load_sampler(&out.join("last.safetensors"), &hash, Device::Cpu).unwrap();
     assert_eq!(loaded.recipe.latent_norm, Some(norm));
     let radar = ds(Split::Val).read(0, radvox::Modality::Radar).unwrap().to_tensor();
-    let z = loaded.sampler.sample(&loaded.sampler.condition(&radar, &vae), 4, Solver::Heun, 1);
+    let z = loaded.sampler.sample(&loaded.sampler.condition(&radar, &vae).unwrap(), 4, Solver::Heun, 1);
     assert_eq!(z.size(), [1, 4, 4, 8, 4]);
 
     let mut recipe = small_ldm(2);
@@ -379,7 +379,7 @@ fn normalised_latents_and_a_joint_radar_encoder_train_save_and_sample() {
     t.fit().unwrap();
     assert!(!encoder_weight(&t).equal(&before), "the loss trains the encoder");
     let loaded = load_sampler(&out.join("last.safetensors"), &hash, Device::Cpu).unwrap();
-    let cond = loaded.sampler.condition(&radar, &vae);
+    let cond = loaded.sampler.condition(&radar, &vae).unwrap();
     assert_eq!(cond.size(), [1, 4, 4, 8, 4]);
     assert!(!cond.equal(&vae.encode(&radar)), "the encoder's condition, not the VAE's");
     assert_eq!(loaded.sampler.sample(&cond, 4, Solver::Heun, 1).size(), [1, 4, 4, 8, 4]);

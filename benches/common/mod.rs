@@ -111,3 +111,15 @@ impl HostPeak {
         (rss, (peak - self.host0) as u64)
     }
 }
+
+/// A small simulated root at the native grid (2 scenes x 6 frames, seed 7),
+/// made once under `target/sparse-bench-sim`; its `ntu/` folder.
+pub fn sim_root() -> PathBuf {
+    use radvox::sim::root::{is_complete, simulate_root};
+    let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/sparse-bench-sim"));
+    let cfg = radvox::sim::SimConfig { seed: 7, scenes: 2, frames_per_scene: 6, ..Default::default() };
+    if !is_complete(&cfg, &out) {
+        simulate_root(&cfg, &out, Default::default(), false).expect("simulating the bench root");
+    }
+    out.join("ntu")
+}

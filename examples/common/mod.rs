@@ -71,6 +71,26 @@ impl TileArgs {
     }
 }
 
+impl TileArgs {
+    /// [`TileArgs::apply`] for a VAE of either family: a sparse VAE runs whole
+    /// frames on their occupied voxels, so tiles are refused for it.
+    pub fn apply_any(
+        &self,
+        vae: radvox::model::AnyVae,
+        grid: [i64; 3],
+    ) -> Result<radvox::model::AnyVae, Box<dyn std::error::Error>> {
+        use radvox::model::AnyVae;
+        match vae {
+            AnyVae::Dense(v) => Ok(AnyVae::Dense(self.apply(v, grid)?)),
+            AnyVae::Sparse(_) if self.tile.is_some() || self.memory_budget_gb.is_some() => Err(
+                "a sparse VAE runs whole frames on their occupied voxels: --tile and --memory-budget-gb do not apply"
+                    .into(),
+            ),
+            sparse => Ok(sparse),
+        }
+    }
+}
+
 /// A finite number in (0, 1), for clap.
 pub fn unit_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;

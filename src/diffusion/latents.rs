@@ -12,7 +12,7 @@ use super::DiffusionError;
 use crate::data::{Dataset, FrameId, Modality};
 use crate::io::npy::{write_npy, MappedNpy, Scalar};
 use crate::io::{write_atomic, FormatError};
-use crate::model::FrozenVae;
+use crate::model::GridVae;
 
 /// `cache.json` of a latent cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ fn latent_path(dir: &Path, id: &FrameId, modality: &str) -> PathBuf {
 /// `.npy` under `dir`, with `cache.json` recording the VAE's hash; `progress`
 /// is called after each frame.
 pub fn precompute(
-    vae: &FrozenVae,
+    vae: &dyn GridVae,
     ds: &Dataset,
     dir: &Path,
     checkpoint: &Path,
@@ -50,7 +50,8 @@ pub fn precompute(
     for (i, f) in ds.frames().iter().enumerate() {
         for (modality, name) in [(Modality::Target, "target"), (Modality::Radar, "radar")] {
             let g = ds.read(i, modality)?;
-            let z = vae.encode(&g.to_tensor()).squeeze_dim(0).to_kind(Kind::Half).to_device(Device::Cpu).contiguous();
+            let z =
+                vae.encode_grid(&g.to_tensor())?.squeeze_dim(0).to_kind(Kind::Half).to_device(Device::Cpu).contiguous();
             latent_shape = z.size();
             let mut data = vec![f16::ZERO; z.numel()];
             let n = data.len();
@@ -63,7 +64,7 @@ pub fn precompute(
         progress(i + 1);
     }
     let manifest = CacheManifest {
-        vae_hash: vae.hash.clone(),
+        vae_hash: vae.weights_hash().to_string(),
         vae_checkpoint: checkpoint.display().to_string(),
         latent_shape,
         frames,

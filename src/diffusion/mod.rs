@@ -39,4 +39,7 @@ pub enum DiffusionError {
     /// Reading frames failed.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// The VAE could not encode or decode a grid.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }

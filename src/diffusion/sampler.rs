@@ -9,7 +9,7 @@ use super::consistency::Consistency;
 use super::edm::EdmConfig;
 use super::norm::LatentNorm;
 use super::DiffusionError;
-use crate::model::{FrozenVae, RadarEncoder, Unet3d};
+use crate::model::{GridVae, ModelError, RadarEncoder, Unet3d};
 
 /// ODE solver of the sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -101,17 +101,17 @@ impl Sampler {
 
     /// The condition for raw radar grids `(B, C, Z, H, W)`: the radar
     /// encoder's, or the VAE's encoding, scaled as in training.
-    pub fn condition(&self, radar: &Tensor, vae: &FrozenVae) -> Tensor {
+    pub fn condition(&self, radar: &Tensor, vae: &dyn GridVae) -> Result<Tensor, ModelError> {
         match &self.encoder {
             Some((enc, scale)) => {
                 let dev = vae.device();
                 let s = Tensor::from_slice(scale).to_kind(Kind::Float).to_device(dev).view([1, -1, 1, 1, 1]);
                 let x = radar.to_device(dev).to_kind(Kind::Float) * s;
-                tch::no_grad(|| tch::nn::ModuleT::forward_t(enc, &x, false))
+                Ok(tch::no_grad(|| tch::nn::ModuleT::forward_t(enc, &x, false)))
             }
             None => {
-                let c = vae.encode(radar);
-                self.norm.as_ref().map_or(c.shallow_clone(), |n| n.cond.apply(&c))
+                let c = vae.encode_grid(radar)?;
+                Ok(self.norm.as_ref().map_or(c.shallow_clone(), |n| n.cond.apply(&c)))
             }
         }
     }

@@ -13,14 +13,14 @@ use crate::data::loader::Sampler as Order;
 use crate::data::{Dataset, Modality};
 use crate::diffusion::{ChannelNorm, LatentCache, LatentNorm};
 use crate::dist::Dist;
-use crate::model::FrozenVae;
+use crate::model::GridVae;
 
 /// Where the training latents come from.
 pub enum LatentSource {
     /// A precomputed cache (memory-mapped reads).
     Cache(LatentCache),
-    /// Encoded on the fly by the frozen VAE from the dataset.
-    OnTheFly(Box<FrozenVae>),
+    /// Encoded on the fly by the frozen VAE (either family) from the dataset.
+    OnTheFly(Box<dyn GridVae>),
     /// Made elsewhere and held in memory: `(target, radar)` per frame of
     /// the dataset, in its order.
     Memory(Vec<(Tensor, Tensor)>),
@@ -32,8 +32,9 @@ impl LatentSource {
         match self {
             LatentSource::Cache(c) => Ok(c.read(&ds.frames()[i].id)?),
             LatentSource::OnTheFly(vae) => {
-                let enc =
-                    |m| -> Result<Tensor, TrainError> { Ok(vae.encode(&ds.read(i, m)?.to_tensor()).squeeze_dim(0)) };
+                let enc = |m| -> Result<Tensor, TrainError> {
+                    Ok(vae.encode_grid(&ds.read(i, m)?.to_tensor())?.squeeze_dim(0))
+                };
                 Ok((enc(Modality::Target)?, enc(Modality::Radar)?))
             }
             LatentSource::Memory(latents) => latents

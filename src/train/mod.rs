@@ -5,6 +5,7 @@
 //! [`checkpoint`], its [`Runtime`] (how this process runs it) does not.
 //! Imports every layer below.
 
+pub mod any_vae;
 pub mod cd;
 pub mod checkpoint;
 pub mod engine;
@@ -22,6 +23,7 @@ pub mod vae;
 
 use std::path::PathBuf;
 
+pub use any_vae::{load_any_vae, LoadedVae};
 pub use cd::{CdObjective, CdRecipe, CdTrainer, Teacher};
 pub use checkpoint::{load_sampler, load_vae, Checkpoint, LoadedSampler, TrainState};
 pub use engine::{EpochReport, Trainer};

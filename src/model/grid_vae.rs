@@ -1,0 +1,137 @@
+//! A trained VAE of either family seen from the commands downstream of it
+//! (`precompute_latents`, `train_ldm`, `train_cd`, `sample`): raw dense
+//! grids in, a dense latent out, and back. The dense family runs on the
+//! grid; the sparse family encodes the grid's occupied voxels (where
+//! channel 0 is positive, the rule of a frame's sites) and decodes to the voxels its decoder
+//! keeps, scattered into a zero grid. The family is the checkpoint's kind:
+//! [`AnyVae`] holds whichever was loaded.
+
+use std::rc::Rc;
+
+use tch::{Device, Kind, Tensor};
+
+use super::sparse::{FrozenSparseVae, SparseTensor};
+use super::{FrozenVae, ModelError};
+
+/// Encoding and decoding of raw `(B, C, Z, H, W)` grids.
+pub trait GridVae {
+    /// The device of the weights.
+    fn device(&self) -> Device;
+    /// Identity of the weights (latent caches and diffusion runs are tied to it).
+    fn weights_hash(&self) -> &str;
+    /// The deterministic latent of a raw grid batch.
+    fn encode_grid(&self, grid: &Tensor) -> Result<Tensor, ModelError>;
+    /// Raw grids of latents `z` of native grids `zhw` (the padded grid the
+    /// latent was encoded from; the dense family reads it off `z`).
+    fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError>;
+}
+
+impl GridVae for FrozenVae {
+    fn device(&self) -> Device {
+        FrozenVae::device(self)
+    }
+    fn weights_hash(&self) -> &str {
+        &self.hash
+    }
+    fn encode_grid(&self, grid: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.encode(grid))
+    }
+    fn decode_grid(&self, z: &Tensor, _: [i64; 3]) -> Result<Tensor, ModelError> {
+        Ok(self.decode(z))
+    }
+}
+
+impl GridVae for FrozenSparseVae {
+    fn device(&self) -> Device {
+        self.vs.device()
+    }
+    fn weights_hash(&self) -> &str {
+        &self.hash
+    }
+    fn encode_grid(&self, grid: &Tensor) -> Result<Tensor, ModelError> {
+        let g = grid.to_device(self.device()).to_kind(Kind::Float);
+        // occupied voxels only, as a frame's sites are read
+        let occupied = g.narrow(1, 0, 1).gt(0.0);
+        let x = SparseTensor::from_dense(&(g * occupied), [1; 3])?;
+        self.encode(&x)
+    }
+    fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError> {
+        Ok(self.decode(&z.to_device(self.device()).to_kind(Kind::Float), zhw)?.to_dense())
+    }
+}
+
+impl<T: GridVae + ?Sized> GridVae for Rc<T> {
+    fn device(&self) -> Device {
+        (**self).device()
+    }
+    fn weights_hash(&self) -> &str {
+        (**self).weights_hash()
+    }
+    fn encode_grid(&self, grid: &Tensor) -> Result<Tensor, ModelError> {
+        (**self).encode_grid(grid)
+    }
+    fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError> {
+        (**self).decode_grid(z, zhw)
+    }
+}
+
+/// A trained VAE of either family (one per command: the variants' sizes
+/// do not matter).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum AnyVae {
+    /// The dense VAE.
+    Dense(FrozenVae),
+    /// The sparse occupancy VAE.
+    Sparse(FrozenSparseVae),
+}
+
+impl AnyVae {
+    /// The family's name: `dense` or `sparse`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            AnyVae::Dense(_) => "dense",
+            AnyVae::Sparse(_) => "sparse",
+        }
+    }
+
+    /// The model as a [`GridVae`].
+    pub fn grid(&self) -> &dyn GridVae {
+        match self {
+            AnyVae::Dense(v) => v,
+            AnyVae::Sparse(v) => v,
+        }
+    }
+
+    /// Refuses a grid `(Z, H, W)` the model cannot process (the dense VAE
+    /// needs multiples of its downsampling; the sparse one takes any grid).
+    pub fn check_grid(&self, zhw: [i64; 3]) -> Result<(), ModelError> {
+        match self {
+            AnyVae::Dense(v) => v.vae.config().check_grid(zhw),
+            AnyVae::Sparse(_) => Ok(()),
+        }
+    }
+
+    /// Latent channels.
+    pub fn latent_channels(&self) -> i64 {
+        match self {
+            AnyVae::Dense(v) => v.vae.config().latent_dim,
+            AnyVae::Sparse(v) => v.vae.config().latent_channels,
+        }
+    }
+}
+
+impl GridVae for AnyVae {
+    fn device(&self) -> Device {
+        self.grid().device()
+    }
+    fn weights_hash(&self) -> &str {
+        self.grid().weights_hash()
+    }
+    fn encode_grid(&self, grid: &Tensor) -> Result<Tensor, ModelError> {
+        self.grid().encode_grid(grid)
+    }
+    fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError> {
+        self.grid().decode_grid(z, zhw)
+    }
+}
