@@ -183,4 +183,31 @@ fn main() {
         "dense ultra_lightweight on the whole grid, planned: {:.2} GiB (memory ratio = peak RSS / this plan)",
         dense_plan as f64 / (1u64 << 30) as f64
     );
+    cuda_plans();
+}
+
+/// The CUDA plans of each preset on this root's worst training frame, for a 24 GiB card.
+fn cuda_plans() {
+    let ds = Dataset::open(common::sim_root(), Split::Train, &DatasetConfig::default()).unwrap();
+    println!("planned on CUDA (f16 autocast) for the worst training frame of the root, per micro-batch:");
+    for preset in ["sparse_small", "sparse_base", "sparse_wide"] {
+        let cfg = SparseVaeConfig::named(preset).unwrap();
+        let sites = radvox::train::sparse_vae::scan_sites(&ds, &cfg).unwrap();
+        let plans: Vec<String> = [1usize, 8, 32]
+            .iter()
+            .map(|&batch| {
+                let model = SparseModel { vae: cfg.clone(), sites: sites.clone() };
+                let run = Run {
+                    model: ModelConfig::SparseVae(Box::new(model)),
+                    grid: FULL,
+                    batch,
+                    precision: Precision::Amp,
+                    checkpointing: Checkpointing::Off,
+                };
+                let p = Planner::new(Backend::Cuda).plan(&run).unwrap();
+                format!("batch {batch}: {:.2} GiB", p.total() as f64 / (1u64 << 30) as f64)
+            })
+            .collect();
+        println!("  {preset}: {} (24 GiB card)", plans.join(", "));
+    }
 }

@@ -10,11 +10,11 @@
 //! | [`io`] | `.npy`/`.npz`, safetensors, PNG and charts, config documents, atomic writes |
 //! | [`data`] | NTU4DRadLM_Pre frames and scenes, grid layout, augmentation, the prefetching loader, the voxelizer |
 //! | [`sim`] | simulated radar/LiDAR scenes: raw point clouds to feed the voxelizer |
-//! | [`model`] | 3D blocks, the VAE, the latent UNet, losses, gradient checkpointing, op traces |
+//! | [`model`] | 3D blocks, the VAE, the latent UNet, losses, gradient checkpointing, op traces, sparse networks and the sparse VAE |
 //! | [`diffusion`] | EDM preconditioning and loss, samplers, the latent cache |
 //! | [`memory`] | the memory planner, fallbacks, measurement |
 //! | [`eval`] | metrics and exports of predictions |
-//! | [`train`] | the training engine, the VAE and LDM objectives, recipes, checkpoints |
+//! | [`train`] | the training engine, the VAE, sparse VAE, LDM and CD objectives, recipes, checkpoints |
 //!
 //! ```no_run
 //! use radvox::model::{Vae3d, VaeConfig};

@@ -372,6 +372,7 @@ fn a_run_that_cannot_fit_is_refused_with_its_plan_unless_forced() {
     assert_eq!(budget, "1.0 MiB");
     assert!(plan.contains("activations kept") && plan.contains("total"), "{plan}");
     assert!(err.to_string().contains("--force"));
+    assert!(plan.contains("train_sparse_vae"), "a dense VAE that cannot fit names the sparse family: {plan}");
     let forced = Runtime { force: true, ..tiny };
     assert!(trainer(config(), forced).is_ok());
     let roomy = Runtime { memory_budget_gib: Some(64.0), ..common::cpu_runtime(dir.path()) };

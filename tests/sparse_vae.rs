@@ -192,3 +192,26 @@ fn a_sparse_vae_run_resumes_exactly_and_its_checkpoint_loads_frozen() {
     let out = frozen.decode(&z, [32, 64, 32]).unwrap();
     assert_eq!(out.feats.size()[1], 4);
 }
+
+/// A frame with no occupied voxel (a radar frame can be one) encodes to a
+/// finite latent, trains without a non-finite loss, and decodes.
+#[test]
+fn an_empty_frame_encodes_trains_and_decodes() {
+    let grid = [16, 32, 32];
+    let cfg = SparseVaeConfig::small();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vae = SparseVae::new(&vs.root(), &cfg).unwrap();
+    let empty = SparseTensor::new(
+        Coords::new(&[], 1, grid, [1; 3]).unwrap(),
+        Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
+    )
+    .unwrap();
+    let post = vae.encode(&empty).unwrap();
+    assert_eq!(post.mean.size(), cfg.latent_shape(1, grid));
+    assert!(post.mean.isfinite().all().int64_value(&[]) == 1);
+    let eps = post.mean.randn_like();
+    let parts = radvox::train::sparse_vae::micro_step(&vae, &SparseLossConfig::default(), &empty, &eps, 1.0).unwrap();
+    assert!(parts.iter().all(|p| p.is_finite()), "{parts:?}");
+    let dec = vae.decode(&post.mean, grid, Keep::Predicted).unwrap();
+    assert_eq!(dec.output.feats.size()[1], 4);
+}

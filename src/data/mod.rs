@@ -1,7 +1,7 @@
 //! Layer 2, the data: NTU4DRadLM_Pre frames (the sparse/dense frame rules,
 //! scene discovery and pairing), their layout as f16 `(C, Z, H, W)` grids
-//! (padding, occupancy-preserving resampling or native-resolution crops), augmentation, the bounded
-//! prefetching loader, and the voxelizer that makes frames from point clouds. Imports [`crate::sys`] and [`crate::io`].
+//! (padding, occupancy-preserving resampling or native-resolution crops), a frame's occupied sites
+//! ([`sites`]), augmentation, the bounded prefetching loader and its sparse twin, and the voxelizer that makes frames from point clouds. Imports [`crate::sys`] and [`crate::io`].
 
 pub mod augment;
 pub mod crop;

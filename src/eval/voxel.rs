@@ -98,7 +98,11 @@ pub fn voxel_metrics(pred: &VoxelSet, target: &VoxelSet) -> VoxelMetrics {
 
 /// Number of voxels in both sorted sets.
 pub fn intersection_size(a: &VoxelSet, b: &VoxelSet) -> usize {
-    let (a, b) = (a.coords(), b.coords());
+    sorted_intersection(a.coords(), b.coords())
+}
+
+/// Number of elements in both sorted, duplicate-free slices (a merge).
+pub fn sorted_intersection<T: Ord>(a: &[T], b: &[T]) -> usize {
     let (mut i, mut j, mut n) = (0, 0, 0);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {

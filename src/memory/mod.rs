@@ -1,5 +1,6 @@
 //! Layer 6, memory: the planner ([`plan()`], [`fit()`]) that predicts a run's
-//! bytes from the model's own layers before it starts, what to change when it
+//! bytes from the model's own layers before it starts (the sparse VAE's from
+//! the site counts of its frames, [`sparse`]), what to change when it
 //! does not fit or runs out of memory, and measurement (resident set sizes,
 //! a peak sampler, counted libtorch tensor bytes) to check it. Imports
 //! [`crate::sys`] and [`crate::model`].

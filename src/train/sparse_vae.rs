@@ -244,18 +244,7 @@ pub fn micro_step(
 
 /// True positives, false positives and false negatives of two sorted key sets.
 pub fn key_counts(pred: &[u64], target: &[u64]) -> (f64, f64, f64) {
-    let (mut i, mut j, mut tp) = (0, 0, 0usize);
-    while i < pred.len() && j < target.len() {
-        match pred[i].cmp(&target[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                tp += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
+    let tp = crate::eval::voxel::sorted_intersection(pred, target);
     (tp as f64, (pred.len() - tp) as f64, (target.len() - tp) as f64)
 }
 
