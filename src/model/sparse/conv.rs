@@ -112,16 +112,24 @@ impl SparseConv3d {
         let w = w.reshape([kz * ky * kx, cin, cout]);
         // the identity offset (submanifold centre) starts the sum without a scatter
         let mut out = map.identity.map(|pos| x.mm(&w.get(pos)));
-        for (pos, i, o) in &map.offsets {
-            if Some(*pos) == map.identity {
-                continue;
-            }
-            let prod = x.index_select(0, i).mm(&w.get(*pos));
+        if let Some((ins, outs, spans)) = &map.joined {
+            // one gather, a GEMM per offset on its slice, one scatter
+            let gathered = x.index_select(0, ins);
+            let prods: Vec<Tensor> =
+                spans.iter().map(|&(pos, start, n)| gathered.narrow(0, start, n).mm(&w.get(pos))).collect();
+            let prod = Tensor::cat(&prods, 0);
+            drop(prods);
             let acc = out.get_or_insert_with(|| Tensor::zeros([n_out as i64, cout], (prod.kind(), prod.device())));
-            // autograd's index_add keeps its source (the product) for the
-            // backward: an accumulating index_put_ would not, but measured
-            // 2x slower on a whole frame (benches/sparse_step.rs)
-            let _ = acc.index_add_(0, o, &prod);
+            let _ = acc.index_add_(0, outs, &prod);
+        } else {
+            for (pos, i, o) in map.offsets.iter().filter(|(p, _, _)| Some(*p) != map.identity) {
+                let prod = x.index_select(0, i).mm(&w.get(*pos));
+                let acc = out.get_or_insert_with(|| Tensor::zeros([n_out as i64, cout], (prod.kind(), prod.device())));
+                // autograd's index_add keeps its source (the product) for the
+                // backward: an accumulating index_put_ would not, but measured
+                // 2x slower on a whole frame (benches/sparse_step.rs)
+                let _ = acc.index_add_(0, o, &prod);
+            }
         }
         let out = out.unwrap_or_else(|| Tensor::zeros([n_out as i64, cout], (x.kind(), x.device())));
         let bias = self.bias.to_kind(out.kind());
