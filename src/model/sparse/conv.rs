@@ -11,7 +11,7 @@ use tch::nn::{self, Init};
 use tch::Tensor;
 
 use super::coords::{Coords, Dims3};
-use super::kmap::{KernelMap, MapKind};
+use super::kmap::{JoinedPairs, KernelMap, MapKind};
 use super::SparseTensor;
 use crate::model::ModelError;
 
@@ -112,7 +112,7 @@ impl SparseConv3d {
         let w = w.reshape([kz * ky * kx, cin, cout]);
         // the identity offset (submanifold centre) starts the sum without a scatter
         let mut out = map.identity.map(|pos| x.mm(&w.get(pos)));
-        if let Some((ins, outs, spans)) = &map.joined {
+        if let Some(JoinedPairs { ins, outs, spans }) = &map.joined {
             // one gather, a GEMM per offset on its slice, one scatter
             let gathered = x.index_select(0, ins);
             let prods: Vec<Tensor> =

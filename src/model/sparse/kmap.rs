@@ -40,17 +40,26 @@ pub struct KernelMap {
     /// submanifold centre): no gather or scatter is needed for it.
     pub identity: Option<i64>,
     /// For down-sampling maps (every input row in one pair): all pairs in
-    /// one list, for one gather and one scatter per convolution: `(input
-    /// rows, output rows, (kernel position, first pair, pairs) per
-    /// offset)`. Measured 1.4-2.5x faster there (`benches/sparse_conv.rs`),
+    /// one list, for one gather and one scatter per convolution. Measured 1.4-2.5x faster there (`benches/sparse_conv.rs`),
     /// but slower for transposed (1.1-1.2x) and submanifold maps (1.2-5.6x:
     /// a list of ~10 pairs per site leaves the caches), which keep one list
     /// per offset.
-    pub joined: Option<(Tensor, Tensor, Vec<(i64, i64, i64)>)>,
+    pub joined: Option<JoinedPairs>,
+}
+
+/// Every offset's pairs in one list.
+#[derive(Debug)]
+pub struct JoinedPairs {
+    /// Input rows, offset after offset.
+    pub ins: Tensor,
+    /// Output rows, in the same order.
+    pub outs: Tensor,
+    /// `(kernel position, first pair, pairs)` per offset.
+    pub spans: Vec<(i64, i64, i64)>,
 }
 
 /// The offsets' pairs joined (see [`KernelMap::joined`]).
-fn join(offsets: &[(i64, Tensor, Tensor)]) -> Option<(Tensor, Tensor, Vec<(i64, i64, i64)>)> {
+fn join(offsets: &[(i64, Tensor, Tensor)]) -> Option<JoinedPairs> {
     let parts: Vec<&(i64, Tensor, Tensor)> = offsets.iter().collect();
     if parts.is_empty() {
         return None;
@@ -64,7 +73,7 @@ fn join(offsets: &[(i64, Tensor, Tensor)]) -> Option<(Tensor, Tensor, Vec<(i64, 
     }
     let ins: Vec<&Tensor> = parts.iter().map(|(_, i, _)| i).collect();
     let outs: Vec<&Tensor> = parts.iter().map(|(_, _, o)| o).collect();
-    Some((Tensor::cat(&ins, 0), Tensor::cat(&outs, 0), spans))
+    Some(JoinedPairs { ins: Tensor::cat(&ins, 0), outs: Tensor::cat(&outs, 0), spans })
 }
 
 /// Rows as a `(n,)` int64 tensor on `device`.
