@@ -99,11 +99,7 @@ struct Model {
 /// probability grid, and its kept sites.
 fn sparse_scores(vae: &FrozenSparseVae, ds: &Dataset, i: usize) -> (Tensor, Vec<u64>, Vec<u64>) {
     let s = ds.file(i, Modality::Target).unwrap().read_sites(ds.config().layout).unwrap();
-    let sites = SiteBatch {
-        sites: s.sites.iter().map(|&[z, h, w]| [0, z as i64, h as i64, w as i64]).collect(),
-        feats: s.feats.clone(),
-        channels: s.channels,
-    };
+    let sites = SiteBatch { sites: s.batched(0).collect(), feats: s.feats.clone(), channels: s.channels };
     let x = site_tensor(&sites, 0..1, s.grid.map(|v| v as i64), &vec![1.0; s.channels], Device::Cpu).unwrap();
     let out = vae.reconstruct(&x).unwrap();
     let prob = out.map(|f| f.narrow(1, 0, 1)).to_dense();

@@ -45,7 +45,7 @@ fn main() {
     tch::set_num_threads(2);
     let ds = Dataset::open(common::sim_root(), Split::Train, &DatasetConfig::default()).unwrap();
     let s = ds.file(0, Modality::Target).unwrap().read_sites(ds.config().layout).unwrap();
-    let sites: Vec<[i64; 4]> = s.sites.iter().map(|&[z, h, w]| [0, z as i64, h as i64, w as i64]).collect();
+    let sites: Vec<[i64; 4]> = s.batched(0).collect();
     let grid = s.grid.map(|v| v as i64);
     let t = Instant::now();
     let coords = Coords::new(&sites, 1, grid, [1; 3]).unwrap();

@@ -279,3 +279,60 @@ fn bad_augmentation_for_the_grid_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("batch_size >= 2"), "{err}");
 }
+
+/// The sparse loader: every frame's occupied voxels in the sampler's seeded
+/// order with their batch index, flips mirroring the sites over the padded
+/// grid, and every augmentation not defined on sites refused by name.
+#[test]
+fn the_sparse_loader_batches_sites_in_order_and_flips_them() {
+    use radvox::data::loader::{SparseLoader, SparseLoaderConfig};
+    use std::collections::BTreeSet;
+    let ds = || Dataset::open(mini(), Split::Train, &DatasetConfig::default()).unwrap();
+    let cfg = SparseLoaderConfig { batch_size: 2, shuffle: true, seed: 3, num_workers: 2, ..Default::default() };
+    let loader = SparseLoader::new(ds(), cfg.clone()).unwrap();
+    let epoch = |l: &SparseLoader| l.epoch_from(1, 0).map(|b| b.unwrap()).collect::<Vec<_>>();
+    let a = epoch(&loader);
+    assert_eq!(a, epoch(&loader), "the same seed and epoch give the same batches");
+    assert_eq!(a.len(), loader.len());
+    let layout = ds().config().layout;
+    for batch in &a {
+        for (b, &i) in batch.indices.iter().enumerate() {
+            let own = ds().file(i, Modality::Target).unwrap().read_sites(layout).unwrap();
+            let got: BTreeSet<[i64; 4]> = batch.target.sites.iter().filter(|s| s[0] == b as i64).copied().collect();
+            assert_eq!(got, own.batched(b as i64).collect::<BTreeSet<_>>(), "frame {i}");
+        }
+    }
+    let flipped = SparseLoader::new(ds(), SparseLoaderConfig { flip_prob: 1.0, ..cfg }).unwrap();
+    for (plain, flip) in a.iter().zip(epoch(&flipped)) {
+        let [_, h, w] = plain.grid.map(|v| v as i64);
+        let sites: BTreeSet<[i64; 4]> = flip.target.sites.iter().copied().collect();
+        for b in 0..plain.ids.len() as i64 {
+            let mine: BTreeSet<[i64; 4]> = sites.iter().filter(|s| s[0] == b).copied().collect();
+            let of = |f: &dyn Fn([i64; 4]) -> [i64; 4]| -> BTreeSet<[i64; 4]> {
+                plain.target.sites.iter().filter(|s| s[0] == b).map(|&s| f(s)).collect()
+            };
+            let along_w = of(&|[b, z, y, x]| [b, z, y, w - 1 - x]);
+            let along_h = of(&|[b, z, y, x]| [b, z, h - 1 - y, x]);
+            assert!(mine == along_w || mine == along_h, "frame {b} of {:?} is not a mirror image", plain.ids);
+        }
+    }
+    let err =
+        SparseLoaderConfig::flips_of(&Augmentation { voxel: Some(VoxelAugmentation::default()), ..Default::default() })
+            .unwrap_err()
+            .to_string();
+    for name in ["rotate", "noise", "dropout", "intensity_jitter", "doppler_jitter"] {
+        assert!(err.contains(name), "{err}");
+    }
+    let flips_only = VoxelAugmentation {
+        enable_rotate: false,
+        enable_noise: false,
+        enable_dropout: false,
+        enable_intensity_jitter: false,
+        enable_doppler_jitter: false,
+        ..Default::default()
+    };
+    assert_eq!(
+        SparseLoaderConfig::flips_of(&Augmentation { voxel: Some(flips_only), ..Default::default() }).unwrap(),
+        0.5
+    );
+}

@@ -37,6 +37,11 @@ impl FrameSites {
     pub fn is_empty(&self) -> bool {
         self.sites.is_empty()
     }
+
+    /// The sites as `[b, z, h, w]` rows of frame `b` of a batch.
+    pub fn batched(&self, b: i64) -> impl Iterator<Item = [i64; 4]> + '_ {
+        self.sites.iter().map(move |&[z, h, w]| [b, z as i64, h as i64, w as i64])
+    }
 }
 
 impl FrameFile {

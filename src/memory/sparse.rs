@@ -35,11 +35,7 @@ impl SparseSites {
     /// The counts of the native sites `native` (one frame) under `config`.
     pub fn of(config: &SparseVaeConfig, native: &Rc<Coords>) -> Result<SparseSites, ModelError> {
         let grids = config.level_grids(native.shape());
-        let mut levels = vec![native.clone()];
-        for s in &config.strides {
-            let next = levels.last().expect("non-empty").down(*s);
-            levels.push(next);
-        }
+        let levels = config.target_levels(native);
         let pairs = |c: &Rc<Coords>| c.kernel_map(MapKind::Submanifold { k: 3 }, c, Device::Cpu).pairs() as u64;
         let mut out = SparseSites::default();
         for c in &levels {

@@ -18,6 +18,7 @@ use super::objective::{Column, Objective};
 use super::precision::Amp;
 use super::recipe::{OptimRecipe, Recipe};
 use super::runtime::Runtime;
+use super::vae::{check_channel_scale, record_layout};
 use super::TrainError;
 use crate::data::loader::{SiteBatch, SparseBatch, SparseLoader, SparseLoaderConfig};
 use crate::data::{Dataset, Layout, Modality};
@@ -69,14 +70,7 @@ impl Recipe for SparseVaeRecipe {
     fn validate(&self) -> Result<(), TrainError> {
         self.vae.validate()?;
         self.optim.validate()?;
-        if self.channel_scale.len() != self.vae.in_channels as usize
-            || self.channel_scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
-        {
-            return Err(TrainError::Config(format!(
-                "channel_scale {:?} needs {} positive factors, one per input channel",
-                self.channel_scale, self.vae.in_channels
-            )));
-        }
+        check_channel_scale(&self.channel_scale, self.vae.in_channels)?;
         if let Some(l @ (Layout::Resample { .. } | Layout::Crop { .. })) = self.layout {
             return Err(TrainError::Config(format!(
                 "the sparse VAE runs at native resolution: layout {l} cannot apply"
@@ -113,7 +107,7 @@ pub fn scan_sites(ds: &Dataset, config: &SparseVaeConfig) -> Result<SparseSites,
         .into_par_iter()
         .map(|i| {
             let s = ds.file(i, Modality::Target)?.read_sites(layout)?;
-            let sites: Vec<[i64; 4]> = s.sites.iter().map(|&[z, h, w]| [0, z as i64, h as i64, w as i64]).collect();
+            let sites: Vec<[i64; 4]> = s.batched(0).collect();
             let grid = s.grid.map(|v| v as i64);
             Ok(SparseSites::of(config, &Coords::new(&sites, 1, grid, [1; 3])?)?)
         })
@@ -132,21 +126,14 @@ impl SparseVaeObjective {
     ) -> Result<Self, TrainError> {
         let mut recipe = recipe;
         let layout = train.config().layout;
-        if recipe.layout.is_some_and(|l| l != layout) {
-            return Err(TrainError::Contradiction {
-                what: format!("layout {layout}"),
-                recorded: format!("{}", recipe.layout.expect("checked")),
-                path: "the recipe".into(),
-            });
-        }
-        recipe.layout = Some(layout);
+        record_layout(&mut recipe.layout, layout)?;
         recipe.validate()?;
-        if train.frames().iter().any(|f| f.target.shape()[3] as i64 != recipe.vae.in_channels) {
+        if let Some(f) = train.frames().iter().find(|f| f.target.shape()[3] as i64 != recipe.vae.in_channels) {
             return Err(TrainError::Config(format!(
                 "the sparse VAE takes {} channels; {} has {}",
                 recipe.vae.in_channels,
-                train.frames()[0].target.path().display(),
-                train.frames()[0].target.shape()[3]
+                f.target.path().display(),
+                f.target.shape()[3]
             )));
         }
         let s = train.output_shape(0);

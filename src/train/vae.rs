@@ -75,19 +75,37 @@ impl Recipe for VaeRecipe {
     fn validate(&self) -> Result<(), TrainError> {
         self.vae.validate()?;
         self.optim.validate()?;
-        if self.channel_scale.len() != self.vae.in_channels as usize
-            || self.channel_scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
-        {
-            return Err(TrainError::Config(format!(
-                "channel_scale {:?} needs {} positive factors, one per input channel",
-                self.channel_scale, self.vae.in_channels
-            )));
-        }
+        check_channel_scale(&self.channel_scale, self.vae.in_channels)?;
         if !(self.iou_threshold.is_finite() && self.iou_threshold > 0.0 && self.iou_threshold < 1.0) {
             return Err(TrainError::Config(format!("iou_threshold must lie in (0, 1), got {}", self.iou_threshold)));
         }
         Ok(())
     }
+}
+
+/// Refuses a `channel_scale` that is not one positive, finite factor per
+/// input channel.
+pub fn check_channel_scale(scale: &[f64], channels: i64) -> Result<(), TrainError> {
+    if scale.len() != channels as usize || scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(TrainError::Config(format!(
+            "channel_scale {scale:?} needs {channels} positive factors, one per input channel"
+        )));
+    }
+    Ok(())
+}
+
+/// Records the datasets' `layout` as a recipe's, refusing one that
+/// contradicts what the recipe already records.
+pub fn record_layout(recorded: &mut Option<Layout>, layout: Layout) -> Result<(), TrainError> {
+    if let Some(r) = recorded.filter(|r| *r != layout) {
+        return Err(TrainError::Contradiction {
+            what: format!("layout {layout}"),
+            recorded: format!("{r}"),
+            path: "the recipe".into(),
+        });
+    }
+    *recorded = Some(layout);
+    Ok(())
 }
 
 /// Refuses a `--resample`/layout that contradicts the one a model was
@@ -145,14 +163,7 @@ impl VaeObjective {
         let mut recipe = recipe;
         recipe.validate()?;
         let layout = train.config().layout;
-        if recipe.layout.is_some_and(|l| l != layout) {
-            return Err(TrainError::Contradiction {
-                what: format!("layout {layout}"),
-                recorded: format!("{}", recipe.layout.expect("checked")),
-                path: "the recipe".into(),
-            });
-        }
-        recipe.layout = Some(layout);
+        record_layout(&mut recipe.layout, layout)?;
         let shape = train.output_shape(0);
         recipe.vae.check_grid([shape[1] as i64, shape[2] as i64, shape[3] as i64])?;
         let device = super::runtime::parse_device(&runtime.device)?;

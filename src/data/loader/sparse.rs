@@ -259,14 +259,11 @@ fn read_batch(
             let s = ds.file(i, m)?.read_sites(layout)?;
             grid = s.grid;
             into.channels = s.channels;
-            into.sites.extend(s.sites.iter().map(|&[z, h, w]| {
-                let (h, w) = (h as i64, w as i64);
-                let (h, w) = match flip {
-                    Some(true) => (h, s.grid[2] as i64 - 1 - w),
-                    Some(false) => (s.grid[1] as i64 - 1 - h, w),
-                    None => (h, w),
-                };
-                [b as i64, z as i64, h, w]
+            let [_, gh, gw] = s.grid.map(|v| v as i64);
+            into.sites.extend(s.batched(b as i64).map(|[b, z, h, w]| match flip {
+                Some(true) => [b, z, h, gw - 1 - w],
+                Some(false) => [b, z, gh - 1 - h, w],
+                None => [b, z, h, w],
             }));
             into.feats.extend_from_slice(&s.feats);
             Ok(())

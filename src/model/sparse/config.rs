@@ -12,7 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::coords::Dims3;
+use std::rc::Rc;
+
+use super::coords::{Coords, Dims3};
 use crate::model::ModelError;
 
 /// Architecture of a [`super::vae::SparseVae`] (saved in the recipe).
@@ -126,6 +128,17 @@ impl SparseVaeConfig {
             grids.push([0, 1, 2].map(|a| (g[a] + s[a] - 1) / s[a]));
         }
         grids
+    }
+
+    /// The target's sites at every level, native first: `native` and its
+    /// down-sampled sets (cached in the sets: the encoder runs on the same `Rc`s).
+    pub fn target_levels(&self, native: &Rc<Coords>) -> Vec<Rc<Coords>> {
+        let mut v = vec![native.clone()];
+        for s in &self.strides {
+            let next = v.last().expect("non-empty").down(*s);
+            v.push(next);
+        }
+        v
     }
 
     /// The dense latent `(B, latent_channels, Z', Y', X')` of a batch of native grids.

@@ -127,12 +127,7 @@ impl SparseVae {
     /// The target's sites at every level, native first: `native` and its
     /// down-sampled sets (the same `Rc`s the encoder runs on).
     pub fn target_levels(&self, native: &Rc<Coords>) -> Vec<Rc<Coords>> {
-        let mut v = vec![native.clone()];
-        for s in &self.config.strides {
-            let next = v.last().expect("non-empty").down(*s);
-            v.push(next);
-        }
-        v
+        self.config.target_levels(native)
     }
 
     /// The dense posterior of the native sparse input `x`.
