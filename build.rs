@@ -12,6 +12,7 @@ fn fail(msg: String) -> ! {
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc");
+    git_commit();
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .unwrap_or_else(|_| fail("torch-sys did not report libtorch's lib dir (DEP_TCH_LIBTORCH_LIB)".into()));
     // Resolve the checkout's `.libtorch` link so binaries keep working if it moves.
@@ -53,5 +54,28 @@ fn main() {
     build.compile("radvox_shim");
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+}
+
+/// Records the commit being built as `RADVOX_GIT_COMMIT` (data-parallel ranks
+/// compare it); nothing when this is not a git checkout.
+fn git_commit() {
+    let git = Path::new(".git");
+    if !git.is_dir() {
+        return;
+    }
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    if let Some(r) = std::fs::read_to_string(git.join("HEAD"))
+        .ok()
+        .and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
+    {
+        // only files that exist: a missing one would rerun this script on every build
+        for f in [r.as_str(), "packed-refs"].map(|f| git.join(f)).iter().filter(|f| f.exists()) {
+            println!("cargo:rerun-if-changed={}", f.display());
+        }
+    }
+    let out = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+    if let Some(o) = out.ok().filter(|o| o.status.success()) {
+        println!("cargo:rustc-env=RADVOX_GIT_COMMIT=commit {}", String::from_utf8_lossy(&o.stdout).trim());
     }
 }

@@ -68,8 +68,7 @@ fn main() {
     let mut rows = Vec::new();
     for c in WIDTHS {
         let vs = nn::VarStore::new(Device::Cpu);
-        tch::manual_seed(0);
-        let feats = Tensor::randn([coords.len() as i64, c], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let feats = radvox::sys::normal(0, &[coords.len() as i64, c], Device::Cpu).set_requires_grad(true);
         let x = SparseTensor::new(coords.clone(), feats.shallow_clone()).unwrap();
         let subm = SparseConv3d::new(vs.root() / "s", c, c, ConvKind::Submanifold(3)).unwrap();
         let down = SparseConv3d::new(vs.root() / "d", c, c, ConvKind::Down([2; 3])).unwrap();

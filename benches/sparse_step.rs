@@ -60,7 +60,6 @@ fn sparse_child(preset: &str, steps: usize) {
     radvox::sys::shim::count_host_tensors();
     let ds = Dataset::open(common::sim_root(), Split::Train, &DatasetConfig::default()).unwrap();
     let loader = SparseLoader::new(ds, SparseLoaderConfig::default()).unwrap();
-    tch::manual_seed(0);
     let cfg = SparseVaeConfig::named(preset).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = SparseVae::new(&vs.root(), &cfg).unwrap();
@@ -96,10 +95,9 @@ fn sparse_child(preset: &str, steps: usize) {
 }
 
 fn dense_child(crop: [i64; 3], steps: usize) {
-    tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight()).unwrap();
-    let x = Tensor::randn([1, 4, crop[0], crop[1], crop[2]], (Kind::Float, Device::Cpu));
+    let x = radvox::sys::normal(0, &[1, 4, crop[0], crop[1], crop[2]], Device::Cpu);
     let eps = Tensor::randn(vae.latent_shape([1, 4, crop[0], crop[1], crop[2]]), (Kind::Float, Device::Cpu));
     let mse = |r: &Tensor, t: &Tensor| r.to_kind(Kind::Float).mse_loss(t, tch::Reduction::Mean);
     let mut times = Vec::new();

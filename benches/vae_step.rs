@@ -21,11 +21,10 @@ fn child(mode: &str, grid: [i64; 3], steps: usize) {
         "bf16_block" => (Checkpointing::PerBlock, Amp::CpuBf16),
         m => panic!("unknown mode {m}"),
     };
-    tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight()).unwrap();
-    let x = Tensor::randn([1, 4, grid[0], grid[1], grid[2]], (Kind::Float, Device::Cpu));
-    let eps = Tensor::randn(vae.latent_shape([1, 4, grid[0], grid[1], grid[2]]), (Kind::Float, Device::Cpu));
+    let x = radvox::sys::normal(0, &[1, 4, grid[0], grid[1], grid[2]], Device::Cpu);
+    let eps = radvox::sys::normal(1, &vae.latent_shape([1, 4, grid[0], grid[1], grid[2]]), Device::Cpu);
     let mse = |r: &Tensor, t: &Tensor| r.to_kind(Kind::Float).mse_loss(t, tch::Reduction::Mean);
     let mut times = Vec::new();
     for _ in 0..=steps {

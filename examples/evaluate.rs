@@ -13,6 +13,7 @@
 //! `--adaptive RATIO` thresholds each frame to about RATIO x its radar
 //! voxels; `--top-k K` keeps the K best voxels of a frame that would be empty.
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ use radvox::eval::{
     evaluate_frames, summarize, sweep, write_report, EvalConfig, ExpectedCount, FrameInput, PointConfig, Prediction,
     ReportConfig, SelectionConfig, SweepConfig, SweepFrame, ThresholdMode, Thresholds, VoxelSet,
 };
+use radvox::io::outputs::OutputRecord;
+use radvox::io::{checkpoint_identity, Outputs};
 use radvox::train::checkpoint::{set_metadata, THRESHOLD_KEY};
 use radvox::train::load_any_vae;
 use radvox::train::vae::frame_layout;
@@ -88,6 +91,31 @@ struct Cli {
     /// Must match the VAE's layout when given.
     #[arg(long, value_parser = common::zhw)]
     resample: Option<[usize; 3]>,
+    /// Replace the outputs of another evaluate run in the output folder.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// The files an evaluate run writes.
+fn owned(name: &str) -> bool {
+    ["metrics.csv", "report.md", "threshold_sweep.png"].contains(&name)
+        || (name.starts_with("projection_") && name.ends_with(".png"))
+}
+
+/// What the predictions folder holds: its sample run's record (refusing
+/// one that has not finished: its predictions are partial or mixed).
+fn predictions_identity(dir: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    let record = dir.join(".radvox-sample.json");
+    let Ok(text) = std::fs::read_to_string(&record) else { return Ok(format!("{} (no sample record)", dir.display())) };
+    let r: OutputRecord = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", record.display()))?;
+    if !r.complete {
+        return Err(format!(
+            "{}: the sample run writing these predictions has not finished (still running, or killed): rerun it first",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(format!("{} (sample run {:016x})", dir.display(), radvox::sys::fnv1a(text.as_bytes())))
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -103,6 +131,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
     let out = cli.out.clone().unwrap_or_else(|| cli.predictions.clone());
+    let identity = BTreeMap::from([
+        ("vae".to_string(), checkpoint_identity(&cli.vae)?),
+        ("predictions".to_string(), predictions_identity(&cli.predictions)?),
+        ("data".to_string(), ds.identity()),
+        (
+            "settings".to_string(),
+            format!(
+                "threshold {} calibrate {} {:?} adaptive {:?} top_k {:?} taus {:?} pictures {}",
+                cli.threshold, cli.calibrate, cli.objective, cli.adaptive, cli.top_k, cli.taus, cli.pictures
+            ),
+        ),
+    ]);
+    let outputs = Outputs::claim(&out, "evaluate", identity, cli.overwrite, &owned)?;
     let mut frames: Vec<(String, String, Prediction, VoxelSet, VoxelSet)> = Vec::new();
     for (i, f) in ds.frames().iter().enumerate() {
         let path = cli.predictions.join(format!("{}_{}.npz", f.id.scene, f.id.stem));
@@ -134,7 +175,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             objective,
             best.score.unwrap_or(0.0)
         );
-        std::fs::create_dir_all(&out)?;
         result.chart().save_png(&out.join("threshold_sweep.png"))?;
         if let Some(ckpt) = &cli.store_in {
             set_metadata(ckpt, THRESHOLD_KEY, &format!("{threshold}"))?;
@@ -192,6 +232,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             show(m.at(tau).and_then(|f| f.fscore.mean))
         );
     }
+    outputs.finish(&owned)?;
     println!("{} frames; {} and {} in {}", records.len(), paths.csv.display(), paths.markdown.display(), out.display());
     Ok(())
 }

@@ -41,6 +41,9 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Replace a cache another VAE wrote in --out (its latents are removed).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,7 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let bar =
         if cli.no_progress { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(ds.len() as u64) };
     let t = std::time::Instant::now();
-    let m = precompute(&vae, &ds, &cli.out, &cli.vae, &|i| bar.set_position(i as u64))?;
+    let m = precompute(&vae, &ds, &cli.out, &cli.vae, cli.overwrite, &|i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
     println!(
         "{} frames -> latents {:?} (f16) in {} ({:.1} s); VAE hash {}",

@@ -7,8 +7,10 @@
 //! scores every frame against the target beside the radar-only baseline
 //! (`metrics.csv`, `report.md`). The threshold defaults to the one
 //! `evaluate --calibrate` recorded with the model, else 0.5. The data layout
-//! is the VAE's; a contradicting `--resample` is refused.
+//! is the VAE's; a contradicting `--resample` is refused. A folder holding
+//! another sample run's outputs is refused unless `--overwrite`.
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +22,7 @@ use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_f
 use radvox::eval::{
     evaluate_frame, write_report, EvalConfig, FrameInput, ReportConfig, SelectionConfig, ThresholdMode,
 };
+use radvox::io::{checkpoint_identity, Outputs};
 use radvox::model::GridVae;
 use radvox::train::vae::frame_layout;
 use radvox::train::{load_any_vae, load_sampler, parse_device};
@@ -80,6 +83,14 @@ struct Cli {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Replace the outputs of another sample run in --out (removing its files).
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// The files a sample run writes.
+fn owned(name: &str) -> bool {
+    [".npz", ".ply", ".png"].iter().any(|e| name.ends_with(e)) || name == "metrics.csv" || name == "report.md"
 }
 
 /// How latents are sampled.
@@ -139,7 +150,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let vae = cli.tiles.apply_any(vae_loaded.vae, grid)?;
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
-    std::fs::create_dir_all(&cli.out)?;
+    let identity = BTreeMap::from([
+        ("vae".to_string(), checkpoint_identity(&cli.vae)?),
+        (
+            "model".to_string(),
+            cli.ldm.as_deref().map(checkpoint_identity).transpose()?.unwrap_or("--reconstruct".into()),
+        ),
+        ("data".to_string(), ds.identity()),
+        ("method".to_string(), format!("{:?}, {steps} steps, sigmas {cd_levels:?}", cli.solver)),
+        ("seed".to_string(), cli.seed.to_string()),
+        ("threshold".to_string(), threshold.to_string()),
+        ("tiles".to_string(), format!("{:?}", cli.tiles)),
+    ]);
+    let outputs = Outputs::claim(&cli.out, "sample", identity, cli.overwrite, &owned)?;
     let config = EvalConfig {
         selection: SelectionConfig { mode: ThresholdMode::Fixed(threshold as f32), ..Default::default() },
         ..Default::default()
@@ -193,6 +216,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         records.push(rec);
     }
     let paths = write_report(&cli.out, &records, &ReportConfig::default())?;
+    outputs.finish(&owned)?;
     let how = match cli.solver {
         Method::Cd => format!("cd at sigmas {cd_levels:?}"),
         m => format!("{steps} {m:?} steps"),

@@ -56,9 +56,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let root = cli.out.join("ntu");
-    if cli.if_missing && is_complete(&cfg, &cli.out) {
-        println!("simulated dataset {} is complete (same config): reused", root.display());
-        return Ok(());
+    if cli.if_missing {
+        // another simulate may be writing this root: wait for it, then reuse its work
+        let _wait = radvox::io::FolderLock::wait(&cli.out, "simulate --if-missing")?;
+        if is_complete(&cfg, &cli.out) {
+            println!("simulated dataset {} is complete (same config): reused", root.display());
+            return Ok(());
+        }
     }
     let policy = if cli.sensor_aware { TargetPolicy::sensor_aware() } else { TargetPolicy::plain() };
     let r = simulate_root(&cfg, &cli.out, policy, !cli.no_progress)?;

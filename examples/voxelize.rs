@@ -98,6 +98,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..Voxelizer::default()
     };
     let dir = cli.out.join(&cli.scene);
+    let _lock = radvox::io::FolderLock::acquire(&dir, "voxelize")?;
     let encoding = if cli.dense { Encoding::Dense } else { Encoding::Sparse };
     let t = Instant::now();
     let summary = vox.run(&cli.radar, &cli.lidar, &SceneWriter::new(&dir, encoding)?)?;

@@ -7,4 +7,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/libtorch.sh
 cargo test "$@"
 bash scripts/python.sh
-./.venv-python -m pytest -q python/tests
+./.venv/bin/python -m pytest -q python/tests

@@ -73,14 +73,12 @@ fn a_student_learns_the_gaussian_teachers_one_step_map() {
     let sim = SimConfig { seed: 2, scenes: 1, frames_per_scene: 32, ..Default::default() };
     let root = simulate_root(&sim, &dir.path().join("sim"), TargetPolicy::plain(), false).unwrap().root;
     let ds = open(&root, Split::All);
-    let latents = radvox::sys::with_torch_seed(1, || {
-        let shape = [4, 4, 4, 4];
-        (0..ds.len())
-            .map(|_| {
-                (Tensor::randn(shape, (Kind::Float, Device::Cpu)) * s, Tensor::zeros(shape, (Kind::Float, Device::Cpu)))
-            })
-            .collect()
-    });
+    let shape = [4, 4, 4, 4];
+    let latents = (0..ds.len())
+        .map(|i| {
+            (radvox::sys::normal(i as u64, &shape, Device::Cpu) * s, Tensor::zeros(shape, (Kind::Float, Device::Cpu)))
+        })
+        .collect();
     let recipe = CdRecipe {
         consistency: ConsistencyConfig { n: 10, target_ema: 0.0, ..cfg },
         optim: OptimRecipe {
@@ -102,7 +100,7 @@ fn a_student_learns_the_gaussian_teachers_one_step_map() {
     let runtime = common::cpu_runtime(&dir.path().join("cd"));
     let mut t = Trainer::cd(ds, LatentSource::Memory(latents), "none", teacher, recipe, runtime).unwrap();
     let one_step_error = |t: &radvox::train::CdTrainer| {
-        let x = radvox::sys::with_torch_seed(9, || Tensor::randn([8, 4, 4, 4, 4], (Kind::Float, Device::Cpu)));
+        let x = radvox::sys::normal(9, &[8, 4, 4, 4, 4], Device::Cpu);
         let cond = Tensor::zeros([8, 4, 4, 4, 4], (Kind::Float, Device::Cpu));
         let mut errors = Vec::new();
         for level in [5.0, 1.0, 0.3] {
@@ -156,7 +154,7 @@ fn setup(dir: &Path) -> Setup {
     let vae = dir.join("vae/last.safetensors");
     let (frozen, _) = load_vae(&vae, None, Device::Cpu).unwrap();
     let cache = dir.join("latents");
-    precompute(&frozen, &open(&root, Split::All), &cache, &vae, &|_| {}).unwrap();
+    precompute(&frozen, &open(&root, Split::All), &cache, &vae, false, &|_| {}).unwrap();
     let source = LatentSource::Cache(LatentCache::open(&cache, &frozen.hash, &open(&root, Split::Train)).unwrap());
     let ldm_recipe = LdmRecipe {
         unet: tiny_unet(),

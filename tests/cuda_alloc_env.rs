@@ -19,6 +19,7 @@ fn cuda_allocator_config_is_set_unless_the_user_did() {
     let _t = Trainer::vae(ds(), None, VaeRecipe::default(), common::cpu_runtime(dir.path())).unwrap();
     assert_eq!(std::env::var("PYTORCH_CUDA_ALLOC_CONF").unwrap(), "expandable_segments:True,max_split_size_mb:128");
     std::env::set_var("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64");
-    let _t = Trainer::vae(ds(), None, VaeRecipe::default(), common::cpu_runtime(dir.path())).unwrap();
+    let other = tempfile::tempdir().unwrap(); // the first trainer holds `dir`
+    let _t = Trainer::vae(ds(), None, VaeRecipe::default(), common::cpu_runtime(other.path())).unwrap();
     assert_eq!(std::env::var("PYTORCH_CUDA_ALLOC_CONF").unwrap(), "max_split_size_mb:64");
 }

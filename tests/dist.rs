@@ -365,3 +365,76 @@ fn a_rank_whose_peers_never_arrive_stops_within_the_timeout() {
         assert!(!dir.path().join(rank).join("last.safetensors").exists(), "nothing written");
     }
 }
+
+/// Two ranks started with `args` plus each rank's own `extra`; both outputs.
+fn two_ranks_each(exe: &Path, args: &[String], extra: [Vec<String>; 2], out: &Path) -> [Output; 2] {
+    let port = free_port().to_string();
+    let children: Vec<Child> = (0..2)
+        .map(|rank| {
+            Command::new(exe)
+                .args(args)
+                .args(&extra[rank])
+                .arg("--out")
+                .arg(out)
+                .envs([("RANK", rank.to_string()), ("LOCAL_RANK", rank.to_string())])
+                .envs([
+                    ("WORLD_SIZE", "2"),
+                    ("MASTER_ADDR", "127.0.0.1"),
+                    ("MASTER_PORT", &port),
+                    ("OMP_NUM_THREADS", "1"),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    [outs[0].clone(), outs[1].clone()]
+}
+
+// Issue 25, cases 2 and 3: ranks given another learning rate, or a copy of
+// the data with a frame fewer, trained together with rc 0.
+#[test]
+fn ranks_that_disagree_on_recipe_or_data_all_stop_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sim_root(&dir.path().join("sim"));
+    let exe = example("train_vae");
+    let mut args = strings(&["--resample", "8,32,16", "--epochs", "1", "--batch-size", "1", "--grad-accum", "1"]);
+    args.extend(strings(&["--device", "cpu", "--no-amp", "--no-progress", "--dist-timeout", "60"]));
+    let with_root = |r: &Path, more: &[&str]| {
+        let mut v = strings(&["--dataset-dir", r.to_str().unwrap()]);
+        v.extend(strings(more));
+        v
+    };
+    let check = |outs: &[Output; 2], field: &str, values: [&str; 2]| {
+        for (rank, o) in outs.iter().enumerate() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "rank {rank} must stop: {err}");
+            assert!(err.contains(&format!("rank 1 disagrees with rank 0 on {field}")), "rank {rank}: {err}");
+            assert!(err.contains(values[0]) && err.contains(values[1]), "rank {rank}: {err}");
+        }
+    };
+    let lr = dir.path().join("lr");
+    let outs =
+        two_ranks_each(&exe, &args, [with_root(&root, &["--lr", "0.001"]), with_root(&root, &["--lr", "0.05"])], &lr);
+    check(&outs, "recipe.lr", ["0.001", "0.05"]);
+    assert!(!lr.join("last.safetensors").exists(), "no checkpoint from a refused run");
+
+    // rank 1 reads a copy of the root with one training frame fewer
+    let copy = dir.path().join("copy");
+    common::copy_tree(&root, &copy);
+    let mut scenes: Vec<PathBuf> = std::fs::read_dir(&copy).unwrap().map(|e| e.unwrap().path()).collect();
+    scenes.sort();
+    for m in ["radar_voxel", "target_voxel", "lidar_voxel"] {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(scenes[0].join(m)).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        files.sort();
+        if let Some(f) = files.first() {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let data = dir.path().join("data");
+    let outs = two_ranks_each(&exe, &args, [with_root(&root, &[]), with_root(&copy, &[])], &data);
+    check(&outs, "train data", ["16 frames", "15 frames"]);
+}

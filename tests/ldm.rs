@@ -63,11 +63,10 @@ fn unet_shapes_parameter_count_and_validation() {
 
 #[test]
 fn checkpointed_unet_gradients_equal_the_plain_path() {
-    tch::manual_seed(65);
     let vs = nn::VarStore::new(Device::Cpu);
-    let unet = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
-    let y = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
-    let c = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    let unet = radvox::sys::with_init_seed(65, || Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap());
+    let y = radvox::sys::normal(65, &[2, 4, 4, 8, 4], Device::Cpu);
+    let c = radvox::sys::normal(66, &[2, 4, 4, 8, 4], Device::Cpu);
     let edm = EdmConfig::default();
     let grads = |ck: bool| {
         for (_, mut t) in vs.variables() {
@@ -127,7 +126,7 @@ fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats(
     assert!(err.contains("VAE config differs") && err.contains("\"base_channels\":16"), "{err}");
     let train = ds(Split::Train);
     let cache_dir = dir.path().join("latents");
-    let m = precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, &|_| {}).unwrap();
+    let m = precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, false, &|_| {}).unwrap();
     assert_eq!(m.latent_shape, [4, 4, 8, 4]);
     let cache = LatentCache::open(&cache_dir, &vae.hash, &train).unwrap();
     let (t, r) = cache.read(&train.frames()[0].id).unwrap();
@@ -271,7 +270,9 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
         .file_name()
         .to_string_lossy()
         .starts_with("projection_")));
-    let again: Vec<&str> = args.iter().copied().filter(|a| *a != "--threshold" && *a != "0.05").collect();
+    // another threshold is another run: it replaces the first one's outputs
+    let mut again: Vec<&str> = args.iter().copied().filter(|a| *a != "--threshold" && *a != "0.05").collect();
+    again.push("--overwrite");
     let stdout = run("sample", &again);
     assert!(stdout.contains(&format!("threshold {calibrated}")), "{calibrated}: {stdout}");
 }
@@ -293,7 +294,7 @@ fn ldm_resume_mid_epoch_and_at_epoch_ends_equals_a_straight_run() {
     let ckpt = vae_checkpoint(&dir.path().join("vae"));
     let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
     let cache_dir = dir.path().join("latents");
-    precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, &|_| {}).unwrap();
+    precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, false, &|_| {}).unwrap();
     let source = || LatentSource::Cache(LatentCache::open(&cache_dir, &vae.hash, &ds(Split::Train)).unwrap());
     let straight_out = dir.path().join("straight");
     let mut straight =

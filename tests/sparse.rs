@@ -37,8 +37,7 @@ fn random_sites(seed: u64, batch: i64, shape: [i64; 3], occ: f64) -> Vec<[i64; 4
 }
 
 fn rand_feats(seed: i64, n: usize, c: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randn([n as i64, c], (Kind::Float, Device::Cpu))
+    radvox::sys::normal(seed as u64, &[n as i64, c], Device::Cpu)
 }
 
 /// The dense `(B, C, Z, Y, X)` grid of `feats` at `sites`, written without the crate.
@@ -100,8 +99,9 @@ impl Case {
         let coords = Coords::new(&sites, batch, self.shape, [1; 3]).unwrap();
         let sites = sites_of(&coords); // the set's order
         let vs = nn::VarStore::new(Device::Cpu);
-        tch::manual_seed(self.seed as i64);
-        let conv = SparseConv3d::new(vs.root(), self.cin, self.cout, self.kind).unwrap();
+        let conv = radvox::sys::with_init_seed(self.seed, || {
+            SparseConv3d::new(vs.root(), self.cin, self.cout, self.kind).unwrap()
+        });
         // a coarse input for the transposed case: the parents of the sites
         let (in_coords, in_sites) = match self.kind {
             ConvKind::Up(s) => {

@@ -98,7 +98,6 @@ fn the_sparse_vae_learns_to_reconstruct_occupancy() {
     let grid = [16, 32, 32];
     let cfg = SparseVaeConfig::small();
     let vs = nn::VarStore::new(Device::Cpu);
-    tch::manual_seed(0);
     let vae = SparseVae::new(&vs.root(), &cfg).unwrap();
     let x = input(&scene(1, grid), 1, grid);
     let targets = vae.target_levels(&x.coords);

@@ -19,7 +19,7 @@ mod common;
 
 fn frozen(name: &str) -> FrozenVae {
     let vs = nn::VarStore::new(Device::Cpu);
-    let vae = radvox::sys::with_torch_seed(3, || Vae3d::new(&vs.root(), &VaeConfig::named(name).unwrap()).unwrap());
+    let vae = radvox::sys::with_init_seed(3, || Vae3d::new(&vs.root(), &VaeConfig::named(name).unwrap()).unwrap());
     FrozenVae { vs, vae, channel_scale: vec![1.0; 4], hash: String::new(), tiling: None }
 }
 

@@ -191,12 +191,8 @@ fn grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 #[test]
 fn checkpointed_gradients_equal_the_plain_path() {
     let (vs, vae) = build(&VaeConfig::ultra_lightweight());
-    let (x, eps) = radvox::sys::with_torch_seed(1, || {
-        (
-            Tensor::randn([1, 4, 8, 16, 16], (Kind::Float, Device::Cpu)),
-            Tensor::randn(vae.latent_shape([1, 4, 8, 16, 16]), (Kind::Float, Device::Cpu)),
-        )
-    });
+    let x = radvox::sys::normal(1, &[1, 4, 8, 16, 16], Device::Cpu);
+    let eps = radvox::sys::normal(10, &vae.latent_shape([1, 4, 8, 16, 16]), Device::Cpu);
     let mse = |r: &Tensor, x: &Tensor| r.mse_loss(x, tch::Reduction::Mean);
     let mut reference = None;
     for ck in [Checkpointing::Off, Checkpointing::PerBlock, Checkpointing::Segments(3)] {
@@ -234,12 +230,8 @@ fn checkpointed_gradients_under_bf16_autocast_reach_every_weight() {
     // A checkpointed segment's first forward runs without a graph; autocast
     // must not serve that forward's graph-less weight casts to the replay.
     let (vs, vae) = build(&VaeConfig::ultra_lightweight());
-    let (x, eps) = radvox::sys::with_torch_seed(2, || {
-        (
-            Tensor::randn([1, 4, 8, 16, 16], (Kind::Float, Device::Cpu)),
-            Tensor::randn(vae.latent_shape([1, 4, 8, 16, 16]), (Kind::Float, Device::Cpu)),
-        )
-    });
+    let x = radvox::sys::normal(2, &[1, 4, 8, 16, 16], Device::Cpu);
+    let eps = radvox::sys::normal(20, &vae.latent_shape([1, 4, 8, 16, 16]), Device::Cpu);
     let mse = |r: &Tensor, x: &Tensor| r.to_kind(Kind::Float).mse_loss(x, tch::Reduction::Mean);
     let mut reference: Option<Vec<(String, Tensor)>> = None;
     for ck in [Checkpointing::Off, Checkpointing::PerBlock, Checkpointing::Segments(3)] {

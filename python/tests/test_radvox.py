@@ -1,7 +1,7 @@
 """radvox's Python package against numpy's reference values and its own rules.
 
 Run by `scripts/test.sh` (after `scripts/python.sh` installs the package):
-`.venv-python -m pytest python/tests`.
+`.venv/bin/python -m pytest python/tests` (this checkout's own environment).
 """
 import gc
 import json
@@ -202,3 +202,17 @@ def test_the_example_trains_a_vae_in_plain_pytorch():
     spec.loader.exec_module(example)
     losses = example.main(["--dataset-dir", str(MINI), "--resample", "4,8,8", "--epochs", "12", "--batch-size", "1"])
     assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_the_package_is_this_checkouts_own_and_the_shared_env_holds_none():
+    """Issue 25, case 6: python.sh installed radvox editable into the shared
+    PyTorch environment, so a second clone's test command re-pointed every
+    checkout's `import radvox` at itself (and deleting it broke the first)."""
+    import subprocess
+    import sys
+
+    assert pathlib.Path(radvox.__file__).resolve().is_relative_to(REPO)
+    assert pathlib.Path(sys.prefix).resolve() == (REPO / ".venv").resolve()
+    shared = (REPO / ".venv-python").read_text().split('"')[1]
+    probe = subprocess.run([shared, "-c", "import radvox"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'radvox'" in probe.stderr, probe.stderr

@@ -133,6 +133,7 @@ impl Dataset {
         if frames.is_empty() {
             return Err(DataError::NoPairs { root, split });
         }
+        check_crop(config.layout, &frames)?;
         for w in &warnings {
             log::warn!("{w}");
         }
@@ -166,6 +167,21 @@ impl Dataset {
     /// Whether there is no frame (never true for an opened dataset).
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
+    }
+    /// What ranks of one run must agree on about this dataset: the frame
+    /// count, a hash of every frame's id and file sizes, and the layout.
+    pub fn identity(&self) -> String {
+        let mut text = String::new();
+        for f in &self.frames {
+            let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            text.push_str(&format!("{}:{}:{};", f.id, size(f.target.path()), size(f.radar.path())));
+        }
+        format!(
+            "{} frames (hash {:016x}), layout {}",
+            self.len(),
+            crate::sys::fnv1a(text.as_bytes()),
+            self.config.layout
+        )
     }
     /// Things worth knowing that were not errors (single scene, unpaired files).
     pub fn warnings(&self) -> &[String] {
@@ -234,6 +250,33 @@ fn validate_layout(layout: Layout) -> Result<(), DataError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Refuses a crop larger than some frame's grid (it would train on
+/// padding), naming the largest crop every frame holds.
+fn check_crop(layout: Layout, frames: &[FrameEntry]) -> Result<(), DataError> {
+    let Layout::Crop { zhw, .. } = layout else { return Ok(()) };
+    let grid = |f: &FrameEntry| {
+        let s = f.target.shape();
+        [s[2], s[0], s[1]]
+    };
+    let Some(small) = frames.iter().find(|f| (0..3).any(|a| zhw[a] > grid(f)[a])) else { return Ok(()) };
+    let fit: [usize; 3] = std::array::from_fn(|a| frames.iter().map(|f| grid(f)[a]).min().unwrap_or(0).min(zhw[a]));
+    let g = grid(small);
+    Err(DataError::Config(format!(
+        "crop {},{},{} is larger than the (Z, H, W) grid {},{},{} of frame {} ({}): the largest crop every frame holds is {},{},{}",
+        zhw[0],
+        zhw[1],
+        zhw[2],
+        g[0],
+        g[1],
+        g[2],
+        small.id,
+        small.target.path().display(),
+        fit[0],
+        fit[1],
+        fit[2]
+    )))
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DataError> {

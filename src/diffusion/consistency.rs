@@ -182,9 +182,8 @@ impl Consistency {
         shape[1] = latent_channels;
         let b = shape[0];
         let dev = cond.device();
-        let noise = crate::sys::with_torch_seed(seed, || {
-            (0..levels.len()).map(|_| Tensor::randn(shape.as_slice(), (Kind::Float, dev))).collect::<Vec<_>>()
-        });
+        let noise: Vec<Tensor> =
+            (0..levels.len()).map(|k| crate::sys::normal(crate::sys::mix_seed(seed, k as u64), &shape, dev)).collect();
         let smin = self.edm.sigma_min;
         tch::no_grad(|| {
             let mut x = Tensor::zeros(shape.as_slice(), (Kind::Float, dev));
@@ -225,9 +224,8 @@ impl Consistency {
     /// and unit noise; seeded.
     pub fn draw(&self, n_levels: usize, y: &Tensor, seed: u64) -> (Tensor, Tensor) {
         let b = y.size()[0];
-        crate::sys::with_torch_seed(seed, || {
-            (Tensor::randint(n_levels as i64 - 1, [b], (Kind::Int64, y.device())), y.randn_like())
-        })
+        let n = crate::sys::integers(crate::sys::mix_seed(seed, 1), b, n_levels as i64 - 1, y.device());
+        (n, crate::sys::normal(crate::sys::mix_seed(seed, 2), &y.size(), y.device()))
     }
 
     /// The distillation pairs of clean latents `y` and draws `(n, z)` on

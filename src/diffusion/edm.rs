@@ -68,9 +68,9 @@ impl EdmConfig {
         (s.square() + self.sigma_data * self.sigma_data) / (&s * self.sigma_data).square()
     }
 
-    /// Training sigmas: `exp(P_mean + P_std * n)`, `n ~ N(0, 1)`.
-    pub fn training_sigmas(&self, n: i64, device: tch::Device) -> Tensor {
-        (Tensor::randn([n], (Kind::Float, device)) * self.p_std + self.p_mean).exp()
+    /// Training sigmas: `exp(P_mean + P_std * n)`, `n ~ N(0, 1)` from `seed`.
+    pub fn training_sigmas(&self, n: i64, seed: u64, device: tch::Device) -> Tensor {
+        (crate::sys::normal(seed, &[n], device) * self.p_std + self.p_mean).exp()
     }
 
     /// Karras schedule of `steps` sigmas from `sigma_max` to `sigma_min`, then 0.
@@ -97,7 +97,8 @@ impl EdmConfig {
     /// Draws a training step's randomness for latents shaped like `y`:
     /// per-sample sigmas and the unit noise, seeded.
     pub fn draw(&self, y: &Tensor, seed: u64) -> (Tensor, Tensor) {
-        crate::sys::with_torch_seed(seed, || (self.training_sigmas(y.size()[0], y.device()), y.randn_like()))
+        let sigmas = self.training_sigmas(y.size()[0], crate::sys::mix_seed(seed, 1), y.device());
+        (sigmas, crate::sys::normal(crate::sys::mix_seed(seed, 2), &y.size(), y.device()))
     }
 
     /// The EDM training loss for clean latents `y` with condition `cond`
@@ -172,7 +173,7 @@ mod tests {
             assert!((w - den / (s * 0.5).powi(2)).abs() < 1e-3 * w);
         }
         // Training sigmas are log-normal(P_mean, P_std).
-        let ln = crate::sys::with_torch_seed(0, || edm.training_sigmas(20000, Device::Cpu)).log();
+        let ln = edm.training_sigmas(20000, 0, Device::Cpu).log();
         assert!((ln.mean(Kind::Float).double_value(&[]) + 1.2).abs() < 0.05);
         assert!((ln.std(true).double_value(&[]) - 1.2).abs() < 0.05);
     }

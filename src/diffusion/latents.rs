@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::DiffusionError;
 use crate::data::{Dataset, FrameId, Modality};
 use crate::io::npy::{write_npy, MappedNpy, Scalar};
-use crate::io::{write_atomic, FormatError};
+use crate::io::{write_atomic, FolderLock, FormatError};
 use crate::model::GridVae;
 
 /// `cache.json` of a latent cache.
@@ -33,34 +33,82 @@ fn latent_path(dir: &Path, id: &FrameId, modality: &str) -> PathBuf {
 
 /// Encodes target and radar of every frame once and writes them as f16
 /// `.npy` under `dir`, with `cache.json` recording the VAE's hash; `progress`
-/// is called after each frame.
+/// is called after each frame. The folder is locked for the run. A cache of
+/// the same VAE is extended: frames it lists are kept, not encoded again
+/// (a rerun is a no-op). A cache of another VAE is refused unless
+/// `overwrite`, which first removes its manifest (so it is no cache at all
+/// until this run completes) and its latents.
 pub fn precompute(
     vae: &dyn GridVae,
     ds: &Dataset,
     dir: &Path,
     checkpoint: &Path,
+    overwrite: bool,
     progress: &dyn Fn(usize),
 ) -> Result<CacheManifest, DiffusionError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |e| DiffusionError::Format(FormatError::io(&path, e))
     };
+    let _lock = FolderLock::acquire(dir, "precompute_latents")?;
+    let m = dir.join("cache.json");
+    let earlier: Option<CacheManifest> = std::fs::read_to_string(&m).ok().and_then(|t| serde_json::from_str(&t).ok());
     let mut frames = Vec::new();
     let mut latent_shape = Vec::new();
-    for (i, f) in ds.frames().iter().enumerate() {
-        for (modality, name) in [(Modality::Target, "target"), (Modality::Radar, "radar")] {
-            let g = ds.read(i, modality)?;
-            let z =
-                vae.encode_grid(&g.to_tensor())?.squeeze_dim(0).to_kind(Kind::Half).to_device(Device::Cpu).contiguous();
-            latent_shape = z.size();
-            let mut data = vec![f16::ZERO; z.numel()];
-            let n = data.len();
-            z.copy_data(&mut data, n);
-            let p = latent_path(dir, &f.id, name);
-            let shape: Vec<usize> = latent_shape.iter().map(|&d| d as usize).collect();
-            write_npy(&p, &shape, &data).map_err(io(&p))?;
+    match earlier {
+        Some(e) if e.vae_hash == vae.weights_hash() => {
+            (frames, latent_shape) = (e.frames, e.latent_shape);
         }
-        frames.push(f.id.to_string());
+        Some(e) if !overwrite => {
+            return Err(DiffusionError::Cache {
+                dir: dir.into(),
+                reason: format!(
+                    "holds the latents of another VAE, {} ({}), not of this one {}: pass --overwrite to replace them, or choose another folder",
+                    e.vae_hash,
+                    e.vae_checkpoint,
+                    vae.weights_hash()
+                ),
+            });
+        }
+        Some(e) => {
+            std::fs::remove_file(&m).map_err(io(&m))?;
+            for id in &e.frames {
+                if let Some((scene, stem)) = id.split_once('/') {
+                    let id = FrameId { scene: scene.into(), stem: stem.into() };
+                    for name in ["target", "radar"] {
+                        let _ = std::fs::remove_file(latent_path(dir, &id, name));
+                    }
+                }
+            }
+            log::warn!("--overwrite: removed the latents of VAE {} in {}", e.vae_hash, dir.display());
+        }
+        None => {}
+    }
+    let known: std::collections::HashSet<String> = frames.iter().cloned().collect();
+    for (i, f) in ds.frames().iter().enumerate() {
+        let id = f.id.to_string();
+        let have = known.contains(&id) && ["target", "radar"].iter().all(|n| latent_path(dir, &f.id, n).is_file());
+        if !have {
+            for (modality, name) in [(Modality::Target, "target"), (Modality::Radar, "radar")] {
+                let g = ds.read(i, modality)?;
+                let z = vae
+                    .encode_grid(&g.to_tensor())?
+                    .squeeze_dim(0)
+                    .to_kind(Kind::Half)
+                    .to_device(Device::Cpu)
+                    .contiguous();
+                latent_shape = z.size();
+                let mut data = vec![f16::ZERO; z.numel()];
+                let n = data.len();
+                z.copy_data(&mut data, n);
+                let p = latent_path(dir, &f.id, name);
+                let shape: Vec<usize> = latent_shape.iter().map(|&d| d as usize).collect();
+                write_npy(&p, &shape, &data).map_err(io(&p))?;
+            }
+            if !known.contains(&id) {
+                frames.push(id);
+            }
+        }
         progress(i + 1);
     }
     let manifest = CacheManifest {
@@ -69,7 +117,6 @@ pub fn precompute(
         latent_shape,
         frames,
     };
-    let m = dir.join("cache.json");
     write_atomic(&m, serde_json::to_string_pretty(&manifest).expect("serialises").as_bytes()).map_err(io(&m))?;
     Ok(manifest)
 }

@@ -45,7 +45,7 @@ pub fn sample(
     denoise: &dyn Fn(&Tensor, f64) -> Tensor,
 ) -> Tensor {
     let sigmas = edm.karras_sigmas(steps);
-    let mut x = crate::sys::with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, device))) * sigmas[0];
+    let mut x = crate::sys::normal(seed, shape, device) * sigmas[0];
     tch::no_grad(|| {
         for w in sigmas.windows(2) {
             let (s, s_next) = (w[0], w[1]);

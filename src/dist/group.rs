@@ -213,7 +213,7 @@ impl Dist {
         if self.group.is_none() || values.is_empty() {
             return Ok(());
         }
-        let t = Tensor::from_slice(values).to_device(self.collective_device());
+        let t = Tensor::from_slice(values).to_device(self.device());
         self.all_reduce(&t, op)?;
         let back: Vec<f64> =
             Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double)).expect("a 1-d f64 tensor converts");
@@ -222,7 +222,7 @@ impl Dist {
     }
 
     /// Where this group's tensors must live: the rank's GPU under NCCL.
-    fn collective_device(&self) -> Device {
+    pub fn device(&self) -> Device {
         if self.cuda {
             Device::Cuda(self.local_rank)
         } else {

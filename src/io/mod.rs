@@ -1,6 +1,6 @@
 //! Layer 1, file formats: NumPy `.npy` arrays and `.npz` archives (generic,
 //! no dataset rules), safetensors weight files, PNG pictures and charts,
-//! person-written config documents, and atomic writes. Imports only [`crate::sys`].
+//! person-written config documents, atomic writes, folder locks and output records. Imports only [`crate::sys`].
 //!
 //! Every reader is defensive: sizes come from untrusted headers, so each is
 //! checked against the bytes that really exist before anything is allocated
@@ -9,8 +9,10 @@
 pub mod atomic;
 pub mod chart;
 pub mod config;
+pub mod lock;
 pub mod npy;
 pub mod npz;
+pub mod outputs;
 pub mod png;
 pub mod safetensors;
 
@@ -18,6 +20,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use atomic::{remove_stale_temps, write_atomic};
+pub use lock::FolderLock;
+pub use outputs::{checkpoint_identity, Outputs};
 
 /// Where a problem was found: a file, and for `.npz` the member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +62,24 @@ pub enum FormatError {
         src: Source,
         /// Underlying I/O error.
         source: std::io::Error,
+    },
+    /// Another process (or another run in this one) holds the folder's lock.
+    #[error("{dir} is in use by {holder}: one run writes into a folder at a time; wait for it to end or choose another folder")]
+    InUse {
+        /// The folder.
+        dir: PathBuf,
+        /// Who holds it: PID, host, command and since when.
+        holder: String,
+    },
+    /// An output folder holds another run's outputs of the same command.
+    #[error("{dir} holds {why}: pass --overwrite to replace them, or choose another folder")]
+    OutputsExist {
+        /// The folder.
+        dir: PathBuf,
+        /// The command (`sample`, ...).
+        command: String,
+        /// Whose outputs, and the first difference.
+        why: String,
     },
     /// Not a regular file (a FIFO, device or directory would block or mislead a reader).
     #[error("{src}: not a regular file ({kind})")]

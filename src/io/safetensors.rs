@@ -218,7 +218,7 @@ pub fn serialize(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, Strin
         offset += data.len();
     }
     let mut text = serde_json::to_string(&serde_json::Value::Object(header)).expect("JSON of strings and numbers");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' '); // the format pads the header to 8 bytes with spaces
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset);

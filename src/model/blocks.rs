@@ -1,9 +1,10 @@
 //! 3D building blocks shared by the VAE and the latent UNet. Variable paths
 //! equal the reference PyTorch `state_dict` keys (`norm1`, `conv1`, ...).
 
-use tch::nn::{self, Init, ModuleT};
+use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
+use super::init::uniform_var;
 use super::trace::{Dtype, Tape, Tid, Trace};
 
 /// `[D, H, W]` triple.
@@ -43,10 +44,9 @@ impl Conv3d {
     /// `k`x`k`x`k` convolution `cin -> cout`, padding `k / 2`.
     pub fn new(vs: nn::Path, cin: i64, cout: i64, k: i64, stride: Dims3) -> Conv3d {
         let bound = 1.0 / ((cin * k * k * k) as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
         Conv3d {
-            weight: vs.var("weight", &[cout, cin, k, k, k], init),
-            bias: vs.var("bias", &[cout], init),
+            weight: uniform_var(&vs, "weight", &[cout, cin, k, k, k], bound),
+            bias: uniform_var(&vs, "bias", &[cout], bound),
             stride,
             padding: k / 2,
         }
@@ -56,6 +56,31 @@ impl Conv3d {
 impl nn::Module for Conv3d {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.conv3d(&self.weight, Some(&self.bias), self.stride, [self.padding; 3], [1; 3], 1)
+    }
+}
+
+/// A linear layer `cin -> cout` (`weight` `(cout, cin)`, `bias`) with
+/// PyTorch's default init (uniform in `+-1/sqrt(cin)`), seeded.
+#[derive(Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// The layer under `vs`.
+    pub fn new(vs: nn::Path, cin: i64, cout: i64) -> Linear {
+        let bound = 1.0 / (cin as f64).sqrt();
+        Linear {
+            weight: uniform_var(&vs, "weight", &[cout, cin], bound),
+            bias: uniform_var(&vs, "bias", &[cout], bound),
+        }
+    }
+}
+
+impl nn::Module for Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
     }
 }
 

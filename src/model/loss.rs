@@ -219,12 +219,8 @@ mod tests {
     use super::*;
 
     fn grid(seed: i64) -> Tensor {
-        let (occ, feats) = crate::sys::with_torch_seed(seed as u64, || {
-            (
-                Tensor::rand([1, 1, 8, 16, 16], (Kind::Float, Device::Cpu)),
-                Tensor::randn([1, 3, 8, 16, 16], (Kind::Float, Device::Cpu)),
-            )
-        });
+        let occ = crate::sys::uniform(seed as u64, &[1, 1, 8, 16, 16], 0.0, 1.0, Device::Cpu);
+        let feats = crate::sys::normal(seed as u64 + 1000, &[1, 3, 8, 16, 16], Device::Cpu);
         let occ = occ.gt(0.8).to_kind(Kind::Float);
         let feats = feats * &occ;
         Tensor::cat(&[occ, feats], 1)

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod cond;
 pub mod frozen;
 pub mod grid_vae;
+pub mod init;
 pub mod loss;
 pub mod sparse;
 pub mod tiles;

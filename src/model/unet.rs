@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
-use super::blocks::{trace_tail, Conv3d, Norm, SelfAttention3d};
+use super::blocks::{trace_tail, Conv3d, Linear, Norm, SelfAttention3d};
 use super::checkpoint::Recorder;
 use super::trace::{Dtype, Tape, Tid, Trace};
 use super::ModelError;
@@ -98,7 +98,7 @@ pub fn sinusoidal(c_noise: &Tensor, dim: i64) -> Tensor {
 struct EmbResBlock {
     norm1: Norm,
     conv1: Conv3d,
-    emb: nn::Linear,
+    emb: Linear,
     norm2: Norm,
     conv2: Conv3d,
     skip: Option<Conv3d>,
@@ -110,7 +110,7 @@ impl EmbResBlock {
         EmbResBlock {
             norm1: Norm::new(&vs / "norm1", cin),
             conv1: Conv3d::new(&vs / "conv1", cin, cout, 3, [1; 3]),
-            emb: nn::linear(&vs / "emb_proj", emb, cout, Default::default()),
+            emb: Linear::new(&vs / "emb_proj", emb, cout),
             norm2: Norm::new(&vs / "norm2", cout),
             conv2: Conv3d::new(&vs / "conv2", cout, cout, 3, [1; 3]),
             skip: (cin != cout).then(|| Conv3d::new(&vs / "skip", cin, cout, 1, [1; 3])),
@@ -155,8 +155,8 @@ enum Layer {
 #[derive(Debug)]
 pub struct Unet3d {
     config: UnetConfig,
-    time1: nn::Linear,
-    time2: nn::Linear,
+    time1: Linear,
+    time2: Linear,
     conv_in: Conv3d,
     down: Vec<(Layer, bool)>,
     mid: Vec<Layer>,
@@ -214,8 +214,8 @@ impl Unet3d {
         }
         Ok(Unet3d {
             config: config.clone(),
-            time1: nn::linear(vs / "time_mlp" / "0", mc, emb, Default::default()),
-            time2: nn::linear(vs / "time_mlp" / "2", emb, emb, Default::default()),
+            time1: Linear::new(vs / "time_mlp" / "0", mc, emb),
+            time2: Linear::new(vs / "time_mlp" / "2", emb, emb),
             conv_in: Conv3d::new(vs / "conv_in", config.latent_channels + config.cond_channels, mc, 3, [1; 3]),
             down,
             mid,

@@ -65,7 +65,7 @@ impl Rosette {
         let [(c1, s1), (c2, s2)] = self.p;
         let out = (0.5 * (c1 + c2) * self.scale.0, 0.5 * (s1 + s2) * self.scale.1);
         self.s += 1;
-        if self.s % 4096 == 0 {
+        if self.s.is_multiple_of(4096) {
             self.anchor();
         } else {
             for k in 0..2 {

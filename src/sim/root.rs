@@ -111,6 +111,7 @@ pub fn simulate_root(
     progress: bool,
 ) -> Result<RootReport, VoxelizeError> {
     let sim = Simulator::new(cfg.clone()).map_err(|e| VoxelizeError::Grid(e.to_string()))?;
+    let _lock = crate::io::FolderLock::acquire(out, "simulate")?;
     let _ = std::fs::remove_file(marker(out));
     for sub in ["raw", "ntu"] {
         let d = out.join(sub);

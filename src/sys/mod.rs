@@ -7,7 +7,7 @@ pub mod seed;
 pub mod shim;
 
 pub use cpu::{cpu_bf16, CpuBf16};
-pub use seed::{mix, mix_seed, with_torch_seed};
+pub use seed::{fnv1a, init_seed, integers, mix, mix_seed, normal, uniform, with_init_seed};
 
 /// Errors the shim reports: a libtorch (C++) exception, caught on the C++
 /// side and carried here as its message.

@@ -30,7 +30,7 @@ use crate::io::safetensors::{self, load_into, named_variables, weights_hash};
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::checkpoint::Recorder;
 use crate::model::{Checkpointing, RadarEncoder, Unet3d};
-use crate::sys::with_torch_seed;
+use crate::sys::with_init_seed;
 
 /// What defines a consistency-distillation run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +206,7 @@ impl CdObjective {
         let device = super::runtime::parse_device(&runtime.device)?;
         let build = || -> Result<_, TrainError> {
             let vs = nn::VarStore::new(device);
-            let (unet, enc) = with_torch_seed(recipe.optim.seed, || build_denoiser(&vs.root(), &recipe.teacher))?;
+            let (unet, enc) = with_init_seed(recipe.optim.seed, || build_denoiser(&vs.root(), &recipe.teacher))?;
             if let Teacher::Ldm { weights, path, .. } = &teacher {
                 load_into(&vs, "", weights, path)?;
             }
@@ -282,6 +282,10 @@ impl Objective for CdObjective {
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<LatentBatch, TrainError>>> {
         self.data.batches(self.order(), epoch, cursor)
     }
+    fn datasets(&self) -> Vec<(&'static str, &Dataset)> {
+        vec![("train", self.data.dataset())]
+    }
+
     fn batch_ids(&self, batch: &LatentBatch) -> Vec<String> {
         batch.ids.clone()
     }

@@ -180,8 +180,12 @@ pub fn write(
 pub const THRESHOLD_KEY: &str = "calibrated_threshold";
 
 /// Records `value` under `key` in the metadata of the checkpoint at `path`
-/// (rewritten atomically; tensors untouched).
+/// (rewritten atomically; tensors untouched), holding its folder's lock: a
+/// trainer still writing that folder would replace the file and lose the
+/// entry, so the change is refused while one runs.
 pub fn set_metadata(path: &Path, key: &str, value: &str) -> Result<(), TrainError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let _lock = crate::io::FolderLock::acquire(dir, "recording checkpoint metadata")?;
     let file = safetensors::read(path)?;
     let mut meta = file.metadata;
     meta.remove(safetensors::CHECKSUM_KEY);

@@ -8,11 +8,13 @@
 //! that saves first, CSV logs, a progress bar, a loss plot and atomic
 //! checkpoints (`last` before validation, `best` by the validation score).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{Device, Tensor};
 
+use super::agree::{agree, code_version, leaves};
 use super::checkpoint::{self, Checkpoint, TrainState};
 use super::logs::{self, CsvLog};
 use super::objective::Objective;
@@ -23,6 +25,7 @@ use super::runtime::Runtime;
 use super::{signal, TrainError};
 use crate::dist::{GradBuckets, ReduceOp, DEFAULT_BUCKET_BYTES};
 use crate::io::safetensors::{load_into, named_variables};
+use crate::io::FolderLock;
 use crate::memory::{self, gib, Plan, Planner};
 use crate::model::Checkpointing;
 use crate::sys::mix_seed;
@@ -126,6 +129,8 @@ pub struct Trainer<O: Objective> {
     buckets: GradBuckets,
     /// This epoch's all-reduce seconds, bytes per step and steps.
     comm: (f64, u64, usize),
+    /// The output folder's lock (rank 0), released when the trainer drops.
+    _lock: Option<FolderLock>,
 }
 
 impl<O: Objective> std::fmt::Debug for Trainer<O> {
@@ -143,6 +148,7 @@ impl<O: Objective> Trainer<O> {
     pub fn new(objective: O, runtime: Runtime) -> Result<Trainer<O>, TrainError> {
         let out = runtime.out.clone();
         let main = runtime.dist.is_main(); // rank 0 alone owns the files
+        let lock = Self::lock(&runtime)?;
         let existing: Vec<&str> = RUN_FILES.iter().copied().filter(|f| main && out.join(f).exists()).collect();
         if !existing.is_empty() {
             if !runtime.overwrite {
@@ -153,13 +159,37 @@ impl<O: Objective> Trainer<O> {
             }
             log::warn!("--overwrite: removed the previous run's files in {}", out.display());
         }
-        Self::build(objective, runtime, TrainState::default())
+        Self::build(objective, runtime, TrainState::default(), lock, None)
+    }
+
+    /// What every rank must share: each recipe field, the objective's
+    /// metadata, the datasets, the resume checkpoint and the code's version.
+    fn identity(objective: &O, resumed: Option<String>) -> BTreeMap<String, String> {
+        let mut fields = BTreeMap::new();
+        leaves("recipe", &serde_json::to_value(objective.recipe()).expect("recipes serialise"), &mut fields);
+        for (k, v) in objective.metadata() {
+            fields.insert(format!("metadata.{k}"), v);
+        }
+        for (name, ds) in objective.datasets() {
+            fields.insert(format!("{name} data"), ds.identity());
+        }
+        fields.insert("resumed from".into(), resumed.unwrap_or_else(|| "(a new run)".into()));
+        fields.insert("code version".into(), code_version());
+        fields
+    }
+
+    /// Rank 0's hold on the output folder for the run's life: a second run
+    /// into it, in any process, is refused naming this one.
+    fn lock(runtime: &Runtime) -> Result<Option<FolderLock>, TrainError> {
+        let what = format!("training {}", <O::Recipe as Recipe>::KIND);
+        Ok(if runtime.dist.is_main() { Some(FolderLock::acquire(&runtime.out, &what)?) } else { None })
     }
 
     /// Continues the run saved in `ckpt` (its recipe built `objective`):
     /// weights, moments, EMA, loss scaler and counters are restored, the
     /// logs cut back to the checkpoint's step.
     pub fn resume(objective: O, runtime: Runtime, ckpt: &Checkpoint) -> Result<Trainer<O>, TrainError> {
+        let lock = Self::lock(&runtime)?;
         let saved = ckpt.metadata.get("world_size").and_then(|w| w.parse::<usize>().ok()).unwrap_or(1);
         let now = runtime.dist.world_size();
         if saved != now {
@@ -172,7 +202,13 @@ impl<O: Objective> Trainer<O> {
                 ckpt.path.display()
             );
         }
-        let mut t = Self::build(objective, runtime, ckpt.state)?;
+        let resumed = format!(
+            "a checkpoint at epoch {} step {} (tensors hash {})",
+            ckpt.state.epoch,
+            ckpt.state.step,
+            crate::io::safetensors::weights_hash(&ckpt.tensors)
+        );
+        let mut t = Self::build(objective, runtime, ckpt.state, lock, Some(resumed))?;
         load_into(t.objective.var_store(), "", &ckpt.model_tensors(), &ckpt.path)?;
         t.objective.load_aux(&ckpt.prefixed("aux"), &ckpt.path)?;
         t.opt.load_state(&ckpt.tensors, ckpt.state.step, &ckpt.path)?;
@@ -192,7 +228,13 @@ impl<O: Objective> Trainer<O> {
         Ok(t)
     }
 
-    fn build(objective: O, runtime: Runtime, state: TrainState) -> Result<Trainer<O>, TrainError> {
+    fn build(
+        objective: O,
+        runtime: Runtime,
+        state: TrainState,
+        lock: Option<FolderLock>,
+        resumed: Option<String>,
+    ) -> Result<Trainer<O>, TrainError> {
         let device = runtime.validate()?;
         objective.recipe().validate()?;
         memory::configure_cuda_allocator();
@@ -214,6 +256,7 @@ impl<O: Objective> Trainer<O> {
         for p in removed {
             log::warn!("removed {}, left by a writer that was killed", p.display());
         }
+        agree(&runtime.dist, &Self::identity(&objective, resumed))?;
         let optim = objective.recipe().optim().clone();
         let params = named_variables(objective.var_store());
         // identical initial weights on every rank, before the EMA copies them
@@ -253,6 +296,7 @@ impl<O: Objective> Trainer<O> {
             fault_oom: None,
             buckets: GradBuckets::new(DEFAULT_BUCKET_BYTES),
             comm: (0.0, 0, 0),
+            _lock: lock,
         };
         t.check_memory()?;
         Ok(t)
@@ -592,7 +636,7 @@ impl<O: Objective> Trainer<O> {
                     self.train_log.row(&row)?;
                 }
                 (group, group_n) = (vec![0.0; parts], 0);
-                if self.runtime.save_every_steps.is_some_and(|k| self.state.step % k == 0) {
+                if self.runtime.save_every_steps.is_some_and(|k| self.state.step.is_multiple_of(k)) {
                     self.save_checkpoint(&self.runtime.out.join("last.safetensors"))?;
                 }
                 let stop = if self.runtime.handle_signals { self.stop_requested()? } else { None };

@@ -68,6 +68,11 @@ impl LatentData {
         LatentData { dataset: Rc::new(dataset), source: Rc::new(source), raw_radar, dist }
     }
 
+    /// The frames read.
+    pub(crate) fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
     /// `(D, H, W)` of the latents.
     pub(crate) fn latent_grid(&self) -> Result<[i64; 3], TrainError> {
         let s = self.source.read(&self.dataset, 0)?.0.size();

@@ -24,7 +24,7 @@ use crate::data::Dataset;
 use crate::diffusion::{EdmConfig, LatentNorm};
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::{Checkpointing, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
-use crate::sys::with_torch_seed;
+use crate::sys::with_init_seed;
 
 /// What defines a latent-diffusion run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,7 +151,7 @@ impl LdmObjective {
         }
         let device = super::runtime::parse_device(&runtime.device)?;
         let vs = nn::VarStore::new(device);
-        let (unet, encoder) = with_torch_seed(recipe.optim.seed, || build_denoiser(&vs.root(), &recipe))?;
+        let (unet, encoder) = with_init_seed(recipe.optim.seed, || build_denoiser(&vs.root(), &recipe))?;
         let data = LatentData::new(dataset, source, encoder.is_some(), runtime.dist.clone());
         if recipe.normalize_latents && recipe.latent_norm.is_none() {
             recipe.latent_norm = Some(data.measure_norm(recipe.edm.sigma_data)?);
@@ -201,6 +201,10 @@ impl Objective for LdmObjective {
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<LatentBatch, TrainError>>> {
         self.data.batches(self.order(), epoch, cursor)
     }
+    fn datasets(&self) -> Vec<(&'static str, &Dataset)> {
+        vec![("train", self.data.dataset())]
+    }
+
     fn batch_ids(&self, batch: &LatentBatch) -> Vec<String> {
         batch.ids.clone()
     }

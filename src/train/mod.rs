@@ -5,6 +5,7 @@
 //! [`checkpoint`], its [`Runtime`] (how this process runs it) does not.
 //! Imports every layer below.
 
+pub mod agree;
 pub mod any_vae;
 pub mod cd;
 pub mod checkpoint;
@@ -79,6 +80,20 @@ pub enum TrainError {
         now: usize,
         /// Its data cursor.
         cursor: usize,
+    },
+    /// A data-parallel rank holds another recipe, data or code than rank 0.
+    #[error(
+        "rank {rank} disagrees with rank 0 on {field}: rank 0 has {rank0}, rank {rank} has {other}; every rank must run the same recipe, data, checkpoint and code"
+    )]
+    RanksDisagree {
+        /// The first rank that differs.
+        rank: usize,
+        /// The field (`recipe.optim.lr`, `train data`, ...).
+        field: String,
+        /// Rank 0's value.
+        rank0: String,
+        /// That rank's value.
+        other: String,
     },
     /// Validation failed (after the epoch's `last` checkpoint was saved).
     #[error("validation: {source}")]

@@ -12,6 +12,7 @@ use tch::{nn, Tensor};
 use super::precision::Amp;
 use super::recipe::Recipe;
 use super::TrainError;
+use crate::data::Dataset;
 use crate::memory::{Precision, Run};
 use crate::model::Checkpointing;
 
@@ -37,6 +38,9 @@ pub trait Objective {
     /// The batches of `epoch` from position `cursor` on, in order (the
     /// iterator owns what it reads from, so the loop may change the trainer).
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<Self::Batch, TrainError>>>;
+    /// The datasets the run reads, named (`train`, `val`): data-parallel
+    /// ranks must agree on each one's [`Dataset::identity`].
+    fn datasets(&self) -> Vec<(&'static str, &Dataset)>;
     /// The frames of a batch, for messages.
     fn batch_ids(&self, batch: &Self::Batch) -> Vec<String>;
     /// Prepares a micro-step with its own `seed`; `None` when the input is

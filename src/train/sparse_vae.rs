@@ -10,7 +10,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::nn;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::checkpoint::Checkpoint;
 use super::engine::Trainer;
@@ -26,7 +26,7 @@ use crate::eval::Occupancy;
 use crate::memory::{ModelConfig, Precision, Run, SparseModel, SparseSites};
 use crate::model::sparse::{Coords, FrozenSparseVae, Keep, SparseLossConfig, SparseTensor, SparseVae, SparseVaeConfig};
 use crate::model::{Checkpointing, ModelError};
-use crate::sys::with_torch_seed;
+use crate::sys::with_init_seed;
 
 /// What defines a sparse VAE run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ impl SparseVaeObjective {
             log::info!("libtorch intra-op threads: 1 (sparse ops are small; OMP_NUM_THREADS overrides)");
         }
         let vs = nn::VarStore::new(device);
-        let vae = with_torch_seed(recipe.optim.seed, || SparseVae::new(&vs.root(), &recipe.vae))?;
+        let vae = with_init_seed(recipe.optim.seed, || SparseVae::new(&vs.root(), &recipe.vae))?;
         let loader = |shuffle| SparseLoaderConfig {
             batch_size: recipe.optim.batch_size,
             shuffle,
@@ -259,6 +259,12 @@ impl Objective for SparseVaeObjective {
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<SparseBatch, TrainError>>> {
         Box::new(self.train.epoch_from(epoch as u64, cursor).map(|b| b.map_err(TrainError::from)))
     }
+    fn datasets(&self) -> Vec<(&'static str, &Dataset)> {
+        let mut d = vec![("train", self.train.dataset())];
+        d.extend(self.val.as_ref().map(|v| ("val", v.dataset())));
+        d
+    }
+
     fn batch_ids(&self, batch: &SparseBatch) -> Vec<String> {
         batch.ids.iter().map(|i| i.to_string()).collect()
     }
@@ -266,7 +272,7 @@ impl Objective for SparseVaeObjective {
     fn prepare(&self, batch: &SparseBatch, seed: u64) -> Result<Option<SparseVaeStep>, TrainError> {
         // values were checked finite when read
         let shape = self.recipe.vae.latent_shape(batch.ids.len() as i64, self.grid);
-        let eps = with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, self.device)));
+        let eps = crate::sys::normal(seed, &shape, self.device);
         Ok(Some(SparseVaeStep { batch: batch.clone(), eps }))
     }
 

@@ -23,7 +23,7 @@ use crate::eval::Occupancy;
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::loss::{LossConfig, ReconLoss};
 use crate::model::{Checkpointing, Vae3d, VaeConfig};
-use crate::sys::with_torch_seed;
+use crate::sys::with_init_seed;
 
 /// What defines a VAE run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,10 +165,21 @@ impl VaeObjective {
         let layout = train.config().layout;
         record_layout(&mut recipe.layout, layout)?;
         let shape = train.output_shape(0);
-        recipe.vae.check_grid([shape[1] as i64, shape[2] as i64, shape[3] as i64])?;
+        let zhw = [shape[1] as i64, shape[2] as i64, shape[3] as i64];
+        recipe.vae.check_grid(zhw).map_err(|e| match layout {
+            Layout::Crop { .. } => {
+                // the largest crop the strides process that every frame holds
+                let f = recipe.vae.downsampling();
+                let s = train.frames()[0].target.shape();
+                let native = [s[2] as i64, s[0] as i64, s[1] as i64];
+                let fit: [i64; 3] = std::array::from_fn(|a| zhw[a].min(native[a]) / f[a] * f[a]);
+                TrainError::Config(format!("{e}; the largest valid crop is {},{},{}", fit[0], fit[1], fit[2]))
+            }
+            _ => e.into(),
+        })?;
         let device = super::runtime::parse_device(&runtime.device)?;
         let vs = nn::VarStore::new(device);
-        let vae = with_torch_seed(recipe.optim.seed, || Vae3d::new(&vs.root(), &recipe.vae))?;
+        let vae = with_init_seed(recipe.optim.seed, || Vae3d::new(&vs.root(), &recipe.vae))?;
         let loss = ReconLoss::new(&recipe.loss, recipe.vae.out_channels, device)?;
         let loader = |shuffle| LoaderConfig {
             batch_size: recipe.optim.batch_size,
@@ -242,6 +253,12 @@ impl Objective for VaeObjective {
     fn batches(&self, epoch: usize, cursor: usize) -> Box<dyn Iterator<Item = Result<Batch, TrainError>>> {
         Box::new(self.train.epoch_from(epoch as u64, cursor).map(|b| b.map_err(TrainError::from)))
     }
+    fn datasets(&self) -> Vec<(&'static str, &Dataset)> {
+        let mut d = vec![("train", self.train.dataset())];
+        d.extend(self.val.as_ref().map(|v| ("val", v.dataset())));
+        d
+    }
+
     fn batch_ids(&self, batch: &Batch) -> Vec<String> {
         batch.ids.iter().map(|i| i.to_string()).collect()
     }
@@ -253,7 +270,7 @@ impl Objective for VaeObjective {
         }
         let s = x.size();
         let shape = self.vae.latent_shape([s[0], s[1], s[2], s[3], s[4]]);
-        let eps = with_torch_seed(seed, || Tensor::randn(shape, (Kind::Float, self.device)));
+        let eps = crate::sys::normal(seed, &shape, self.device);
         Ok(Some(VaeStep { x, eps }))
     }
 

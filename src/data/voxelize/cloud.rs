@@ -44,7 +44,7 @@ impl PointCloud {
 
     /// Checks `cols >= 3` and that `data` holds whole rows.
     pub fn validate(&self) -> Result<(), VoxelizeError> {
-        if self.cols < 3 || self.data.len() % self.cols != 0 {
+        if self.cols < 3 || !self.data.len().is_multiple_of(self.cols) {
             return Err(VoxelizeError::BadCloud { cols: self.cols, values: self.data.len() });
         }
         Ok(())
@@ -96,7 +96,7 @@ impl PointCloud {
 /// Decodes raw little-endian float32 rows; `None` when `bytes` is not a whole
 /// number of `cols`-column rows (or `cols == 0`).
 pub fn decode_bin(bytes: &[u8], cols: usize) -> Option<PointCloud> {
-    if cols == 0 || bytes.len() % (cols * 4) != 0 {
+    if cols == 0 || !bytes.len().is_multiple_of(cols * 4) {
         return None;
     }
     let data = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();

@@ -7,12 +7,13 @@
 
 use std::rc::Rc;
 
-use tch::nn::{self, Init};
+use tch::nn;
 use tch::Tensor;
 
 use super::coords::{Coords, Dims3};
 use super::kmap::{JoinedPairs, KernelMap, MapKind};
 use super::SparseTensor;
+use crate::model::init::uniform_var;
 use crate::model::ModelError;
 
 /// What a [`SparseConv3d`] does to the sites.
@@ -50,12 +51,15 @@ impl SparseConv3d {
             }
         };
         let bound = 1.0 / ((cin * kernel.iter().product::<i64>()) as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
         let shape = match kind {
             ConvKind::Up(_) => [cin, cout, kernel[0], kernel[1], kernel[2]],
             _ => [cout, cin, kernel[0], kernel[1], kernel[2]],
         };
-        Ok(SparseConv3d { weight: vs.var("weight", &shape, init), bias: vs.var("bias", &[cout], init), kind })
+        Ok(SparseConv3d {
+            weight: uniform_var(&vs, "weight", &shape, bound),
+            bias: uniform_var(&vs, "bias", &[cout], bound),
+            kind,
+        })
     }
 
     /// What the convolution does to the sites.
