@@ -15,22 +15,7 @@ use radvox::train::{OptimRecipe, Trainer, VaeRecipe};
 use radvox::{Dataset, DatasetConfig, Split};
 
 mod common;
-use common::{cpu_runtime, example, mini};
-
-const GRID: &str = "8,16,16";
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn train_vae(out: &Path, extra: &[&str]) -> Output {
-    Command::new(example("train_vae"))
-        .args(["--resample", GRID, "--device", "cpu", "--no-progress", "--no-amp", "--out"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
+use common::{cpu_runtime, example, mini, stderr, train_vae, GRID};
 
 fn rows(log: &Path) -> Vec<Vec<f64>> {
     std::fs::read_to_string(log)

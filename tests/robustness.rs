@@ -4,7 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use radvox::data::layout::Layout;
@@ -14,9 +14,7 @@ use radvox::{Dataset, DatasetConfig, Split};
 use tch::Device;
 
 mod common;
-use common::{copy_tree, cpu_runtime, example, mini};
-
-const GRID: &str = "8,16,16";
+use common::{copy_tree, cpu_runtime, example, mini, stderr, train_vae};
 
 fn ds(split: Split) -> Dataset {
     let cfg = DatasetConfig { layout: Layout::Resample { zhw: [8, 16, 16] }, ..Default::default() };
@@ -25,20 +23,6 @@ fn ds(split: Split) -> Dataset {
 
 fn recipe(epochs: usize) -> VaeRecipe {
     VaeRecipe { optim: OptimRecipe { epochs, grad_accum: 2, lr: 1e-3, ..Default::default() }, ..Default::default() }
-}
-
-/// `train_vae` on the fixtures at a small grid, quiet, on CPU.
-fn train_vae(out: &Path, extra: &[&str]) -> Output {
-    Command::new(example("train_vae"))
-        .args(["--resample", GRID, "--device", "cpu", "--no-progress", "--no-amp", "--out"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A trained VAE checkpoint (library run).

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The numpy-written fixture tree.
 pub fn mini() -> PathBuf {
@@ -45,4 +45,22 @@ pub fn cpu_runtime(out: &Path) -> radvox::train::Runtime {
         progress: false,
         ..Default::default()
     }
+}
+
+/// The small resampled grid the example-driving tests train at.
+pub const GRID: &str = "8,16,16";
+
+/// `train_vae` on the fixtures at [`GRID`], quiet, float32 on CPU, into `out`.
+pub fn train_vae(out: &Path, extra: &[&str]) -> Output {
+    Command::new(example("train_vae"))
+        .args(["--resample", GRID, "--device", "cpu", "--no-progress", "--no-amp", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
