@@ -11,12 +11,12 @@
 //!
 //! `cargo bench --bench memory_plan` runs the CPU set at (32, 128, 128) and
 //! native-resolution crops of full frames (`crop` in the label);
-//! `RADVOX_MEMORY_FULL=1` adds two runs at the full grid (minutes each);
+//! `RADVOX_MEMORY_FULL=1` adds three runs at the full grid (minutes each on a CPU);
 //! `RADVOX_MEMORY_DEVICE=cuda` runs the set on the GPU (AMP on and off);
 //! `RADVOX_MEMORY_ONLY=text` keeps the configurations whose label contains it;
 //! `--plan` prints predictions only. Results go to `target/memory_measured.csv`
 //! (`RADVOX_MEMORY_CSV` elsewhere; the committed figures are in
-//! `docs/memory_measured.csv`). On a GPU host: `scripts/gpu_memory_check.sh`.
+//! `docs/memory_measured.csv`). On a GPU host: `scripts/gpu_check.sh run memory`.
 
 use std::io::Write;
 use std::process::Command;
@@ -143,6 +143,7 @@ fn configs(full: bool) -> Vec<Config> {
     if full {
         v.push(c("ultra_lightweight", FULL, 1, true, PerBlock));
         v.push(c("ultra_lightweight", FULL, 1, true, Segments(4)));
+        v.push(c("seed_baseline", FULL, 1, true, PerBlock));
     }
     v
 }
@@ -172,7 +173,7 @@ fn child(cfg: &Config, device: &str) {
     // Peaks from "libtorch loaded, dataset headers read".
     let window = common::HostPeak::start();
     if cuda {
-        radvox::sys::shim::cuda_reset_peak(0);
+        common::cuda_reset_peak();
     }
     let t0 = Instant::now();
     let mut trainer = Trainer::vae(ds, None, cfg.recipe(), cfg.runtime(device, out.path())).unwrap();
@@ -184,14 +185,15 @@ fn child(cfg: &Config, device: &str) {
     drop(batches);
     trainer.optimizer_step(1e-4).unwrap();
     let seconds = t0.elapsed().as_secs_f64();
-    let (measured, counted) = if cuda {
-        let (_, peak) = radvox::sys::shim::cuda_allocated(0).expect("CUDA allocator stats");
-        (peak as u64, peak as u64)
+    let (measured, counted, reserved) = if cuda {
+        let (allocated, reserved) = common::cuda_peaks();
+        (allocated, allocated, reserved)
     } else {
-        window.peaks()
+        let (rss, counted) = window.peaks();
+        (rss, counted, 0)
     };
     println!(
-        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "baseline_rss": {}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
+        r#"{{"predicted": {}, "measured": {measured}, "counted": {counted}, "reserved": {reserved}, "baseline_rss": {}, "seconds": {seconds:.1}, "peak_at": "{}"}}"#,
         plan.device_tensors(),
         window.rss0,
         plan.peak_at
@@ -228,14 +230,26 @@ fn main() {
     }
     let me = std::env::current_exe().unwrap();
     println!("memory plan vs measured peak, {device}, one process per configuration");
+    let cuda = backend == Backend::Cuda;
     println!(
-        "{:<48} {:>11} {:>11} {:>7} {:>11} {:>7} {:>8}",
-        "configuration", "predicted", "measured", "error", "tensors", "error", "seconds"
+        "{:<48} {:>11} {:>11} {:>7} {:>11} {:>7} {:>8}{}",
+        "configuration",
+        "predicted",
+        "measured",
+        "error",
+        "tensors",
+        "error",
+        "seconds",
+        if cuda { "    reserved" } else { "" }
     );
     let csv_path = std::env::var("RADVOX_MEMORY_CSV")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/memory_measured.csv").into());
     let mut csv = std::fs::File::create(&csv_path).unwrap();
-    writeln!(csv, "backend,model,grid,batch,precision,checkpointing,predicted_bytes,measured_bytes,counted_bytes,error_pct,seconds").unwrap();
+    writeln!(
+        csv,
+        "backend,model,grid,batch,precision,checkpointing,predicted_bytes,measured_bytes,counted_bytes,error_pct,seconds,reserved_bytes"
+    )
+    .unwrap();
     let mut worst: f64 = 0.0;
     for c in &list {
         let out = Command::new(&me)
@@ -257,23 +271,35 @@ fn main() {
             (v["predicted"].as_f64().unwrap(), v["measured"].as_f64().unwrap(), v["counted"].as_f64().unwrap());
         let (err, terr) = (100.0 * (p / m - 1.0), 100.0 * (p / t - 1.0));
         worst = worst.max(err.abs());
+        let reserved = v["reserved"].as_u64().unwrap_or(0);
         println!(
-            "{:<48} {:>11} {:>11} {:>+6.1}% {:>11} {:>+6.1}% {:>8.1}",
+            "{:<48} {:>11} {:>11} {:>+6.1}% {:>11} {:>+6.1}% {:>8.1}{}",
             c.label(),
             gib(p as u64),
             gib(m as u64),
             err,
             gib(t as u64),
             terr,
-            v["seconds"].as_f64().unwrap()
+            v["seconds"].as_f64().unwrap(),
+            if cuda { format!(" {:>11}", gib(reserved)) } else { String::new() }
         );
-        writeln!(csv, "{},{},{},{},{:.2},{}", c.run().key(backend), p as u64, m as u64, t as u64, err, v["seconds"])
-            .unwrap();
+        let reserved = if cuda { reserved.to_string() } else { String::new() };
+        writeln!(
+            csv,
+            "{},{},{},{},{:.2},{},{reserved}",
+            c.run().key(backend),
+            p as u64,
+            m as u64,
+            t as u64,
+            err,
+            v["seconds"]
+        )
+        .unwrap();
     }
     let what = if backend.is_cpu() {
         "peak RSS above the libtorch baseline; tensors = libtorch's counted tensor peak"
     } else {
-        "tensors = the CUDA caching allocator's peak allocated bytes"
+        "tensors = the CUDA caching allocator's peak allocated bytes; reserved = its peak reserved bytes"
     };
     println!("measured = {what}; worst |error| vs measured {worst:.1}%");
     println!("wrote {csv_path}");

@@ -1,14 +1,18 @@
-//! Seconds per frame and peak RSS of a VAE training micro-step (forward +
+//! Seconds per frame and peak memory of a VAE training micro-step (forward +
 //! backward, batch 1) on whole native-resolution frames of a simulated root:
 //! the sparse VAE on the frames' occupied voxels beside the dense
 //! ultra_lightweight VAE with per-block checkpointing, each in its own
 //! process. The dense VAE runs on a `RADVOX_DENSE_CROP=Z,H,W` crop (default
 //! 32,128,128) and its time is scaled by voxels to the whole grid (said so
 //! in the table), beside the planner's bytes for the whole grid;
-//! `RADVOX_DENSE_CROP=full` runs the whole grid (~4 min a step, ~14 GiB).
-//! Precision: what `auto` picks for each trainer: the dense VAE runs bf16
-//! autocast where the CPU has it natively, the sparse VAE f32 (faster);
-//! `RADVOX_SPARSE_AMP=1` runs the sparse VAE under bf16 autocast too.
+//! `RADVOX_DENSE_CROP=full` runs the whole grid (~4 min a step on a CPU,
+//! ~14 GiB).
+//! Precision: what `auto` picks for each trainer: on a CPU the dense VAE
+//! runs bf16 autocast where the CPU has it natively and the sparse VAE f32
+//! (faster); `RADVOX_SPARSE_AMP=on|off` overrides the sparse VAE's.
+//! `RADVOX_BENCH_DEVICE=cuda` runs both on the GPU (f16 autocast unless
+//! `RADVOX_SPARSE_AMP=off`); memory is then the caching allocator's peak
+//! allocated (and reserved) bytes, planned with the CUDA backend.
 //!
 //! `cargo bench --bench sparse_step` (`RADVOX_STEPS=N` timed steps, default 4;
 //! `RADVOX_SPARSE_PRESETS=sparse_small,sparse_base`).
@@ -18,7 +22,7 @@ use std::time::Instant;
 
 use radvox::data::loader::{SparseLoader, SparseLoaderConfig};
 use radvox::data::{Dataset, DatasetConfig, Split};
-use radvox::memory::{plan, Backend, ModelConfig, Planner, Precision, Run, SparseModel, SparseSites};
+use radvox::memory::{Backend, ModelConfig, Planner, Precision, Run, SparseModel, SparseSites};
 use radvox::model::sparse::{SparseLossConfig, SparseVae, SparseVaeConfig};
 use radvox::model::{Checkpointing, Vae3d, VaeConfig};
 use radvox::train::sparse_vae::{micro_step, site_tensor};
@@ -29,24 +33,43 @@ mod common;
 
 const FULL: [i64; 3] = [96, 608, 224];
 
+/// The dense VAE's precision: `auto` on the bench's device.
 fn amp() -> Amp {
-    Amp::resolve(AmpMode::Auto, Device::Cpu).0
+    Amp::resolve(AmpMode::Auto, common::device()).0
 }
 
-/// The sparse VAE's precision: f32 unless `RADVOX_SPARSE_AMP` is set.
+/// The sparse VAE's precision: the trainer's `auto` (f32 on a CPU, f16 on
+/// CUDA) unless `RADVOX_SPARSE_AMP=on|off`.
 fn sparse_amp() -> Amp {
-    if std::env::var("RADVOX_SPARSE_AMP").is_ok() {
-        amp()
-    } else {
-        Amp::Off
+    let device = common::device();
+    match std::env::var("RADVOX_SPARSE_AMP").as_deref() {
+        Ok("on") => Amp::resolve(AmpMode::On, device).0,
+        Ok("off") => Amp::Off,
+        _ if device.is_cuda() => Amp::CudaF16,
+        _ => Amp::Off,
     }
 }
 
 fn precision() -> Precision {
-    if sparse_amp() == Amp::Off {
-        Precision::F32
+    sparse_amp().precision()
+}
+
+fn backend() -> Backend {
+    if common::device().is_cuda() {
+        Backend::Cuda
     } else {
-        Precision::Amp
+        Backend::cpu()
+    }
+}
+
+/// Peak bytes of the step just run in this process: CUDA's peak allocated
+/// and reserved, or the peak RSS (twice) on a CPU.
+fn peaks(device: Device) -> (u64, u64) {
+    if device.is_cuda() {
+        common::cuda_peaks()
+    } else {
+        let rss = radvox::memory::proc_status_bytes("VmHWM").unwrap_or(0);
+        (rss, rss)
     }
 }
 
@@ -56,12 +79,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn sparse_child(preset: &str, steps: usize) {
+    let device = common::device();
     radvox::memory::return_large_frees();
     radvox::sys::shim::count_host_tensors();
     let ds = Dataset::open(common::sim_root(), Split::Train, &DatasetConfig::default()).unwrap();
     let loader = SparseLoader::new(ds, SparseLoaderConfig::default()).unwrap();
     let cfg = SparseVaeConfig::named(preset).unwrap();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(device);
     let vae = SparseVae::new(&vs.root(), &cfg).unwrap();
     let loss = SparseLossConfig::default();
     let (mut times, mut sites, mut planned) = (Vec::new(), 0, 0u64);
@@ -69,9 +93,12 @@ fn sparse_child(preset: &str, steps: usize) {
         let batch = batch.unwrap();
         let grid = batch.grid.map(|v| v as i64);
         let t = Instant::now();
-        let x = site_tensor(&batch.target, 0..1, grid, &[1.0, 0.01, 0.25, 1.0], Device::Cpu).unwrap();
-        let eps = Tensor::randn(cfg.latent_shape(1, grid), (Kind::Float, Device::Cpu));
+        let x = site_tensor(&batch.target, 0..1, grid, &[1.0, 0.01, 0.25, 1.0], device).unwrap();
+        let eps = Tensor::randn(cfg.latent_shape(1, grid), (Kind::Float, device));
         sparse_amp().run(|| micro_step(&vae, &loss, &x, &eps, 1.0)).unwrap().unwrap();
+        if device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
         times.push(t.elapsed().as_secs_f64());
         if x.coords.len() > sites {
             sites = x.coords.len();
@@ -83,34 +110,38 @@ fn sparse_child(preset: &str, steps: usize) {
                 precision: precision(),
                 checkpointing: Checkpointing::Off,
             };
-            planned = Planner::new(Backend::cpu()).plan(&run).unwrap().device_tensors();
+            planned = Planner::new(backend()).plan(&run).unwrap().device_tensors();
         }
     }
-    let peak = radvox::memory::proc_status_bytes("VmHWM").unwrap_or(0);
-    let counted = radvox::sys::shim::host_tensor_bytes().1;
+    let (peak, reserved) = peaks(device);
+    let counted = if device.is_cuda() { peak } else { radvox::sys::shim::host_tensor_bytes().1 as u64 };
     let s = median(times[1..].to_vec());
     println!(
-        r#"{{"mode": "{preset}", "grid": "whole frame", "seconds": {s}, "per_frame": {s}, "peak_rss": {peak}, "sites": {sites}, "counted": {counted}, "planned": {planned}}}"#
+        r#"{{"mode": "{preset}", "grid": "whole frame", "seconds": {s}, "per_frame": {s}, "peak": {peak}, "reserved": {reserved}, "sites": {sites}, "counted": {counted}, "planned": {planned}}}"#
     );
 }
 
 fn dense_child(crop: [i64; 3], steps: usize) {
-    let vs = nn::VarStore::new(Device::Cpu);
+    let device = common::device();
+    let vs = nn::VarStore::new(device);
     let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight()).unwrap();
-    let x = radvox::sys::normal(0, &[1, 4, crop[0], crop[1], crop[2]], Device::Cpu);
-    let eps = Tensor::randn(vae.latent_shape([1, 4, crop[0], crop[1], crop[2]]), (Kind::Float, Device::Cpu));
+    let x = radvox::sys::normal(0, &[1, 4, crop[0], crop[1], crop[2]], device);
+    let eps = Tensor::randn(vae.latent_shape([1, 4, crop[0], crop[1], crop[2]]), (Kind::Float, device));
     let mse = |r: &Tensor, t: &Tensor| r.to_kind(Kind::Float).mse_loss(t, tch::Reduction::Mean);
     let mut times = Vec::new();
     for _ in 0..=steps {
         let t = Instant::now();
         amp().run(|| vae.backward(&x, Some(&eps), Checkpointing::PerBlock, 1.0, &mse)).unwrap();
+        if device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
         times.push(t.elapsed().as_secs_f64());
     }
-    let peak = radvox::memory::proc_status_bytes("VmHWM").unwrap_or(0);
+    let (peak, reserved) = peaks(device);
     let s = median(times[1..].to_vec());
     let scale = FULL.iter().product::<i64>() as f64 / crop.iter().product::<i64>() as f64;
     println!(
-        r#"{{"mode": "ultra_lightweight", "grid": "{crop:?}", "seconds": {s}, "per_frame": {}, "peak_rss": {peak}, "sites": 0, "counted": 0, "planned": 0}}"#,
+        r#"{{"mode": "ultra_lightweight", "grid": "{crop:?}", "seconds": {s}, "per_frame": {}, "peak": {peak}, "reserved": {reserved}, "sites": 0, "counted": 0, "planned": 0}}"#,
         s * scale
     );
 }
@@ -138,9 +169,13 @@ fn main() {
     let me = std::env::current_exe().unwrap();
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let bf16 = ["avx512_bf16", "amx_bf16"].iter().filter(|f| flags.contains(*f)).copied().collect::<Vec<_>>();
+    let on = if common::device().is_cuda() {
+        "CUDA".to_string()
+    } else {
+        format!("CPU ({} threads)", tch::get_num_threads())
+    };
     println!(
-        "VAE training micro-step, batch 1, whole (96, 608, 224) frames of a simulated root, CPU ({} threads), dense {:?}, sparse {:?} ({})",
-        tch::get_num_threads(),
+        "VAE training micro-step, batch 1, whole (96, 608, 224) frames of a simulated root, {on}, dense {:?}, sparse {:?} ({})",
         amp(),
         sparse_amp(),
         if bf16.is_empty() { "no native bf16: f32".to_string() } else { bf16.join(" ") }
@@ -153,32 +188,44 @@ fn main() {
         rows.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
     }
     let dense = rows.last().unwrap().clone();
-    let dense_precision = if amp() == Amp::Off { Precision::F32 } else { Precision::Amp };
-    let dense_plan =
-        plan(&ModelConfig::Vae(VaeConfig::ultra_lightweight()), FULL, 1, dense_precision, Checkpointing::PerBlock)
-            .map(|p| p.total())
-            .unwrap_or(0);
-    println!("| model | run on | sites | s per step | s per whole frame | peak RSS | speed-up | memory ratio | counted tensors | planned tensors |");
+    let dense_precision = amp().precision();
+    let dense_plan = Planner::new(backend())
+        .plan(&Run {
+            model: ModelConfig::Vae(VaeConfig::ultra_lightweight()),
+            grid: FULL,
+            batch: 1,
+            precision: dense_precision,
+            checkpointing: Checkpointing::PerBlock,
+        })
+        .map(|p| p.total())
+        .unwrap_or(0);
+    let peak = if common::device().is_cuda() { "peak allocated (reserved)" } else { "peak RSS" };
+    println!("| model | run on | sites | s per step | s per whole frame | {peak} | speed-up | memory ratio | counted tensors | planned tensors |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
-        let gib = r["peak_rss"].as_f64().unwrap() / (1u64 << 30) as f64;
+        let gib = r["peak"].as_f64().unwrap() / (1u64 << 30) as f64;
+        let reserved = if common::device().is_cuda() {
+            format!(" ({:.2} GiB)", r["reserved"].as_f64().unwrap() / (1u64 << 30) as f64)
+        } else {
+            String::new()
+        };
         let per_frame = r["per_frame"].as_f64().unwrap();
         let scaled = if r["grid"] == "whole frame" || crop == FULL { "" } else { " (scaled by voxels)" };
         println!(
-            "| {} | {} | {} | {:.3} | {:.2}{scaled} | {gib:.2} GiB | {:.0}x | {:.3} | {:.1} MiB | {:.1} MiB |",
+            "| {} | {} | {} | {:.3} | {:.2}{scaled} | {gib:.2} GiB{reserved} | {:.0}x | {:.3} | {:.1} MiB | {:.1} MiB |",
             r["mode"].as_str().unwrap(),
             r["grid"].as_str().unwrap(),
             r["sites"],
             r["seconds"].as_f64().unwrap(),
             per_frame,
             dense["per_frame"].as_f64().unwrap() / per_frame,
-            r["peak_rss"].as_f64().unwrap() / (dense_plan as f64).max(1.0),
+            r["peak"].as_f64().unwrap() / (dense_plan as f64).max(1.0),
             r["counted"].as_f64().unwrap() / 1048576.0,
             r["planned"].as_f64().unwrap() / 1048576.0,
         );
     }
     println!(
-        "dense ultra_lightweight on the whole grid, planned: {:.2} GiB (memory ratio = peak RSS / this plan)",
+        "dense ultra_lightweight on the whole grid, planned: {:.2} GiB (memory ratio = peak / this plan)",
         dense_plan as f64 / (1u64 << 30) as f64
     );
     cuda_plans();

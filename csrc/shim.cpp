@@ -142,6 +142,19 @@ bool radvox_cuda_allocated(int64_t device, int64_t *current, int64_t *peak) {
   }
 }
 
+// The same for the bytes the caching allocator holds from the driver.
+bool radvox_cuda_reserved(int64_t device, int64_t *current, int64_t *peak) {
+  try {
+    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    auto &all = stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    *current = all.current;
+    *peak = all.peak;
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 bool radvox_cuda_reset_peak(int64_t device) {
   try {
     c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));

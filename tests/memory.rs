@@ -67,6 +67,7 @@ fn counting_allocator_tracks_tensor_bytes() {
     assert!(peak >= during && peak_after == peak);
     assert_eq!((&a + 1.0).sum(Kind::Float).double_value(&[]), 1000.0, "tensors still work");
     assert!(shim::cuda_allocated(0).is_none() || tch::Cuda::is_available());
+    assert!(shim::cuda_reserved(0).is_none() || tch::Cuda::is_available());
 }
 
 /// With [`measure::return_large_frees`] a large free leaves the resident set

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use radvox::data::frame::{write_sparse as write_npz, SparseFrame};
 use radvox::io::npy::write_npy;
+use tch::Device;
 
 /// The real grid `(H, W, Z, C)`.
 pub const GRID: [usize; 4] = [600, 200, 80, 4];
@@ -58,11 +59,7 @@ fn dense_of(frame: &SparseFrame) -> Vec<f32> {
 /// Writes `frames` radar (~1,500 voxels) / target (~20,000 voxels) pairs as
 /// `.npz` (sparse) or `.npy` (dense) under one scene; reuses an earlier copy.
 pub fn dataset(dense: bool, frames: usize) -> PathBuf {
-    // RADVOX_BENCH_DATA: elsewhere than the build's checkout (a carried binary on another host)
-    let base = std::env::var_os("RADVOX_BENCH_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
-    let root = base.join(if dense { format!("dense{frames}") } else { format!("sparse{frames}") });
+    let root = data_dir().join(if dense { format!("dense{frames}") } else { format!("sparse{frames}") });
     let done = root.join(".complete");
     if done.exists() {
         return root;
@@ -112,11 +109,41 @@ impl HostPeak {
     }
 }
 
+/// Where the benches write their data: `RADVOX_BENCH_DATA`, else the
+/// build's `target/` (a carried binary on another host names a folder there).
+fn data_dir() -> PathBuf {
+    std::env::var_os("RADVOX_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"))
+}
+
+/// The device a bench runs on: `RADVOX_BENCH_DEVICE=cuda` (the first GPU),
+/// else the CPU.
+pub fn device() -> Device {
+    match std::env::var("RADVOX_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda(0),
+        _ => Device::Cpu,
+    }
+}
+
+/// Restarts the CUDA caching allocator's peaks (allocated and reserved).
+pub fn cuda_reset_peak() {
+    assert!(radvox::sys::shim::cuda_reset_peak(0), "no CUDA allocator");
+}
+
+/// The CUDA caching allocator's `(peak allocated, peak reserved)` bytes since
+/// [`cuda_reset_peak`] (`torch.cuda.max_memory_allocated/reserved`).
+pub fn cuda_peaks() -> (u64, u64) {
+    let (_, allocated) = radvox::sys::shim::cuda_allocated(0).expect("CUDA allocator stats");
+    let (_, reserved) = radvox::sys::shim::cuda_reserved(0).expect("CUDA allocator stats");
+    (allocated as u64, reserved as u64)
+}
+
 /// A small simulated root at the native grid (2 scenes x 6 frames, seed 7),
-/// made once under `target/sparse-bench-sim`; its `ntu/` folder.
+/// made once under the bench data folder; its `ntu/` folder.
 pub fn sim_root() -> PathBuf {
     use radvox::sim::root::{is_complete, simulate_root};
-    let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/sparse-bench-sim"));
+    let out = data_dir().join("sparse-bench-sim");
     let cfg = radvox::sim::SimConfig { seed: 7, scenes: 2, frames_per_scene: 6, ..Default::default() };
     if !is_complete(&cfg, &out) {
         simulate_root(&cfg, &out, Default::default(), false).expect("simulating the bench root");

@@ -2,8 +2,11 @@
 used only as the same-machine timing/memory baseline of `cargo bench --bench
 vae_step`. One process per measurement, so peak RSS (ru_maxrss) is its own.
 
-usage: python vae3d_reference.py MODE D H W STEPS    (MODE: plain | checkpoint)
-prints one JSON line: seconds per micro-step (median after a warm-up) and peak RSS bytes.
+usage: python vae3d_reference.py MODE D H W STEPS [DEVICE]
+  MODE: plain | checkpoint | f16 | f16_checkpoint (f16: CUDA float16 autocast
+  with a GradScaler, as radvox's CUDA AMP); DEVICE: cpu (default) | cuda
+prints one JSON line: seconds per micro-step (median after a warm-up) and peak
+bytes: RSS on a CPU, torch.cuda.max_memory_allocated on CUDA.
 """
 import json
 import resource
@@ -85,21 +88,32 @@ class VAE(nn.Module):
 
 def main():
     mode, d, h, w, steps = sys.argv[1], *map(int, sys.argv[2:6])
+    device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
+    f16 = mode.startswith("f16")
+    assert not f16 or device.type == "cuda", "f16 autocast is the CUDA mode"
     torch.manual_seed(0)
-    model = VAE(ck=mode == "checkpoint").train()
+    model = VAE(ck=mode.endswith("checkpoint")).train().to(device)
     assert sum(p.numel() for p in model.parameters()) == 694788
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    x = torch.randn(1, 4, d, h, w)
+    scaler = torch.amp.GradScaler("cuda", enabled=f16)
+    x = torch.randn(1, 4, d, h, w, device=device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
-        (model(x) / 8).backward()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=f16):
+            loss = model(x) / 8
+        scaler.scale(loss).backward()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    opt.step()
+    scaler.step(opt)
     times = sorted(times[1:])
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"impl": "pytorch", "mode": mode, "seconds": times[len(times) // 2],
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "threads": torch.get_num_threads()}))
+                      "peak": peak, "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ extern "C" {
     fn radvox_host_tensor_peak() -> i64;
     fn radvox_host_reset_peak();
     fn radvox_cuda_allocated(device: i64, current: *mut i64, peak: *mut i64) -> bool;
+    fn radvox_cuda_reserved(device: i64, current: *mut i64, peak: *mut i64) -> bool;
     fn radvox_cuda_reset_peak(device: i64) -> bool;
     fn radvox_cuda_mem_info(free: *mut i64, total: *mut i64) -> bool;
     fn radvox_reset_autocast() -> bool;
@@ -107,6 +108,14 @@ pub fn cuda_allocated(device: usize) -> Option<(i64, i64)> {
     let (mut current, mut peak) = (0i64, 0i64);
     // SAFETY: the pointers are to live locals; the shim catches exceptions.
     unsafe { radvox_cuda_allocated(device as i64, &mut current, &mut peak) }.then_some((current, peak))
+}
+
+/// The CUDA caching allocator's reserved bytes `(current, peak)` on `device`
+/// (`torch.cuda.memory_reserved` / `max_memory_reserved`); `None` without CUDA.
+pub fn cuda_reserved(device: usize) -> Option<(i64, i64)> {
+    let (mut current, mut peak) = (0i64, 0i64);
+    // SAFETY: the pointers are to live locals; the shim catches exceptions.
+    unsafe { radvox_cuda_reserved(device as i64, &mut current, &mut peak) }.then_some((current, peak))
 }
 
 /// Restarts the CUDA allocator's peak statistics; false without CUDA.
