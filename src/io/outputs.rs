@@ -88,7 +88,8 @@ impl Outputs {
             Some(r) if r.identity == identity => Vec::new(), // the same run: rerun in place
             Some(r) => {
                 if !overwrite {
-                    let (k, theirs, ours) = first_difference(&r.identity, &identity);
+                    let (k, theirs, ours) = first_difference(&r.identity, &identity)
+                        .unwrap_or_else(|| ("identity".into(), "(none)".into(), "(none)".into()));
                     return Err(refuse(format!("another run's ({k}: theirs {theirs}, this one {ours})")));
                 }
                 if r.complete {
@@ -155,13 +156,18 @@ impl Outputs {
     }
 }
 
-fn first_difference(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> (String, String, String) {
-    let none = || "(none)".to_string();
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .find(|k| a.get(*k) != b.get(*k))
-        .map(|k| (k.clone(), a.get(k).cloned().unwrap_or_else(none), b.get(k).cloned().unwrap_or_else(none)))
-        .unwrap_or_else(|| ("identity".into(), none(), none()))
+/// The first field (in key order) where `other` differs from `first`:
+/// (field, first's, other's), a missing field read as `(absent)`.
+pub fn first_difference(
+    first: &BTreeMap<String, String>,
+    other: &BTreeMap<String, String>,
+) -> Option<(String, String, String)> {
+    let absent = || "(absent)".to_string();
+    let keys: std::collections::BTreeSet<&String> = first.keys().chain(other.keys()).collect();
+    keys.into_iter().find_map(|k| {
+        let (a, b) = (first.get(k), other.get(k));
+        (a != b).then(|| (k.clone(), a.cloned().unwrap_or_else(absent), b.cloned().unwrap_or_else(absent)))
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tch::{Kind, Tensor};
 
 use super::TrainError;
 use crate::dist::{Dist, ReduceOp};
+use crate::io::outputs::first_difference;
 
 /// The code's version: the crate's, and the commit it was built from.
 pub fn code_version() -> String {
@@ -54,19 +55,6 @@ fn gather(dist: &Dist, text: &str) -> Result<Vec<String>, TrainError> {
         all.push(String::from_utf8_lossy(&bytes).into_owned());
     }
     Ok(all)
-}
-
-/// The first field where `other` differs from `first`: (field, first's, other's).
-pub fn first_difference(
-    first: &BTreeMap<String, String>,
-    other: &BTreeMap<String, String>,
-) -> Option<(String, String, String)> {
-    let absent = || "(absent)".to_string();
-    let keys: std::collections::BTreeSet<&String> = first.keys().chain(other.keys()).collect();
-    keys.into_iter().find_map(|k| {
-        let (a, b) = (first.get(k), other.get(k));
-        (a != b).then(|| (k.clone(), a.cloned().unwrap_or_else(absent), b.cloned().unwrap_or_else(absent)))
-    })
 }
 
 /// Checks that every rank holds the same `fields`; on one process, nothing.
