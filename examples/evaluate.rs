@@ -94,11 +94,13 @@ struct Cli {
     /// Replace the outputs of another evaluate run in the output folder.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    regions: common::RegionArgs,
 }
 
 /// The files an evaluate run writes.
 fn owned(name: &str) -> bool {
-    ["metrics.csv", "report.md", "threshold_sweep.png"].contains(&name)
+    ["metrics.csv", "report.md", "threshold_sweep.png", "bands.png", "reliability.png"].contains(&name)
         || (name.starts_with("projection_") && name.ends_with(".png"))
 }
 
@@ -188,6 +190,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = EvalConfig {
         selection: SelectionConfig { mode, top_k_fallback: cli.top_k },
         points: PointConfig { taus: cli.taus.clone() },
+        regions: cli.regions.config(),
     };
     let inputs: Vec<FrameInput> = frames
         .iter()

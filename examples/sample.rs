@@ -86,6 +86,8 @@ struct Cli {
     /// Replace the outputs of another sample run in --out (removing its files).
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    regions: common::RegionArgs,
 }
 
 /// The files a sample run writes.
@@ -165,8 +167,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let outputs = Outputs::claim(&cli.out, "sample", identity, cli.overwrite, &owned)?;
     let config = EvalConfig {
         selection: SelectionConfig { mode: ThresholdMode::Fixed(threshold as f32), ..Default::default() },
+        regions: cli.regions.config(),
         ..Default::default()
     };
+    config.validate()?;
     let mut records = Vec::new();
     for (i, f) in ds.frames().iter().enumerate() {
         let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);

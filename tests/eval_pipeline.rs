@@ -39,7 +39,7 @@ fn sweep_select_evaluate_report_picture() {
     assert_eq!(result.best_point().unwrap().micro.f1, Some(1.0));
 
     let selection = SelectionConfig { mode: ThresholdMode::Fixed(0.9), top_k_fallback: Some(100) };
-    let cfg = EvalConfig { selection, points: PointConfig::default() };
+    let cfg = EvalConfig { selection, points: PointConfig::default(), ..Default::default() };
     let names: Vec<String> = (0..3).map(|i| format!("{i:06}")).collect();
     let inputs: Vec<FrameInput> = frames
         .iter()
@@ -55,6 +55,7 @@ fn sweep_select_evaluate_report_picture() {
             top_k_fallback: None,
         },
         points: PointConfig::default(),
+        ..Default::default()
     };
     let records = evaluate_frames(&geom, &inputs, &cfg).unwrap();
     for (r, (_, radar, target)) in records.iter().zip(&frames) {

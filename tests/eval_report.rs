@@ -3,6 +3,7 @@
 use radvox::eval::csv::columns;
 use radvox::eval::summary::Scope;
 use radvox::eval::*;
+use radvox::eval::{Region, RegionConfig};
 
 /// 1 m voxels from the origin: voxel `i` has its centre at `i + 0.5`.
 const GEOM: GridGeometry = GridGeometry { dims: [60, 20, 20], min: [0.0; 3], voxel: [1.0; 3] };
@@ -155,7 +156,10 @@ fn csv_and_markdown_reports() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 1 + 8 + 3 + 1);
     let header: Vec<&str> = lines[0].split(',').collect();
-    assert_eq!(header, columns(&[0.5, 1.0]));
+    let regions = RegionConfig::default().regions().iter().map(Region::name).collect::<Vec<_>>();
+    assert_eq!(header, columns(&[0.5, 1.0], &regions, &[1.0, 2.0]));
+    assert!(header.contains(&"pred_x0_20_match@2m") && header.contains(&"radar_visible_bev_iou"));
+    assert!(header.contains(&"target_z-1_2") && header.contains(&"brier"));
     assert!(header.contains(&"pred_f@0.5m") && header.contains(&"radar_chamfer"));
     for line in &lines[1..] {
         assert_eq!(line.split(',').count(), header.len(), "{line}");

@@ -28,6 +28,46 @@ pub fn zhw(s: &str) -> Result<[usize; 3], String> {
     parse_zhw(s).map_err(|e| e.to_string())
 }
 
+/// Where the evaluation's region scores are computed (`radvox::eval::regions`).
+#[derive(Debug, Args)]
+pub struct RegionArgs {
+    /// Range band edges along the sensor's forward axis x (metres).
+    #[arg(long, value_delimiter = ',', default_value = "0,20,40,80,120")]
+    pub range_bands: Vec<f64>,
+    /// Height band edges along z (metres).
+    #[arg(long, value_delimiter = ',', default_value = "-6,-1,2,5,10")]
+    pub height_bands: Vec<f64>,
+    /// Leave voxels below this height (metres) out of every region score
+    /// (the whole-frame scores keep them); e.g. -1 as the seed's author.
+    #[arg(long)]
+    pub z_min: Option<f64>,
+    /// The shared-visible region: voxels within this many voxels of a radar voxel.
+    #[arg(long, default_value_t = 2)]
+    pub visible_radius: u32,
+    /// Tolerances (metres) of the match ratios.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub match_taus: Vec<f64>,
+    /// Whole-frame metrics only: no bands, no shared-visible region.
+    #[arg(long)]
+    pub no_regions: bool,
+}
+
+impl RegionArgs {
+    /// The library's settings (checked when the evaluation starts).
+    pub fn config(&self) -> radvox::eval::RegionConfig {
+        if self.no_regions {
+            return radvox::eval::RegionConfig::none();
+        }
+        radvox::eval::RegionConfig {
+            range_edges: self.range_bands.clone(),
+            height_edges: self.height_bands.clone(),
+            z_min: self.z_min,
+            visible_radius: Some(self.visible_radius),
+            match_taus: self.match_taus.clone(),
+        }
+    }
+}
+
 /// How a frozen VAE runs on whole frames: in one piece, or in tiles.
 #[derive(Debug, Args)]
 pub struct TileArgs {

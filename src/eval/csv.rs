@@ -26,12 +26,24 @@
 //! * `centroid_dx`, `centroid_dy`, `centroid_dz`, `centroid_offset` (m, prediction - target),
 //!   `count_ratio`, `z_spread_ratio`: frame values or means over frames where defined.
 //!
+//! Then the prediction's calibration ([`super::calibration`]; pooled over the
+//! voxels on summary rows): `calibration_voxels`, `brier`, `ece`.
+//!
+//! Then per region ([`super::regions`]: range bands `x{lo}_{hi}`, height
+//! bands `z{lo}_{hi}`, `visible`): `target_{region}` (target voxels in it,
+//! summed on summary rows); then for `pred` and `radar`, per region:
+//! `{method}_{region}_count` (summed), `_iou`, `_f1`, `_chamfer`, `_nn`,
+//! per match tolerance `_match@{tau}m` and `_rmatch@{tau}m`, `_bev_iou`,
+//! `_bev_f1` (frame values, or means over frames where defined).
+//!
 //! Undefined values are empty cells; numbers use 6 decimals; never NaN or inf.
 //! Text cells are quoted when they contain `,`, `"` or a line break.
 
+use super::calibration::Calibration;
 use super::flags::{frame_flags, ReportConfig};
 use super::record::{FrameRecord, MethodMetrics};
-use super::summary::{MethodSummary, Scope, SummaryRow};
+use super::regions::RegionMetrics;
+use super::summary::{MethodSummary, RegionSummary, Scope, SummaryRow};
 use super::voxel::Counts;
 
 /// One CSV cell.
@@ -60,8 +72,15 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// The column names for tolerances `taus`.
-pub fn columns(taus: &[f64]) -> Vec<String> {
+/// The regions of the records and their match tolerances (from the first record).
+pub fn regions_of(records: &[FrameRecord]) -> (Vec<String>, Vec<f64>) {
+    let regions = records.first().map(|r| r.prediction.regions.as_slice()).unwrap_or_default();
+    let taus = regions.first().map(|r| r.matches.iter().map(|f| f.tau).collect()).unwrap_or_default();
+    (regions.iter().map(|r| r.region.clone()).collect(), taus)
+}
+
+/// The column names for tolerances `taus`, `regions` and match tolerances `match_taus`.
+pub fn columns(taus: &[f64], regions: &[String], match_taus: &[f64]) -> Vec<String> {
     let mut names: Vec<String> = [
         "row_kind",
         "scene",
@@ -92,6 +111,18 @@ pub fn columns(taus: &[f64]) -> Vec<String> {
     for prefix in ["pred", "radar"] {
         names.extend(block.iter().map(|b| format!("{prefix}_{b}")));
     }
+    names.extend(["calibration_voxels", "brier", "ece"].map(String::from));
+    names.extend(regions.iter().map(|r| format!("target_{r}")));
+    let mut region_block: Vec<String> = ["count", "iou", "f1", "chamfer", "nn"].map(String::from).to_vec();
+    for t in match_taus {
+        region_block.extend([format!("match@{t}m"), format!("rmatch@{t}m")]);
+    }
+    region_block.extend(["bev_iou", "bev_f1"].map(String::from));
+    for prefix in ["pred", "radar"] {
+        for r in regions {
+            names.extend(region_block.iter().map(|b| format!("{prefix}_{r}_{b}")));
+        }
+    }
     names
 }
 
@@ -99,10 +130,13 @@ pub fn columns(taus: &[f64]) -> Vec<String> {
 /// `cfg` sets the flags column.
 pub fn metrics_csv(records: &[FrameRecord], summaries: &[SummaryRow], cfg: &ReportConfig) -> String {
     let taus = taus_of(records);
-    let mut out = columns(&taus).join(",");
+    let (regions, match_taus) = regions_of(records);
+    let mut out = columns(&taus, &regions, &match_taus).join(",");
     out.push('\n');
-    let rows =
-        records.iter().map(|r| frame_cells(r, &taus, cfg)).chain(summaries.iter().map(|s| summary_cells(s, &taus)));
+    let rows = records
+        .iter()
+        .map(|r| frame_cells(r, &taus, &match_taus, cfg))
+        .chain(summaries.iter().map(|s| summary_cells(s, &taus, &match_taus)));
     for row in rows {
         out.push_str(&row.iter().map(Cell::render).collect::<Vec<_>>().join(","));
         out.push('\n');
@@ -115,7 +149,7 @@ pub fn taus_of(records: &[FrameRecord]) -> Vec<f64> {
     records.first().map(|r| r.prediction.points.fscores.iter().map(|f| f.tau).collect()).unwrap_or_default()
 }
 
-fn frame_cells(r: &FrameRecord, taus: &[f64], cfg: &ReportConfig) -> Vec<Cell> {
+fn frame_cells(r: &FrameRecord, taus: &[f64], match_taus: &[f64], cfg: &ReportConfig) -> Vec<Cell> {
     let fallback = r.selection == super::adaptive::SelectionKind::TopKFallback;
     let mut cells = vec![
         Cell::Text("frame".into()),
@@ -132,7 +166,40 @@ fn frame_cells(r: &FrameRecord, taus: &[f64], cfg: &ReportConfig) -> Vec<Cell> {
     for m in [&r.prediction, &r.radar] {
         cells.extend(frame_method(m, taus));
     }
+    cells.extend(calibration(&r.calibration));
+    cells.extend(r.prediction.regions.iter().map(|g| Cell::Int(g.target_count as u64)));
+    for m in [&r.prediction, &r.radar] {
+        for g in &m.regions {
+            cells.extend(frame_region(g, match_taus));
+        }
+    }
     cells
+}
+
+fn calibration(c: &Calibration) -> [Cell; 3] {
+    [Cell::Int(c.voxels()), Cell::Num(c.brier()), Cell::Num(c.ece())]
+}
+
+fn frame_region(g: &RegionMetrics, match_taus: &[f64]) -> Vec<Cell> {
+    let mut c = vec![Cell::Int(g.count as u64)];
+    c.extend([g.voxel.iou, g.voxel.f1, g.chamfer, g.nn].map(Cell::Num));
+    for &t in match_taus {
+        let f = g.at(t);
+        c.extend([f.and_then(|f| f.precision), f.and_then(|f| f.recall)].map(Cell::Num));
+    }
+    c.extend([g.bev.iou, g.bev.f1].map(Cell::Num));
+    c
+}
+
+fn summary_region(g: &RegionSummary, match_taus: &[f64]) -> Vec<Cell> {
+    let mut c = vec![Cell::Int(g.count)];
+    c.extend([g.iou.mean, g.f1.mean, g.chamfer.mean, g.nn.mean].map(Cell::Num));
+    for &t in match_taus {
+        let m = g.at(t);
+        c.extend([m.and_then(|m| m.0.mean), m.and_then(|m| m.1.mean)].map(Cell::Num));
+    }
+    c.extend([g.bev_iou.mean, g.bev_f1.mean].map(Cell::Num));
+    c
 }
 
 fn frame_method(m: &MethodMetrics, taus: &[f64]) -> Vec<Cell> {
@@ -152,7 +219,7 @@ fn frame_method(m: &MethodMetrics, taus: &[f64]) -> Vec<Cell> {
     c
 }
 
-fn summary_cells(s: &SummaryRow, taus: &[f64]) -> Vec<Cell> {
+fn summary_cells(s: &SummaryRow, taus: &[f64], match_taus: &[f64]) -> Vec<Cell> {
     let (kind, scene) = match &s.scope {
         Scope::Scene(name) => ("scene", name.clone()),
         Scope::Overall => ("overall", String::new()),
@@ -171,6 +238,13 @@ fn summary_cells(s: &SummaryRow, taus: &[f64]) -> Vec<Cell> {
     ];
     for m in [&s.prediction, &s.radar] {
         cells.extend(summary_method(m, taus));
+    }
+    cells.extend(calibration(&s.calibration));
+    cells.extend(s.prediction.regions.iter().map(|g| Cell::Int(g.target_count)));
+    for m in [&s.prediction, &s.radar] {
+        for g in &m.regions {
+            cells.extend(summary_region(g, match_taus));
+        }
     }
     cells
 }

@@ -1,7 +1,10 @@
 //! Layer 7, evaluation: does densification work? Scores of predicted
 //! occupancy against targets and, side by side, the radar-only baseline:
 //! voxel metrics ([`voxel`]), point metrics in metres on exact nearest
-//! neighbours ([`points`], [`kdtree`]), shape diagnostics ([`shape`]);
+//! neighbours ([`points`], [`kdtree`]), shape diagnostics ([`shape`]),
+//! the same by range/height band and in the shared-visible region with
+//! bird's-eye-view scores ([`regions`]), calibration of the predicted
+//! values ([`calibration`]);
 //! threshold calibration ([`threshold`]) and per-frame selection
 //! ([`adaptive`]); per-frame records ([`record`]), summaries ([`summary`]),
 //! flags ([`flags`]), `metrics.csv` ([`csv`]), `report.md` ([`report`]),
@@ -25,6 +28,7 @@
 //! * Threshold sweep ties go to the lower threshold.
 
 pub mod adaptive;
+pub mod calibration;
 pub mod csv;
 pub mod export;
 pub mod flags;
@@ -35,6 +39,8 @@ pub mod occupancy;
 pub mod points;
 pub mod projection;
 pub mod record;
+pub mod region_report;
+pub mod regions;
 pub mod report;
 pub mod shape;
 pub mod stats;
@@ -44,11 +50,13 @@ pub mod voxel;
 pub mod voxels;
 
 pub use adaptive::{select, ExpectedCount, Selection, SelectionConfig, SelectionKind, ThresholdMode};
+pub use calibration::Calibration;
 pub use flags::{frame_flags, Flag, ReportConfig};
 pub use geometry::{Coord, GridGeometry, Point};
 pub use occupancy::Occupancy;
 pub use points::{point_metrics, PointConfig, PointMetrics};
 pub use record::{evaluate_frame, evaluate_frames, EvalConfig, FrameInput, FrameRecord, MethodMetrics};
+pub use regions::{Region, RegionConfig, RegionMetrics};
 pub use report::{write_report, ReportPaths};
 pub use shape::{shape_metrics, ShapeMetrics};
 pub use summary::{summarize, SummaryRow};

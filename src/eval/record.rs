@@ -5,9 +5,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::adaptive::{select, Selection, SelectionConfig, SelectionKind};
+use super::calibration::Calibration;
 use super::geometry::{GridGeometry, Point};
 use super::kdtree::KdTree;
 use super::points::{point_metrics_trees, PointConfig, PointMetrics};
+use super::regions::{RegionConfig, RegionMasks, RegionMetrics};
 use super::shape::{shape_metrics, ShapeMetrics};
 use super::voxel::{voxel_metrics, VoxelMetrics};
 use super::voxels::{Prediction, VoxelSet};
@@ -20,13 +22,17 @@ pub struct EvalConfig {
     pub selection: SelectionConfig,
     /// Distance tolerances of the point metrics.
     pub points: PointConfig,
+    /// Range and height bands, the shared-visible region and match tolerances.
+    #[serde(default)]
+    pub regions: RegionConfig,
 }
 
 impl EvalConfig {
-    /// Checks the selection and point settings.
+    /// Checks the selection, point and region settings.
     pub fn validate(&self) -> Result<(), EvalError> {
         self.selection.validate()?;
-        self.points.validate()
+        self.points.validate()?;
+        self.regions.validate()
     }
 }
 
@@ -56,6 +62,9 @@ pub struct MethodMetrics {
     pub points: PointMetrics,
     /// Shape diagnostics.
     pub shape: ShapeMetrics,
+    /// Scores per range band, height band and in the shared-visible region.
+    #[serde(default)]
+    pub regions: Vec<RegionMetrics>,
 }
 
 /// The evaluation of one frame.
@@ -75,6 +84,9 @@ pub struct FrameRecord {
     pub prediction: MethodMetrics,
     /// The radar baseline's metrics.
     pub radar: MethodMetrics,
+    /// The prediction's values against the target (Brier, ECE, reliability).
+    #[serde(default)]
+    pub calibration: Calibration,
 }
 
 /// Evaluates one frame: selects the prediction's occupied voxels, then
@@ -84,10 +96,13 @@ pub fn evaluate_frame(geom: &GridGeometry, input: &FrameInput<'_>, cfg: &EvalCon
     cfg.validate()?;
     input.prediction.check_bounds(geom)?;
     let selection = select(input.prediction, input.radar.len(), &cfg.selection);
-    evaluate_selected(geom, input.frame, input.scene, selection, input.radar, input.target, &cfg.points)
+    let mut record = evaluate_selected(geom, input.frame, input.scene, selection, input.radar, input.target, cfg)?;
+    record.calibration = Calibration::of(input.prediction, input.target);
+    Ok(record)
 }
 
-/// Evaluates a frame whose prediction was already turned into an occupied set.
+/// Evaluates a frame whose prediction was already turned into an occupied
+/// set (`cfg.selection` unused; no calibration: the values are gone).
 pub fn evaluate_selected(
     geom: &GridGeometry,
     frame: &str,
@@ -95,19 +110,21 @@ pub fn evaluate_selected(
     selection: Selection,
     radar: &VoxelSet,
     target: &VoxelSet,
-    points: &PointConfig,
+    cfg: &EvalConfig,
 ) -> Result<FrameRecord, EvalError> {
     geom.validate()?;
-    points.validate()?;
+    cfg.points.validate()?;
+    cfg.regions.validate()?;
     selection.occupied.check_bounds(geom, "prediction")?;
     radar.check_bounds(geom, "radar")?;
     target.check_bounds(geom, "target")?;
     let target_points = target.centres(geom);
     let target_tree = KdTree::new(target_points.clone());
-    let target = Target { set: target, points: &target_points, tree: &target_tree };
+    let masks = RegionMasks::new(geom, &cfg.regions, radar);
+    let target = Target { set: target, points: &target_points, tree: &target_tree, masks: &masks };
     let (prediction, radar) = rayon::join(
-        || method_metrics(geom, &selection.occupied, &target, points),
-        || method_metrics(geom, radar, &target, points),
+        || method_metrics(geom, &selection.occupied, &target, &cfg.points),
+        || method_metrics(geom, radar, &target, &cfg.points),
     );
     Ok(FrameRecord {
         frame: frame.to_string(),
@@ -117,6 +134,7 @@ pub fn evaluate_selected(
         selection: selection.kind,
         prediction,
         radar,
+        calibration: Calibration::default(),
     })
 }
 
@@ -129,11 +147,12 @@ pub fn evaluate_frames(
     inputs.par_iter().map(|input| evaluate_frame(geom, input, cfg)).collect()
 }
 
-/// The target with its centres and tree, shared by both methods.
+/// The target with its centres, tree and region masks, shared by both methods.
 struct Target<'a> {
     set: &'a VoxelSet,
     points: &'a [Point],
     tree: &'a KdTree,
+    masks: &'a RegionMasks<'a>,
 }
 
 fn method_metrics(geom: &GridGeometry, set: &VoxelSet, target: &Target<'_>, cfg: &PointConfig) -> MethodMetrics {
@@ -144,6 +163,7 @@ fn method_metrics(geom: &GridGeometry, set: &VoxelSet, target: &Target<'_>, cfg:
         voxel: voxel_metrics(set, target.set),
         points: point_metrics_trees(&tree, target.tree, cfg),
         shape: shape_metrics(&centres, target.points),
+        regions: target.masks.metrics(set, target.set),
     }
 }
 

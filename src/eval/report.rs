@@ -1,5 +1,6 @@
-//! `report.md` (summary table and flagged frames) and the writer of both
-//! report files.
+//! `report.md` (summary table, the region and calibration sections of
+//! [`super::region_report`], flagged frames) and the writer of the report
+//! files.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::csv::{metrics_csv, taus_of};
 use super::flags::{frame_flags, Flag, ReportConfig};
 use super::record::FrameRecord;
+use super::region_report;
 use super::summary::{summarize, MethodSummary, Scope, SummaryRow};
 use super::EvalError;
 use crate::io::write_atomic;
@@ -18,15 +20,32 @@ pub struct ReportPaths {
     pub csv: PathBuf,
     /// `report.md`.
     pub markdown: PathBuf,
+    /// `bands.png`: IoU and match ratio by range band (when there are range bands).
+    pub bands: Option<PathBuf>,
+    /// `reliability.png`: the reliability diagram (when any voxel was scored).
+    pub reliability: Option<PathBuf>,
 }
 
-/// Writes `metrics.csv` and `report.md` into `dir` (created if needed).
+/// Writes `metrics.csv`, `report.md`, `bands.png` and `reliability.png` into `dir`.
 pub fn write_report(dir: &Path, records: &[FrameRecord], cfg: &ReportConfig) -> Result<ReportPaths, EvalError> {
     let summaries = summarize(records);
     let markdown = report_markdown(records, &summaries, cfg)?;
-    let paths = ReportPaths { csv: dir.join("metrics.csv"), markdown: dir.join("report.md") };
+    let mut paths =
+        ReportPaths { csv: dir.join("metrics.csv"), markdown: dir.join("report.md"), bands: None, reliability: None };
     write_atomic(&paths.csv, metrics_csv(records, &summaries, cfg).as_bytes())?;
     write_atomic(&paths.markdown, markdown.as_bytes())?;
+    if let Some(o) = summaries.iter().find(|s| s.scope == Scope::Overall) {
+        if let Some(chart) = region_report::band_chart(o) {
+            let p = dir.join("bands.png");
+            chart.save_png(&p)?;
+            paths.bands = Some(p);
+        }
+        if o.calibration.voxels() > 0 {
+            let p = dir.join("reliability.png");
+            o.calibration.diagram("RELIABILITY").save_png(&p)?;
+            paths.reliability = Some(p);
+        }
+    }
     Ok(paths)
 }
 
@@ -64,6 +83,12 @@ pub fn report_markdown(
         let _ = writeln!(md, "- Frames using the top-k fallback: {}\n", o.fallback_frames);
     }
     summary_table(&mut md, summaries, &taus);
+    if let Some(o) = overall {
+        region_report::region_table(&mut md, o);
+        if o.calibration.voxels() > 0 {
+            region_report::calibration_section(&mut md, &o.calibration);
+        }
+    }
     flagged_frames(&mut md, records, cfg);
     Ok(md)
 }

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::Calibration;
 use super::record::{FrameRecord, MethodMetrics};
+use super::regions::RegionMetrics;
 use super::stats::{MeanAcc, Stat};
-use super::voxel::{VoxelSummary, VoxelSummaryAcc};
+use super::voxel::{Counts, VoxelSummary, VoxelSummaryAcc};
 
 /// Means of the F-score entries at one tolerance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -50,6 +52,42 @@ pub struct MethodSummary {
     pub count_ratio: Stat,
     /// Mean z-spread ratio.
     pub z_spread_ratio: Stat,
+    /// One entry per region (band or shared-visible), in the records' order.
+    pub regions: Vec<RegionSummary>,
+}
+
+/// Means of one method's scores in one region over frames where defined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionSummary {
+    /// The region's name.
+    pub region: String,
+    /// The method's voxels in the region, summed.
+    pub count: u64,
+    /// The target's voxels in the region, summed.
+    pub target_count: u64,
+    /// Pooled voxel counts in the region.
+    pub counts: Counts,
+    /// Mean IoU.
+    pub iou: Stat,
+    /// Mean F1.
+    pub f1: Stat,
+    /// Mean Chamfer (m).
+    pub chamfer: Stat,
+    /// Mean of the mean distance from the method's points to the target's (m).
+    pub nn: Stat,
+    /// Per match tolerance: (tau, mean match ratio, mean reverse match ratio).
+    pub matches: Vec<(f64, Stat, Stat)>,
+    /// Mean bird's-eye-view IoU.
+    pub bev_iou: Stat,
+    /// Mean bird's-eye-view F1.
+    pub bev_f1: Stat,
+}
+
+impl RegionSummary {
+    /// The mean (match, reverse match) at `tau` (within 1e-9).
+    pub fn at(&self, tau: f64) -> Option<(Stat, Stat)> {
+        self.matches.iter().find(|m| (m.0 - tau).abs() < 1e-9).map(|m| (m.1, m.2))
+    }
 }
 
 impl MethodSummary {
@@ -85,6 +123,8 @@ pub struct SummaryRow {
     pub prediction: MethodSummary,
     /// The radar baseline.
     pub radar: MethodSummary,
+    /// The prediction's calibration, pooled over the frames' voxels.
+    pub calibration: Calibration,
 }
 
 /// One row per scene (sorted by name), then the overall row (always present).
@@ -104,9 +144,11 @@ pub fn summarize_scope(scope: Scope, records: &[&FrameRecord]) -> SummaryRow {
     let taus: Vec<f64> =
         records.first().map(|r| r.prediction.points.fscores.iter().map(|f| f.tau).collect()).unwrap_or_default();
     let (mut pred, mut radar) = (MethodAcc::new(&taus), MethodAcc::new(&taus));
+    let mut calibration = Calibration::default();
     for r in records {
         pred.push(&r.prediction);
         radar.push(&r.radar);
+        calibration.add(&r.calibration);
     }
     SummaryRow {
         scope,
@@ -116,6 +158,7 @@ pub fn summarize_scope(scope: Scope, records: &[&FrameRecord]) -> SummaryRow {
         fallback_frames: records.iter().filter(|r| r.selection == super::adaptive::SelectionKind::TopKFallback).count(),
         prediction: pred.finish(),
         radar: radar.finish(),
+        calibration,
     }
 }
 
@@ -132,6 +175,62 @@ struct MethodAcc {
     distance: MeanAcc,
     count_ratio: MeanAcc,
     z_spread: MeanAcc,
+    regions: Vec<RegionAcc>,
+}
+
+/// Running sums of one region's scores.
+#[derive(Default)]
+struct RegionAcc {
+    region: String,
+    count: u64,
+    target_count: u64,
+    counts: Counts,
+    iou: MeanAcc,
+    f1: MeanAcc,
+    chamfer: MeanAcc,
+    nn: MeanAcc,
+    matches: Vec<(f64, MeanAcc, MeanAcc)>,
+    bev_iou: MeanAcc,
+    bev_f1: MeanAcc,
+}
+
+impl RegionAcc {
+    fn push(&mut self, m: &RegionMetrics) {
+        if self.region.is_empty() {
+            self.region = m.region.clone();
+            self.matches = m.matches.iter().map(|f| (f.tau, MeanAcc::default(), MeanAcc::default())).collect();
+        }
+        self.count += m.count as u64;
+        self.target_count += m.target_count as u64;
+        self.counts += m.counts;
+        self.iou.push(m.voxel.iou);
+        self.f1.push(m.voxel.f1);
+        self.chamfer.push(m.chamfer);
+        self.nn.push(m.nn);
+        for (tau, a, b) in &mut self.matches {
+            let f = m.at(*tau);
+            a.push(f.and_then(|f| f.precision));
+            b.push(f.and_then(|f| f.recall));
+        }
+        self.bev_iou.push(m.bev.iou);
+        self.bev_f1.push(m.bev.f1);
+    }
+
+    fn finish(&self) -> RegionSummary {
+        RegionSummary {
+            region: self.region.clone(),
+            count: self.count,
+            target_count: self.target_count,
+            counts: self.counts,
+            iou: self.iou.stat(),
+            f1: self.f1.stat(),
+            chamfer: self.chamfer.stat(),
+            nn: self.nn.stat(),
+            matches: self.matches.iter().map(|(t, a, b)| (*t, a.stat(), b.stat())).collect(),
+            bev_iou: self.bev_iou.stat(),
+            bev_f1: self.bev_f1.stat(),
+        }
+    }
 }
 
 impl MethodAcc {
@@ -158,6 +257,12 @@ impl MethodAcc {
         self.distance.push(m.shape.centroid_distance);
         self.count_ratio.push(m.shape.count_ratio);
         self.z_spread.push(m.shape.z_spread_ratio);
+        if self.regions.len() < m.regions.len() {
+            self.regions.resize_with(m.regions.len(), RegionAcc::default);
+        }
+        for (acc, r) in self.regions.iter_mut().zip(&m.regions) {
+            acc.push(r);
+        }
     }
 
     fn finish(&self) -> MethodSummary {
@@ -182,6 +287,7 @@ impl MethodAcc {
             centroid_distance: self.distance.stat(),
             count_ratio: self.count_ratio.stat(),
             z_spread_ratio: self.z_spread.stat(),
+            regions: self.regions.iter().map(RegionAcc::finish).collect(),
         }
     }
 }

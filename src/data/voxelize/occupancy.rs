@@ -30,9 +30,16 @@ impl Occupancy {
     /// at the borders): a cell is set when an occupied voxel lies within `r`
     /// on every axis.
     pub fn dilated(grid: &SparseGrid, r: u32) -> Self {
-        let mut occ = Occupancy::new([grid.shape[0], grid.shape[1], grid.shape[2]]);
-        for &c in &grid.coords {
-            for_each_in_cube(occ.dims, c, r, |n| occ.set(n));
+        Occupancy::dilated_coords([grid.shape[0], grid.shape[1], grid.shape[2]], &grid.coords, r)
+    }
+
+    /// [`Occupancy::dilated`] of the voxels `coords` of a grid `(H, W, Z)`:
+    /// the one rule of "within `r` voxels of a detection" (the sensor-aware
+    /// target and the evaluation's shared-visible region).
+    pub fn dilated_coords(dims: [usize; 3], coords: &[[u32; 3]], r: u32) -> Self {
+        let mut occ = Occupancy::new(dims);
+        for &c in coords {
+            for_each_in_cube(dims, c, r, |n| occ.set(n));
         }
         occ
     }
