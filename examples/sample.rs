@@ -6,7 +6,10 @@
 //! bird's-eye-view PNG (radar | prediction | target) at the threshold; then
 //! scores every frame against the target beside the radar-only baseline
 //! (`metrics.csv`, `report.md`). The threshold defaults to the one
-//! `evaluate --calibrate` recorded with the model, else 0.5. The data layout
+//! `evaluate --calibrate` recorded with the model, else 0.5. With
+//! `--samples K` the `.npz` holds the occupancy probability over K seeded
+//! samples and its spread (see `--help`), and the report's calibration
+//! block (Brier, ECE, `reliability.png`) scores that probability. The data layout
 //! is the VAE's; a contradicting `--resample` is refused. A folder holding
 //! another sample run's outputs is refused unless `--overwrite`.
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
@@ -18,12 +21,13 @@ use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Modality, Split};
 use radvox::diffusion::{Consistency, Solver};
 use radvox::eval::export::{above, bev_panels, write_ply, write_prediction_npz};
-use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_frame};
+use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_frame, SampleMean};
 use radvox::eval::{
     evaluate_frame, write_report, EvalConfig, FrameInput, ReportConfig, SelectionConfig, ThresholdMode,
 };
 use radvox::io::{checkpoint_identity, Outputs};
 use radvox::model::GridVae;
+use radvox::sys::mix_seed;
 use radvox::train::vae::frame_layout;
 use radvox::train::{load_any_vae, load_sampler, parse_device};
 
@@ -66,9 +70,17 @@ struct Cli {
     /// (comma-separated; default: the first K of K + 1 Karras levels).
     #[arg(long, value_delimiter = ',', conflicts_with = "steps")]
     cd_sigmas: Option<Vec<f64>>,
-    /// Seed of the initial noise (frame i uses seed + i).
+    /// Seed of the initial noise (frame i uses seed + i; its sample k >= 1,
+    /// with --samples, radvox::sys::mix_seed(seed + i, k)).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Draw K seeded samples per frame and write the per-voxel occupancy
+    /// probability (the mean of the samples' scores clamped to [0, 1]) in
+    /// channel 0, the mean features, and the spread (the scores' standard
+    /// deviation) as an extra last channel; metrics threshold the
+    /// probability. 1: the one sample's scores, as without the flag.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    samples: u64,
     /// Occupancy threshold in (0, 1); default: the model's calibrated one, else 0.5.
     #[arg(long, value_parser = common::unit_interval)]
     threshold: Option<f64>,
@@ -138,6 +150,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(l)) => Consistency { edm: l.recipe.edm }.sampling_levels(steps),
         (None, None) => Vec::new(),
     };
+    if cli.reconstruct && cli.samples > 1 {
+        return Err("--samples > 1 needs --ldm: a reconstruction is deterministic".into());
+    }
     let threshold = cli.threshold.or(loaded.as_ref().and_then(|l| l.threshold)).unwrap_or(0.5);
     let layout = frame_layout(vae_loaded.layout, cli.resample, &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };
@@ -152,7 +167,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let vae = cli.tiles.apply_any(vae_loaded.vae, grid)?;
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout)?);
-    let identity = BTreeMap::from([
+    let mut identity = BTreeMap::from([
         ("vae".to_string(), checkpoint_identity(&cli.vae)?),
         (
             "model".to_string(),
@@ -164,6 +179,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("threshold".to_string(), threshold.to_string()),
         ("tiles".to_string(), format!("{:?}", cli.tiles)),
     ]);
+    if cli.samples > 1 {
+        identity.insert("samples".into(), cli.samples.to_string());
+    }
     let outputs = Outputs::claim(&cli.out, "sample", identity, cli.overwrite, &owned)?;
     let config = EvalConfig {
         selection: SelectionConfig { mode: ThresholdMode::Fixed(threshold as f32), ..Default::default() },
@@ -174,19 +192,31 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut records = Vec::new();
     for (i, f) in ds.frames().iter().enumerate() {
         let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);
-        let z = match &loaded {
+        let decoded = match &loaded {
             Some(l) => {
                 let cond = l.sampler.condition(&radar.to_tensor(), &vae)?;
+                let draw = |seed: u64| -> Result<tch::Tensor, Box<dyn std::error::Error>> {
+                    let z = match cli.solver {
+                        Method::Cd => l.sampler.sample_consistency(&cond, &cd_levels, seed),
+                        Method::Heun => l.sampler.sample(&cond, steps, Solver::Heun, seed),
+                        Method::Euler => l.sampler.sample(&cond, steps, Solver::Euler, seed),
+                    };
+                    Ok(vae.decode_grid(&z, grid)?.squeeze_dim(0))
+                };
                 let seed = cli.seed + i as u64;
-                match cli.solver {
-                    Method::Cd => l.sampler.sample_consistency(&cond, &cd_levels, seed),
-                    Method::Heun => l.sampler.sample(&cond, steps, Solver::Heun, seed),
-                    Method::Euler => l.sampler.sample(&cond, steps, Solver::Euler, seed),
+                if cli.samples == 1 {
+                    draw(seed)?
+                } else {
+                    let mut mean = SampleMean::default();
+                    for k in 0..cli.samples {
+                        mean.push(&draw(if k == 0 { seed } else { mix_seed(seed, k) })?);
+                    }
+                    mean.finish().ok_or("no sample drawn")?
                 }
             }
-            None => vae.encode_grid(&target.to_tensor())?,
+            None => vae.decode_grid(&vae.encode_grid(&target.to_tensor())?, grid)?.squeeze_dim(0),
         };
-        let scores = scores_frame(&vae.decode_grid(&z, grid)?.squeeze_dim(0), dims, SCORE_FLOOR);
+        let scores = scores_frame(&decoded, dims, SCORE_FLOOR);
         let stem = format!("{}_{}", f.id.scene, f.id.stem);
         write_prediction_npz(&cli.out.join(format!("{stem}.npz")), &scores)?;
         let kept = above(&scores, threshold);
@@ -221,10 +251,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let paths = write_report(&cli.out, &records, &ReportConfig::default())?;
     outputs.finish(&owned)?;
-    let how = match cli.solver {
+    let mut how = match cli.solver {
         Method::Cd => format!("cd at sigmas {cd_levels:?}"),
         m => format!("{steps} {m:?} steps"),
     };
+    if cli.samples > 1 {
+        how.push_str(&format!(", {} samples a frame (probability and spread)", cli.samples));
+    }
     println!(
         "{} frames, {how}, seed {}, threshold {threshold}: {} and {} in {}",
         records.len(),

@@ -229,6 +229,25 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
     let first = std::fs::read(samples.join("beta_000000.npz")).unwrap();
     run("sample", &args);
     assert!(std::fs::read(samples.join("beta_000000.npz")).unwrap() == first, "same seed, same bytes");
+    // --samples 1 is the plain run, byte for byte; --samples 3 writes the
+    // occupancy probability over three samples and its spread
+    run("sample", &[&args[..], &["--samples", "1"]].concat());
+    assert!(std::fs::read(samples.join("beta_000000.npz")).unwrap() == first, "--samples 1 changed the output");
+    let three = dir.path().join("samples3");
+    let mut k3: Vec<&str> = args.to_vec();
+    *k3.last_mut().unwrap() = three.to_str().unwrap();
+    k3.extend(["--samples", "3"]);
+    let stdout = run("sample", &k3);
+    assert!(stdout.contains("3 samples a frame"), "{stdout}");
+    let p = radvox::data::frame::read_sparse(&three.join("beta_000000.npz")).unwrap();
+    assert_eq!(p.shape, [32, 16, 8, 5], "probability, 3 features, spread");
+    let (occ, spread): (Vec<f64>, Vec<f64>) = p.features.chunks_exact(5).map(|v| (v[0], v[4])).unzip();
+    assert!(occ.iter().all(|v| (0.0..=1.0).contains(v)), "probabilities in [0, 1]");
+    assert!(spread.iter().all(|v| *v >= 0.0) && spread.iter().any(|v| *v > 1e-4), "the samples differ");
+    assert_ne!(std::fs::read(three.join("beta_000000.npz")).unwrap(), first);
+    let md = std::fs::read_to_string(three.join("report.md")).unwrap();
+    assert!(md.contains("## Calibration") && md.contains("## By region"), "{md}");
+    assert!(three.join("reliability.png").exists() && three.join("bands.png").exists());
     // numpy reads it too (the test command installs numpy with libtorch).
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-python");
     if py.exists() {

@@ -74,6 +74,52 @@ pub fn scores_frame(grid: &Tensor, dims: [usize; 3], floor: f64) -> SparseFrame 
     SparseFrame { shape: [h, w, z, c], coords, features }
 }
 
+/// The per-voxel occupancy probability of several decoded samples of one
+/// frame, accumulated one `(C, Z, H, W)` sample at a time (running sums: K
+/// samples cost one grid's memory, not K).
+#[derive(Debug, Default)]
+pub struct SampleMean {
+    n: usize,
+    occ: Option<Tensor>,
+    occ_sq: Option<Tensor>,
+    feats: Option<Tensor>,
+}
+
+impl SampleMean {
+    /// Adds one decoded sample `(C, Z, H, W)`.
+    pub fn push(&mut self, grid: &Tensor) {
+        let g = grid.to_kind(Kind::Float);
+        let occ = g.select(0, 0).clamp(0.0, 1.0);
+        let add =
+            |acc: &mut Option<Tensor>, t: Tensor| *acc = Some(acc.take().map_or_else(|| t.shallow_clone(), |a| a + &t));
+        add(&mut self.occ_sq, &occ * &occ);
+        add(&mut self.occ, occ);
+        add(&mut self.feats, g.narrow(0, 1, g.size()[0] - 1));
+        self.n += 1;
+    }
+
+    /// Samples added.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True before the first sample.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// `(C + 1, Z, H, W)`: channel 0 the occupancy probability (the mean of
+    /// the samples' occupancy scores clamped to [0, 1]), channels 1..C the
+    /// mean decoded features, channel C the spread (the population standard
+    /// deviation of the clamped scores); `None` before the first sample.
+    pub fn finish(&self) -> Option<Tensor> {
+        let k = self.n as f64;
+        let (occ, sq, feats) = (self.occ.as_ref()? / k, self.occ_sq.as_ref()? / k, self.feats.as_ref()? / k);
+        let spread = (sq - &occ * &occ).clamp_min(0.0).sqrt();
+        Some(Tensor::cat(&[occ.unsqueeze(0), feats, spread.unsqueeze(0)], 0))
+    }
+}
+
 /// The geometry of frames with file grid `file` laid out by `layout`.
 pub fn geometry(file: [usize; 4], layout: Layout) -> Result<GridGeometry, EvalError> {
     GridGeometry::of_frames([file[0], file[1], file[2]], layout)
@@ -100,5 +146,20 @@ mod tests {
         let p = prediction(&f).unwrap();
         assert_eq!(p.values(), &[0.75]);
         assert_eq!(layout_dims([36, 20, 10, 4], Layout::Resample { zhw: [4, 8, 8] }), [8, 8, 4]);
+    }
+
+    #[test]
+    fn samples_average_to_a_probability_and_a_spread() {
+        let grid =
+            |occ: [f32; 2], feat: [f32; 2]| Tensor::from_slice(&[occ[0], occ[1], feat[0], feat[1]]).view([2, 1, 1, 2]);
+        let mut m = SampleMean::default();
+        assert!(m.finish().is_none());
+        m.push(&grid([1.3, 0.2], [2.0, 4.0])); // 1.3 counts as 1
+        m.push(&grid([0.0, 0.4], [4.0, 8.0]));
+        let out = m.finish().unwrap();
+        assert_eq!(out.size(), [3, 1, 1, 2]);
+        let v = Vec::<f32>::try_from(out.view([-1])).unwrap();
+        let want = [0.5, 0.3, 3.0, 6.0, 0.5, 0.1];
+        assert!(v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{v:?}");
     }
 }
