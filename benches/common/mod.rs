@@ -111,7 +111,7 @@ impl HostPeak {
 
 /// Where the benches write their data: `RADVOX_BENCH_DATA`, else the
 /// build's `target/` (a carried binary on another host names a folder there).
-fn data_dir() -> PathBuf {
+pub fn data_dir() -> PathBuf {
     std::env::var_os("RADVOX_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"))
