@@ -32,10 +32,11 @@ use radvox::data::{Dataset, DatasetConfig, Modality, Split};
 use radvox::eval::points::{point_metrics, PointConfig, PointMetrics};
 use radvox::model::sparse::hash::unpack;
 use radvox::model::sparse::FrozenSparseVae;
+use radvox::model::sparse::SparseTensor;
 use radvox::model::FrozenVae;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::load_vae;
-use radvox::train::sparse_vae::{key_counts, load_sparse_vae, site_tensor};
+use radvox::train::sparse_vae::{key_counts, load_sparse_vae};
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
@@ -100,7 +101,8 @@ struct Model {
 fn sparse_scores(vae: &FrozenSparseVae, ds: &Dataset, i: usize) -> (Tensor, Vec<u64>, Vec<u64>) {
     let s = ds.file(i, Modality::Target).unwrap().read_sites(ds.config().layout).unwrap();
     let sites = SiteBatch { sites: s.batched(0).collect(), feats: s.feats.clone(), channels: s.channels };
-    let x = site_tensor(&sites, 0..1, s.grid.map(|v| v as i64), &vec![1.0; s.channels], Device::Cpu).unwrap();
+    let x =
+        SparseTensor::of_sites(&sites, 0..1, s.grid.map(|v| v as i64), &vec![1.0; s.channels], Device::Cpu).unwrap();
     let out = vae.reconstruct(&x).unwrap();
     let prob = out.map(|f| f.narrow(1, 0, 1)).to_dense();
     (prob, out.coords.keys().to_vec(), x.coords.keys().to_vec())

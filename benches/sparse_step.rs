@@ -23,9 +23,9 @@ use std::time::Instant;
 use radvox::data::loader::{SparseLoader, SparseLoaderConfig};
 use radvox::data::{Dataset, DatasetConfig, Split};
 use radvox::memory::{Backend, ModelConfig, Planner, Precision, Run, SparseModel, SparseSites};
-use radvox::model::sparse::{SparseLossConfig, SparseVae, SparseVaeConfig};
+use radvox::model::sparse::{SparseLossConfig, SparseTensor, SparseVae, SparseVaeConfig};
 use radvox::model::{Checkpointing, Vae3d, VaeConfig};
-use radvox::train::sparse_vae::{micro_step, site_tensor};
+use radvox::train::sparse_vae::micro_step;
 use radvox::train::{Amp, AmpMode};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -93,7 +93,7 @@ fn sparse_child(preset: &str, steps: usize) {
         let batch = batch.unwrap();
         let grid = batch.grid.map(|v| v as i64);
         let t = Instant::now();
-        let x = site_tensor(&batch.target, 0..1, grid, &[1.0, 0.01, 0.25, 1.0], device).unwrap();
+        let x = SparseTensor::of_sites(&batch.target, 0..1, grid, &[1.0, 0.01, 0.25, 1.0], device).unwrap();
         let eps = Tensor::randn(cfg.latent_shape(1, grid), (Kind::Float, device));
         sparse_amp().run(|| micro_step(&vae, &loss, &x, &eps, 1.0)).unwrap().unwrap();
         if device.is_cuda() {

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use radvox::data::frame::read_sparse;
 use radvox::data::{Dataset, DatasetConfig, Modality, Split};
-use radvox::eval::frames::{geometry, layout_dims, occupied, prediction};
+use radvox::eval::frames::{geometry, layout_dims, occupied_frame, prediction};
 use radvox::eval::projection::{save_projection, Layer, ProjectionConfig};
 use radvox::eval::threshold::{Averaging, Objective};
 use radvox::eval::{
@@ -150,13 +150,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (i, f) in ds.frames().iter().enumerate() {
         let path = cli.predictions.join(format!("{}_{}.npz", f.id.scene, f.id.stem));
         let pred = prediction(&read_sparse(&path)?)?;
-        let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);
         frames.push((
             f.id.scene.clone(),
             f.id.stem.clone(),
             pred,
-            occupied(&radar, dims, 0.5),
-            occupied(&target, dims, 0.5),
+            occupied_frame(&ds, i, Modality::Radar, dims)?,
+            occupied_frame(&ds, i, Modality::Target, dims)?,
         ));
     }
     let mut threshold = cli.threshold as f32;

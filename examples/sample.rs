@@ -19,9 +19,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use radvox::data::{Dataset, DatasetConfig, Modality, Split};
-use radvox::diffusion::{Consistency, Solver};
+use radvox::diffusion::{encode_frame, Consistency, Solver};
 use radvox::eval::export::{above, bev_panels, write_ply, write_prediction_npz};
-use radvox::eval::frames::{geometry, layout_dims, occupied, prediction, scores_frame, SampleMean};
+use radvox::eval::frames::{geometry, layout_dims, occupied_frame, prediction, scores_frame, SampleMean};
 use radvox::eval::{
     evaluate_frame, write_report, EvalConfig, FrameInput, ReportConfig, SelectionConfig, ThresholdMode,
 };
@@ -191,10 +191,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.validate()?;
     let mut records = Vec::new();
     for (i, f) in ds.frames().iter().enumerate() {
-        let (radar, target) = (ds.read(i, Modality::Radar)?, ds.read(i, Modality::Target)?);
         let decoded = match &loaded {
             Some(l) => {
-                let cond = l.sampler.condition(&radar.to_tensor(), &vae)?;
+                let cond = l.sampler.condition_frame(&ds, i, &vae)?;
                 let draw = |seed: u64| -> Result<tch::Tensor, Box<dyn std::error::Error>> {
                     let z = match cli.solver {
                         Method::Cd => l.sampler.sample_consistency(&cond, &cd_levels, seed),
@@ -214,14 +213,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     mean.finish().ok_or("no sample drawn")?
                 }
             }
-            None => vae.decode_grid(&vae.encode_grid(&target.to_tensor())?, grid)?.squeeze_dim(0),
+            None => vae.decode_grid(&encode_frame(&vae, &ds, i, Modality::Target)?, grid)?.squeeze_dim(0),
         };
         let scores = scores_frame(&decoded, dims, SCORE_FLOOR);
         let stem = format!("{}_{}", f.id.scene, f.id.stem);
         write_prediction_npz(&cli.out.join(format!("{stem}.npz")), &scores)?;
         let kept = above(&scores, threshold);
         write_ply(&cli.out.join(format!("{stem}.ply")), &kept, &geom)?;
-        let (r, t) = (occupied(&radar, dims, 0.5), occupied(&target, dims, 0.5));
+        let (r, t) = (occupied_frame(&ds, i, Modality::Radar, dims)?, occupied_frame(&ds, i, Modality::Target, dims)?);
         let as_frame = |set: &radvox::eval::VoxelSet| radvox::data::SparseFrame {
             shape: [dims[0], dims[1], dims[2], 1],
             coords: set.coords().to_vec(),

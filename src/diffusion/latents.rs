@@ -27,6 +27,18 @@ pub struct CacheManifest {
     pub frames: Vec<String>,
 }
 
+/// The deterministic latent `(1, C, D, H, W)` of frame `i`'s `modality`:
+/// from its occupied sites read straight from the file for a family that
+/// encodes sites (the sparse VAE: the grid is never built), else from the
+/// laid-out grid.
+pub fn encode_frame(vae: &dyn GridVae, ds: &Dataset, i: usize, modality: Modality) -> Result<Tensor, DiffusionError> {
+    if vae.encodes_sites() {
+        let sites = ds.file(i, modality)?.read_sites(ds.config().layout)?;
+        return Ok(vae.encode_sites(&sites)?);
+    }
+    Ok(vae.encode_grid(&ds.read(i, modality)?.to_tensor())?)
+}
+
 fn latent_path(dir: &Path, id: &FrameId, modality: &str) -> PathBuf {
     dir.join(&id.scene).join(format!("{}_{modality}.npy", id.stem))
 }
@@ -90,9 +102,7 @@ pub fn precompute(
         let have = known.contains(&id) && ["target", "radar"].iter().all(|n| latent_path(dir, &f.id, n).is_file());
         if !have {
             for (modality, name) in [(Modality::Target, "target"), (Modality::Radar, "radar")] {
-                let g = ds.read(i, modality)?;
-                let z = vae
-                    .encode_grid(&g.to_tensor())?
+                let z = encode_frame(vae, ds, i, modality)?
                     .squeeze_dim(0)
                     .to_kind(Kind::Half)
                     .to_device(Device::Cpu)

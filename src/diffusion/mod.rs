@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 pub use consistency::{CdLoss, Consistency, ConsistencyConfig, TeacherSolver, Weighting};
 pub use edm::EdmConfig;
-pub use latents::{CacheManifest, LatentCache};
+pub use latents::{encode_frame, CacheManifest, LatentCache};
 pub use norm::{ChannelNorm, LatentNorm};
 pub use sampler::{sample, Sampler, Solver};
 

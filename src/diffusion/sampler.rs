@@ -7,8 +7,10 @@ use tch::{Kind, Tensor};
 
 use super::consistency::Consistency;
 use super::edm::EdmConfig;
+use super::latents::encode_frame;
 use super::norm::LatentNorm;
 use super::DiffusionError;
+use crate::data::{Dataset, Modality};
 use crate::model::{GridVae, ModelError, RadarEncoder, Unet3d};
 
 /// ODE solver of the sampler.
@@ -109,11 +111,21 @@ impl Sampler {
                 let x = radar.to_device(dev).to_kind(Kind::Float) * s;
                 Ok(tch::no_grad(|| tch::nn::ModuleT::forward_t(enc, &x, false)))
             }
-            None => {
-                let c = vae.encode_grid(radar)?;
-                Ok(self.norm.as_ref().map_or(c.shallow_clone(), |n| n.cond.apply(&c)))
-            }
+            None => Ok(self.normed(vae.encode_grid(radar)?)),
         }
+    }
+
+    /// [`Sampler::condition`] of frame `i`'s radar, read as the VAE's family
+    /// reads frames (a sparse VAE: its sites, straight from the file).
+    pub fn condition_frame(&self, ds: &Dataset, i: usize, vae: &dyn GridVae) -> Result<Tensor, DiffusionError> {
+        if self.encoder.is_none() && vae.encodes_sites() {
+            return Ok(self.normed(encode_frame(vae, ds, i, Modality::Radar)?));
+        }
+        Ok(self.condition(&ds.read(i, Modality::Radar)?.to_tensor(), vae)?)
+    }
+
+    fn normed(&self, c: Tensor) -> Tensor {
+        self.norm.as_ref().map_or(c.shallow_clone(), |n| n.cond.apply(&c))
     }
 
     /// Samples target latents (in the VAE's scale) for conditions made by

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 use super::geometry::GridGeometry;
 use super::voxels::{Prediction, VoxelSet};
 use super::EvalError;
-use crate::data::{Grid, Layout, SparseFrame};
+use crate::data::{DataError, Dataset, Grid, Layout, Modality, SparseFrame};
 
 /// The `(H, W, Z)` grid of frames with file grid `(H, W, Z, C)` = `file`
 /// laid out by `layout` (padding cropped away; a crop-trained model is
@@ -37,6 +37,24 @@ pub fn occupied(grid: &Grid, dims: [usize; 3], threshold: f32) -> VoxelSet {
         }
     }
     VoxelSet::new(coords)
+}
+
+/// [`occupied`] at 0.5 of frame `i`'s `modality`, within `dims` = `(H, W,
+/// Z)`: under a pad layout read as the frame's sites (the grid is never
+/// built), else from the laid-out grid.
+pub fn occupied_frame(ds: &Dataset, i: usize, modality: Modality, dims: [usize; 3]) -> Result<VoxelSet, DataError> {
+    let layout = ds.config().layout;
+    if !matches!(layout, Layout::Pad { .. }) {
+        return Ok(occupied(&ds.read(i, modality)?, dims, 0.5));
+    }
+    let s = ds.file(i, modality)?.read_sites(layout)?;
+    let inside = |c: &[u32; 3]| (0..3).all(|k| (c[k] as usize) < dims[k]);
+    let coords = (s.sites.iter().zip(s.feats.chunks_exact(s.channels.max(1))))
+        .filter(|(_, f)| f[0] > 0.5)
+        .map(|(&[z, h, w], _)| [h, w, z])
+        .filter(inside)
+        .collect();
+    Ok(VoxelSet::new(coords))
 }
 
 /// A prediction from a sparse frame whose channel 0 holds occupancy scores.

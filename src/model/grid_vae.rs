@@ -3,8 +3,10 @@
 //! grids in, a dense latent out, and back. The dense family runs on the
 //! grid; the sparse family encodes the grid's occupied voxels (where
 //! channel 0 is positive, the rule of a frame's sites) and decodes to the voxels its decoder
-//! keeps, scattered into a zero grid. The family is the checkpoint's kind:
-//! [`AnyVae`] holds whichever was loaded.
+//! keeps, scattered into a zero grid; it also encodes a frame's sites read
+//! straight from its file ([`GridVae::encode_sites`]: the grid is never
+//! built). The family is the checkpoint's kind: [`AnyVae`] holds whichever
+//! was loaded.
 
 use std::rc::Rc;
 
@@ -12,6 +14,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::sparse::{FrozenSparseVae, SparseTensor};
 use super::{FrozenVae, ModelError};
+use crate::data::loader::SiteBatch;
+use crate::data::sites::FrameSites;
 
 /// Encoding and decoding of raw `(B, C, Z, H, W)` grids.
 pub trait GridVae {
@@ -24,6 +28,17 @@ pub trait GridVae {
     /// Raw grids of latents `z` of native grids `zhw` (the padded grid the
     /// latent was encoded from; the dense family reads it off `z`).
     fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError>;
+    /// Whether this family encodes a frame's occupied sites
+    /// ([`GridVae::encode_sites`]) rather than its whole grid.
+    fn encodes_sites(&self) -> bool {
+        false
+    }
+    /// The deterministic latent `(1, C, Z', Y', X')` of one frame's raw
+    /// occupied sites (equal to [`GridVae::encode_grid`] of the frame's
+    /// grid); refused by a family that encodes whole grids.
+    fn encode_sites(&self, _sites: &FrameSites) -> Result<Tensor, ModelError> {
+        Err(ModelError::Config("this VAE family encodes whole grids, not sites".into()))
+    }
 }
 
 impl GridVae for FrozenVae {
@@ -58,6 +73,14 @@ impl GridVae for FrozenSparseVae {
     fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError> {
         Ok(self.decode(&z.to_device(self.device()).to_kind(Kind::Float), zhw)?.to_dense())
     }
+    fn encodes_sites(&self) -> bool {
+        true
+    }
+    fn encode_sites(&self, s: &FrameSites) -> Result<Tensor, ModelError> {
+        let batch = SiteBatch { sites: s.batched(0).collect(), feats: s.feats.clone(), channels: s.channels };
+        let raw = vec![1.0; s.channels]; // encode applies the channel scale
+        self.encode(&SparseTensor::of_sites(&batch, 0..1, s.grid.map(|v| v as i64), &raw, self.device())?)
+    }
 }
 
 impl<T: GridVae + ?Sized> GridVae for Rc<T> {
@@ -72,6 +95,12 @@ impl<T: GridVae + ?Sized> GridVae for Rc<T> {
     }
     fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError> {
         (**self).decode_grid(z, zhw)
+    }
+    fn encodes_sites(&self) -> bool {
+        (**self).encodes_sites()
+    }
+    fn encode_sites(&self, sites: &FrameSites) -> Result<Tensor, ModelError> {
+        (**self).encode_sites(sites)
     }
 }
 
@@ -133,5 +162,11 @@ impl GridVae for AnyVae {
     }
     fn decode_grid(&self, z: &Tensor, zhw: [i64; 3]) -> Result<Tensor, ModelError> {
         self.grid().decode_grid(z, zhw)
+    }
+    fn encodes_sites(&self) -> bool {
+        self.grid().encodes_sites()
+    }
+    fn encode_sites(&self, sites: &FrameSites) -> Result<Tensor, ModelError> {
+        self.grid().encode_sites(sites)
     }
 }

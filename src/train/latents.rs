@@ -33,7 +33,7 @@ impl LatentSource {
             LatentSource::Cache(c) => Ok(c.read(&ds.frames()[i].id)?),
             LatentSource::OnTheFly(vae) => {
                 let enc = |m| -> Result<Tensor, TrainError> {
-                    Ok(vae.encode_grid(&ds.read(i, m)?.to_tensor())?.squeeze_dim(0))
+                    Ok(crate::diffusion::encode_frame(vae.as_ref(), ds, i, m)?.squeeze_dim(0))
                 };
                 Ok((enc(Modality::Target)?, enc(Modality::Radar)?))
             }

@@ -184,33 +184,8 @@ impl SparseVaeObjective {
     /// Frames `start .. start + len` of `t` as a sparse tensor on the
     /// device, features scaled per channel.
     pub fn input(&self, t: &SiteBatch, start: i64, len: i64) -> Result<SparseTensor, TrainError> {
-        Ok(site_tensor(t, start..start + len, self.grid, &self.recipe.channel_scale, self.device)?)
+        Ok(SparseTensor::of_sites(t, start..start + len, self.grid, &self.recipe.channel_scale, self.device)?)
     }
-}
-
-/// Frames `frames` of `t` (renumbered from 0) as a sparse tensor of native
-/// grids `grid` on `device`, features multiplied by `scale` per channel.
-pub fn site_tensor(
-    t: &SiteBatch,
-    frames: std::ops::Range<i64>,
-    grid: [i64; 3],
-    scale: &[f64],
-    device: Device,
-) -> Result<SparseTensor, ModelError> {
-    let c = t.channels;
-    let mut rows: Vec<(usize, [i64; 4])> = (t.sites.iter().enumerate())
-        .filter(|(_, s)| frames.contains(&s[0]))
-        .map(|(i, s)| (i, [s[0] - frames.start, s[1], s[2], s[3]]))
-        .collect();
-    // the set sorts its sites: order the feature rows the same way
-    rows.sort_unstable_by_key(|r| r.1);
-    let sites: Vec<[i64; 4]> = rows.iter().map(|r| r.1).collect();
-    let feats: Vec<f32> = (rows.iter())
-        .flat_map(|&(i, _)| t.feats[i * c..(i + 1) * c].iter().zip(scale).map(|(v, k)| (*v as f64 * k) as f32))
-        .collect();
-    let coords = Coords::new(&sites, frames.end - frames.start, grid, [1; 3])?;
-    let feats = Tensor::from_slice(&feats).view([sites.len() as i64, c as i64]).to_device(device);
-    SparseTensor::new(coords, feats)
 }
 
 /// Forward and backward of one teacher-forced micro-step on `x` (native

@@ -35,6 +35,7 @@ pub use loss::{SparseLoss, SparseLossConfig, StructureLoss};
 pub use norm::SparseGroupNorm;
 pub use vae::{Decoded, Keep, SparseVae};
 
+use crate::data::loader::SiteBatch;
 use crate::model::ModelError;
 
 /// Features `(N, C)` of the `N` active sites of a coordinate set.
@@ -47,6 +48,31 @@ pub struct SparseTensor {
 }
 
 impl SparseTensor {
+    /// Frames `frames` of `t` (renumbered from 0) as a sparse tensor of
+    /// native grids `grid` on `device`, features multiplied by `scale` per channel.
+    pub fn of_sites(
+        t: &SiteBatch,
+        frames: std::ops::Range<i64>,
+        grid: coords::Dims3,
+        scale: &[f64],
+        device: tch::Device,
+    ) -> Result<SparseTensor, ModelError> {
+        let c = t.channels;
+        let mut rows: Vec<(usize, [i64; 4])> = (t.sites.iter().enumerate())
+            .filter(|(_, s)| frames.contains(&s[0]))
+            .map(|(i, s)| (i, [s[0] - frames.start, s[1], s[2], s[3]]))
+            .collect();
+        // the set sorts its sites: order the feature rows the same way
+        rows.sort_unstable_by_key(|r| r.1);
+        let sites: Vec<[i64; 4]> = rows.iter().map(|r| r.1).collect();
+        let feats: Vec<f32> = (rows.iter())
+            .flat_map(|&(i, _)| t.feats[i * c..(i + 1) * c].iter().zip(scale).map(|(v, k)| (*v as f64 * k) as f32))
+            .collect();
+        let coords = Coords::new(&sites, frames.end - frames.start, grid, [1; 3])?;
+        let feats = Tensor::from_slice(&feats).view([sites.len() as i64, c as i64]).to_device(device);
+        SparseTensor::new(coords, feats)
+    }
+
     /// `feats` `(N, C)` on the `N` sites of `coords`.
     pub fn new(coords: Rc<Coords>, feats: Tensor) -> Result<SparseTensor, ModelError> {
         let size = feats.size();
