@@ -3,7 +3,10 @@
 //! it fits, the measured peak where `benches/memory_plan.rs` measured it, the
 //! change that would make it fit, the largest native-resolution crop the
 //! `standard` and `seed_baseline` presets train on, the tile each preset
-//! encodes and decodes whole frames in, and the largest VAE that fits.
+//! encodes and decodes whole frames in, and the largest VAE that fits; with
+//! `--dataset-dir`, the sparse VAE presets planned from the worst training
+//! frame's site counts of that root, and which of them fits where a dense
+//! configuration does not.
 //!
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::process::ExitCode;
@@ -38,6 +41,47 @@ struct Cli {
     /// Loader workers.
     #[arg(long, default_value_t = 1)]
     num_workers: usize,
+    /// Plan the sparse VAE presets too, from the site counts of this root's
+    /// training frames (a scan of every frame, at native resolution).
+    #[arg(long)]
+    dataset_dir: Option<std::path::PathBuf>,
+}
+
+/// The sparse presets as planned for the worst training frame of `root`:
+/// `(preset, grid, model)` each; prints one row per preset, batch and precision.
+fn sparse_rows(
+    root: &std::path::Path,
+    planner: &Planner,
+    budget: u64,
+) -> Result<Vec<(&'static str, [i64; 3], ModelConfig)>, Box<dyn std::error::Error>> {
+    use radvox::memory::SparseModel;
+    use radvox::model::sparse::config::SPARSE_PRESETS;
+    use radvox::model::sparse::SparseVaeConfig;
+    let ds = radvox::Dataset::open(root, radvox::Split::Train, &Default::default())?;
+    let s = ds.output_shape(0);
+    let grid = [s[1] as i64, s[2] as i64, s[3] as i64];
+    let mut models = Vec::new();
+    for name in SPARSE_PRESETS {
+        let vae = SparseVaeConfig::named(name)?;
+        let sites = radvox::train::sparse_vae::scan_sites(&ds, &vae)?;
+        let native = sites.sites.first().copied().unwrap_or(0);
+        let model = ModelConfig::SparseVae(Box::new(SparseModel { vae, sites }));
+        for batch in [1, 8, 32] {
+            for precision in [Precision::F32, Precision::Amp] {
+                let run = Run { model: model.clone(), grid, batch, precision, checkpointing: Checkpointing::Off };
+                let p = planner.plan(&run)?;
+                println!(
+                    "| {name} (worst of {} frames: {native} native sites) | {batch} | {precision} | off | {} | {} | - | {} |",
+                    ds.len(),
+                    gib(p.total()),
+                    if p.fits(budget) { "yes" } else { "no" },
+                    p.peak_at
+                );
+            }
+        }
+        models.push((name, grid, model));
+    }
+    Ok(models)
 }
 
 /// A measured peak from the validation bench's CSV.
@@ -88,6 +132,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("ultra_lightweight", 1, Precision::Amp),
     ];
     let mut notes = Vec::new();
+    let mut unfit = Vec::new();
     for (name, batch, precision) in rows {
         for checkpointing in [Checkpointing::Off, Checkpointing::PerBlock] {
             let run = Run { model: ModelConfig::Vae(VaeConfig::named(name)?), grid, batch, precision, checkpointing };
@@ -113,6 +158,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 notes.push(format!(
                     "{name} batch {batch} {precision} ck {checkpointing}: no change in the planner's list fits"
                 ));
+            }
+            if !f.fits {
+                unfit.push((name, batch, precision, checkpointing));
             }
         }
     }
@@ -161,9 +209,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Err(e) => println!("| {name} encode + decode | 1 | f32 | no grad | - | {e} | - | - |"),
         }
     }
+    let sparse = match &cli.dataset_dir {
+        Some(root) => sparse_rows(root, &planner, budget)?,
+        None => Vec::new(),
+    };
     println!("\npredicted = tensors at the step's peak + runtime reserve; measured = the bench's peak (tensors only) and the prediction's error against it.");
     for n in &notes {
         println!("{n}");
+    }
+    for (name, batch, precision, checkpointing) in unfit {
+        // the widest sparse preset that fits at the same batch and precision
+        let fitting = sparse.iter().rev().find_map(|(preset, grid, model)| {
+            let run = Run { model: model.clone(), grid: *grid, batch, precision, checkpointing: Checkpointing::Off };
+            planner.plan(&run).ok().filter(|p| p.fits(budget)).map(|p| (preset, p))
+        });
+        if let Some((preset, p)) = fitting {
+            println!(
+                "{name} batch {batch} {precision} ck {checkpointing} does not fit; the sparse family does: {preset} batch {batch} {precision} -> {}",
+                gib(p.total())
+            );
+        }
     }
     for precision in [Precision::F32, Precision::Amp] {
         for checkpointing in [Checkpointing::Off, Checkpointing::PerBlock] {

@@ -475,3 +475,27 @@ fn sparse_plans_match_counted_allocations() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `memory_plan --dataset-dir` plans the sparse presets from the root's
+/// site counts and names the one that fits where a dense run does not.
+#[test]
+fn memory_plan_plans_the_sparse_family_from_a_root_and_offers_it() {
+    let out = std::process::Command::new(common::example("memory_plan"))
+        .args(["--budget-gb", "24", "--dataset-dir"])
+        .arg(common::mini())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for preset in ["sparse_small", "sparse_base", "sparse_wide"] {
+        let rows = text.lines().filter(|l| l.starts_with(&format!("| {preset} (worst of "))).count();
+        assert_eq!(rows, 6, "{preset}: batch 1/8/32 x f32/amp\n{text}");
+    }
+    // ultra_lightweight f32 without checkpointing needs more than 24 GiB at the full grid
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "ultra_lightweight batch 1 f32 ck off does not fit; the sparse family does: sparse_wide batch 1 f32"
+        )),
+        "{text}"
+    );
+}

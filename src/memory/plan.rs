@@ -44,7 +44,7 @@ impl ModelConfig {
                 .to_string(),
             ModelConfig::Unet(_) => "unet".into(),
             ModelConfig::Consistency(_) => "consistency".into(),
-            ModelConfig::SparseVae(m) => ["sparse_small", "sparse_base", "sparse_wide"]
+            ModelConfig::SparseVae(m) => crate::model::sparse::config::SPARSE_PRESETS
                 .into_iter()
                 .find(|n| SparseVaeConfig::named(n).as_ref() == Ok(&m.vae))
                 .unwrap_or("custom_sparse_vae")

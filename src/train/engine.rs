@@ -332,7 +332,8 @@ impl<O: Objective> Trainer<O> {
         if matches!(run.model, memory::ModelConfig::Vae(_)) {
             // the dense family's planner cannot know the frames' occupancy; say where the other one is
             text += "\nor the sparse VAE (train_sparse_vae), which computes on the occupied voxels alone and is \
-                     planned from their counts (whole native frames in ~1 GiB on a CPU, README: Sparse models)";
+                     planned from their counts (whole native frames in ~1 GiB on a CPU, README: Sparse models; \
+                     `memory_plan --dataset-dir ROOT` plans it for these frames)";
         }
         if !self.runtime.force {
             return Err(TrainError::WontFit { budget: gib(budget), plan: text });

@@ -46,6 +46,9 @@ impl Default for SparseVaeConfig {
     }
 }
 
+/// The presets by width, narrowest first.
+pub const SPARSE_PRESETS: [&str; 3] = ["sparse_small", "sparse_base", "sparse_wide"];
+
 impl SparseVaeConfig {
     fn with_width(w: i64) -> SparseVaeConfig {
         SparseVaeConfig {
@@ -75,7 +78,7 @@ impl SparseVaeConfig {
         SparseVaeConfig::with_width(32)
     }
 
-    /// A preset by name: `sparse_small`, `sparse_base`, `sparse_wide`.
+    /// A preset by name: one of [`SPARSE_PRESETS`] (or without the `sparse_`).
     pub fn named(name: &str) -> Result<SparseVaeConfig, ModelError> {
         match name.replace('-', "_").as_str() {
             "sparse_small" | "small" => Ok(Self::small()),
