@@ -47,13 +47,16 @@ struct Cli {
     dataset_dir: Option<std::path::PathBuf>,
 }
 
-/// The sparse presets as planned for the worst training frame of `root`:
-/// `(preset, grid, model)` each; prints one row per preset, batch and precision.
+/// A sparse preset planned for a root: its name, the root's grid and the model with its site counts.
+type SparseCandidate = (&'static str, [i64; 3], ModelConfig);
+
+/// The sparse presets as planned for the worst training frame of `root`;
+/// prints one row per preset, batch and precision.
 fn sparse_rows(
     root: &std::path::Path,
     planner: &Planner,
     budget: u64,
-) -> Result<Vec<(&'static str, [i64; 3], ModelConfig)>, Box<dyn std::error::Error>> {
+) -> Result<Vec<SparseCandidate>, Box<dyn std::error::Error>> {
     use radvox::memory::SparseModel;
     use radvox::model::sparse::config::SPARSE_PRESETS;
     use radvox::model::sparse::SparseVaeConfig;
