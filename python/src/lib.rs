@@ -271,6 +271,22 @@ fn model_config(model: &str) -> PyResult<ModelConfig> {
     }
 }
 
+/// A sparse preset planned from the worst training frame of `root` (a scan
+/// of its site counts), with the root's grid.
+fn sparse_model(name: &str, root: Option<&str>) -> PyResult<(ModelConfig, [i64; 3])> {
+    let Some(root) = root else {
+        return Err(value_err(format!(
+            "{name} is planned from the frames' occupied voxels: pass dataset_dir (a root whose training frames it scans)"
+        )));
+    };
+    let vae = radvox::model::sparse::SparseVaeConfig::named(name).map_err(err)?;
+    let ds = radvox::Dataset::open(root, Split::Train, &DatasetConfig::default()).map_err(err)?;
+    let sites = radvox::train::sparse_vae::scan_sites(&ds, &vae).map_err(err)?;
+    let s = ds.output_shape(0);
+    let model = ModelConfig::SparseVae(Box::new(memory::SparseModel { vae, sites }));
+    Ok((model, [s[1] as i64, s[2] as i64, s[3] as i64]))
+}
+
 fn plan_dict<'py>(py: Python<'py>, p: &Plan) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("model", p.run.model.name())?;
@@ -306,6 +322,7 @@ fn run_of(
     precision: &str,
     checkpointing: &str,
     backend: &str,
+    dataset_dir: Option<&str>,
 ) -> PyResult<(Planner, Run)> {
     let precision = match precision {
         "f32" => Precision::F32,
@@ -318,14 +335,22 @@ fn run_of(
         "cpu" => Backend::cpu(),
         b => return Err(value_err(format!("backend {b:?}: use \"cuda\" or \"cpu\""))),
     };
-    let run = Run { model: model_config(model)?, grid, batch, precision, checkpointing };
+    let (model, grid) = if radvox::model::sparse::config::SPARSE_PRESETS.contains(&model) {
+        sparse_model(model, dataset_dir)?
+    } else if dataset_dir.is_some() {
+        return Err(value_err(format!("dataset_dir is for the sparse presets; {model} is planned from the grid")));
+    } else {
+        (model_config(model)?, grid)
+    };
+    let run = Run { model, grid, batch, precision, checkpointing };
     Ok((Planner::new(backend), run))
 }
 
 /// The memory plan of one training step (bytes, by part) as a dict.
 #[pyfunction]
 #[pyo3(signature = (model = "ultra_lightweight", grid = [96, 608, 224], batch = 1, precision = "f32",
-    checkpointing = "off", backend = "cuda"))]
+    checkpointing = "off", backend = "cuda", dataset_dir = None))]
+#[allow(clippy::too_many_arguments)]
 fn plan<'py>(
     py: Python<'py>,
     model: &str,
@@ -334,8 +359,9 @@ fn plan<'py>(
     precision: &str,
     checkpointing: &str,
     backend: &str,
+    dataset_dir: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (planner, run) = run_of(model, grid, batch, precision, checkpointing, backend)?;
+    let (planner, run) = run_of(model, grid, batch, precision, checkpointing, backend, dataset_dir)?;
     let p = planner.plan(&run).map_err(err)?;
     plan_dict(py, &p)
 }
@@ -344,7 +370,7 @@ fn plan<'py>(
 /// the largest configuration that does, as a dict of plans.
 #[pyfunction]
 #[pyo3(signature = (budget_gb, model = "ultra_lightweight", grid = [96, 608, 224], batch = 1, precision = "f32",
-    checkpointing = "off", backend = "cuda"))]
+    checkpointing = "off", backend = "cuda", dataset_dir = None))]
 #[allow(clippy::too_many_arguments)]
 fn fit<'py>(
     py: Python<'py>,
@@ -355,11 +381,12 @@ fn fit<'py>(
     precision: &str,
     checkpointing: &str,
     backend: &str,
+    dataset_dir: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if !(budget_gb > 0.0 && budget_gb.is_finite()) {
         return Err(value_err(format!("budget_gb must be > 0, got {budget_gb}")));
     }
-    let (planner, run) = run_of(model, grid, batch, precision, checkpointing, backend)?;
+    let (planner, run) = run_of(model, grid, batch, precision, checkpointing, backend, dataset_dir)?;
     let f = memory::fit((budget_gb * (1u64 << 30) as f64) as u64, &planner, &run).map_err(err)?;
     let d = PyDict::new(py);
     d.set_item("fits", f.fits)?;

@@ -193,6 +193,19 @@ def test_memory_plan_and_fit_are_dicts_of_bytes():
     assert not f["fits"] and f["changes"] and f["suggested"]["total"] <= 8 * 2**30
 
 
+def test_sparse_presets_are_planned_from_a_roots_site_counts():
+    root = REPO / "fixtures" / "ntu_mini"
+    small = radvox.memory.plan("sparse_small", dataset_dir=root, backend="cuda")
+    wide = radvox.memory.plan("sparse_wide", dataset_dir=root, backend="cuda")
+    assert small["model"] == "sparse_small" and 0 < small["total"] < wide["total"]
+    assert radvox.memory.plan("sparse_small", dataset_dir=root, batch=4)["activations"] > small["activations"]
+    assert radvox.memory.fit(24.0, "sparse_base", dataset_dir=root)["fits"]
+    with pytest.raises(ValueError, match="dataset_dir"):
+        radvox.memory.plan("sparse_small")
+    with pytest.raises(ValueError, match="sparse presets"):
+        radvox.memory.plan("ultra_lightweight", dataset_dir=root)
+
+
 def test_the_example_trains_a_vae_in_plain_pytorch():
     import importlib.util
 

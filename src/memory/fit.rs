@@ -107,12 +107,40 @@ pub fn largest_crop(
 /// grid, in that order of preference), and the largest VAE preset/batch/grid
 /// that fits.
 pub fn fit(budget: u64, planner: &Planner, run: &Run) -> Result<Fit, MemoryError> {
+    if matches!(run.model, ModelConfig::SparseVae(_)) {
+        return fit_sparse(budget, planner, run);
+    }
     let mp = planner.model(&run.model)?;
     let requested = mp.plan(run.grid, run.batch, run.precision, run.checkpointing);
     let fits = requested.fits(budget);
     let suggestion = if fits { None } else { suggest(budget, planner, &mp, run)? };
     let largest = largest(budget, planner, run)?;
     Ok(Fit { requested, fits, suggestion, largest })
+}
+
+/// [`fit`] of the sparse VAE (planned from its site counts): AMP, then
+/// smaller batches; there is no larger preset search (the counts are the
+/// root's, not the grid's).
+fn fit_sparse(budget: u64, planner: &Planner, run: &Run) -> Result<Fit, MemoryError> {
+    let requested = planner.plan(run)?;
+    let fits = requested.fits(budget);
+    let mut suggestion = None;
+    if !fits {
+        let precisions: &[Precision] =
+            if run.precision == Precision::F32 { &[Precision::F32, Precision::Amp] } else { &[run.precision] };
+        let batches = std::iter::successors(Some(run.batch), |&b| (b > 1).then_some(b / 2));
+        'search: for batch in batches {
+            for &precision in precisions {
+                let p = planner.plan(&Run { batch, precision, ..run.clone() })?;
+                let c = changes(run, run.checkpointing, precision, batch);
+                if p.fits(budget) && !c.is_empty() {
+                    suggestion = Some((c, p));
+                    break 'search;
+                }
+            }
+        }
+    }
+    Ok(Fit { requested, fits, suggestion, largest: None })
 }
 
 /// The changes from `run` to checkpointing `ck`, `precision` and `batch`.
@@ -254,6 +282,33 @@ pub fn fallback(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparse_run_that_does_not_fit_is_offered_amp_or_a_smaller_batch() {
+        use crate::memory::{SparseModel, SparseSites};
+        use crate::model::sparse::{Coords, SparseVaeConfig};
+        let vae = SparseVaeConfig::small();
+        let mut v = Vec::new();
+        for z in 0..10 {
+            for y in 0..30 {
+                for x in 0..10 {
+                    v.push([0, z, y, x]);
+                }
+            }
+        }
+        let grid = [16, 64, 32];
+        let sites = SparseSites::of(&vae, &Coords::new(&v, 1, grid, [1; 3]).unwrap()).unwrap();
+        let model = ModelConfig::SparseVae(Box::new(SparseModel { vae, sites }));
+        let run = Run { model, grid, batch: 8, precision: Precision::F32, checkpointing: Checkpointing::Off };
+        let planner = Planner::new(super::super::Backend::Cuda);
+        let need = planner.plan(&run).unwrap().total();
+        let roomy = fit(need, &planner, &run).unwrap();
+        assert!(roomy.fits && roomy.suggestion.is_none());
+        let tight = fit(need - 1, &planner, &run).unwrap();
+        let (changes, p) = tight.suggestion.expect("AMP or a smaller batch fits");
+        assert!(!tight.fits && p.total() < need && !changes.is_empty(), "{changes:?}");
+        assert!(p.run.batch < 8 || p.run.precision == Precision::Amp);
+    }
 
     fn vae(name: &str) -> ModelConfig {
         ModelConfig::Vae(VaeConfig::named(name).unwrap())
