@@ -92,13 +92,17 @@ fn region_and_calibration_metrics_equal_the_numpy_reference() {
                 assert_eq!(g.count as u64, w["count"].as_u64().unwrap(), "{}", what("count"));
                 assert_eq!(g.target_count as u64, w["target_count"].as_u64().unwrap(), "{}", what("target"));
                 close(&what("iou"), g.voxel.iou, &w["iou"]);
+                close(&what("precision"), g.voxel.precision, &w["precision"]);
+                close(&what("recall"), g.voxel.recall, &w["recall"]);
                 close(&what("f1"), g.voxel.f1, &w["f1"]);
                 close(&what("chamfer"), g.chamfer, &w["chamfer"]);
+                close(&what("hausdorff"), g.hausdorff, &w["hausdorff"]);
                 close(&what("nn"), g.nn, &w["nn"]);
                 for tau in &cfg.regions.match_taus {
                     let f = g.at(*tau).unwrap();
                     close(&what("match"), f.precision, &w[format!("match@{tau:.1}")]);
                     close(&what("rmatch"), f.recall, &w[format!("rmatch@{tau:.1}")]);
+                    close(&what("f@tau"), f.fscore, &w[format!("f@{tau:.1}")]);
                 }
                 close(&what("bev_iou"), g.bev.iou, &w["bev_iou"]);
                 close(&what("bev_f1"), g.bev.f1, &w["bev_f1"]);

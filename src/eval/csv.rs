@@ -32,9 +32,10 @@
 //! Then per region ([`super::regions`]: range bands `x{lo}_{hi}`, height
 //! bands `z{lo}_{hi}`, `visible`): `target_{region}` (target voxels in it,
 //! summed on summary rows); then for `pred` and `radar`, per region:
-//! `{method}_{region}_count` (summed), `_iou`, `_f1`, `_chamfer`, `_nn`,
-//! per match tolerance `_match@{tau}m` and `_rmatch@{tau}m`, `_bev_iou`,
-//! `_bev_f1` (frame values, or means over frames where defined).
+//! `{method}_{region}_count` (summed), `_iou`, `_precision`, `_recall`,
+//! `_f1`, `_chamfer`, `_hausdorff`, `_nn`, per match tolerance
+//! `_match@{tau}m`, `_rmatch@{tau}m` and `_f@{tau}m`, `_bev_iou`, `_bev_f1`
+//! (frame values, or means over frames where defined).
 //!
 //! Undefined values are empty cells; numbers use 6 decimals; never NaN or inf.
 //! Text cells are quoted when they contain `,`, `"` or a line break.
@@ -113,9 +114,10 @@ pub fn columns(taus: &[f64], regions: &[String], match_taus: &[f64]) -> Vec<Stri
     }
     names.extend(["calibration_voxels", "brier", "ece"].map(String::from));
     names.extend(regions.iter().map(|r| format!("target_{r}")));
-    let mut region_block: Vec<String> = ["count", "iou", "f1", "chamfer", "nn"].map(String::from).to_vec();
+    let mut region_block: Vec<String> =
+        ["count", "iou", "precision", "recall", "f1", "chamfer", "hausdorff", "nn"].map(String::from).to_vec();
     for t in match_taus {
-        region_block.extend([format!("match@{t}m"), format!("rmatch@{t}m")]);
+        region_block.extend([format!("match@{t}m"), format!("rmatch@{t}m"), format!("f@{t}m")]);
     }
     region_block.extend(["bev_iou", "bev_f1"].map(String::from));
     for prefix in ["pred", "radar"] {
@@ -182,10 +184,11 @@ fn calibration(c: &Calibration) -> [Cell; 3] {
 
 fn frame_region(g: &RegionMetrics, match_taus: &[f64]) -> Vec<Cell> {
     let mut c = vec![Cell::Int(g.count as u64)];
-    c.extend([g.voxel.iou, g.voxel.f1, g.chamfer, g.nn].map(Cell::Num));
+    let v = g.voxel;
+    c.extend([v.iou, v.precision, v.recall, v.f1, g.chamfer, g.hausdorff, g.nn].map(Cell::Num));
     for &t in match_taus {
         let f = g.at(t);
-        c.extend([f.and_then(|f| f.precision), f.and_then(|f| f.recall)].map(Cell::Num));
+        c.extend([f.and_then(|f| f.precision), f.and_then(|f| f.recall), f.and_then(|f| f.fscore)].map(Cell::Num));
     }
     c.extend([g.bev.iou, g.bev.f1].map(Cell::Num));
     c
@@ -193,10 +196,15 @@ fn frame_region(g: &RegionMetrics, match_taus: &[f64]) -> Vec<Cell> {
 
 fn summary_region(g: &RegionSummary, match_taus: &[f64]) -> Vec<Cell> {
     let mut c = vec![Cell::Int(g.count)];
-    c.extend([g.iou.mean, g.f1.mean, g.chamfer.mean, g.nn.mean].map(Cell::Num));
+    c.extend(
+        [g.iou.mean, g.precision.mean, g.recall.mean, g.f1.mean, g.chamfer.mean, g.hausdorff.mean, g.nn.mean]
+            .map(Cell::Num),
+    );
     for &t in match_taus {
         let m = g.at(t);
-        c.extend([m.and_then(|m| m.0.mean), m.and_then(|m| m.1.mean)].map(Cell::Num));
+        c.extend(
+            [m.and_then(|m| m.0.mean), m.and_then(|m| m.1.mean), g.fscore_at(t).and_then(|f| f.mean)].map(Cell::Num),
+        );
     }
     c.extend([g.bev_iou.mean, g.bev_f1.mean].map(Cell::Num));
     c

@@ -13,9 +13,10 @@
 //! * In a region both the method's set and the target are restricted to it,
 //!   then scored as whole frames are: IoU/F1 under [`Counts::scores`]'s
 //!   empty rules; Chamfer and `nn` (mean distance from the method's points to
-//!   the target's, metres) on voxel centres, `None` when either is empty;
-//!   `match@tau` = share of the method's points with a target point within
-//!   tau (its precision at tau), `rmatch@tau` the reverse (recall at tau).
+//!   the target's, metres) and Hausdorff on voxel centres, `None` when either
+//!   is empty; `match@tau` = share of the method's points with a target
+//!   point within tau (its precision at tau), `rmatch@tau` the reverse
+//!   (recall at tau), `f@tau` their harmonic mean.
 //! * BEV: both restricted sets projected onto (x, y) (any z), IoU and F1 of
 //!   the occupied columns.
 
@@ -134,9 +135,12 @@ pub struct RegionMetrics {
     pub voxel: VoxelScores,
     /// Chamfer (m) in the region.
     pub chamfer: Option<f64>,
+    /// Hausdorff (m) in the region.
+    pub hausdorff: Option<f64>,
     /// Mean distance from the method's points to the target's (m).
     pub nn: Option<f64>,
-    /// Match ratios per tolerance: `precision` = match, `recall` = reverse match.
+    /// Match ratios per tolerance: `precision` = match, `recall` = reverse
+    /// match, `fscore` their harmonic mean (the point F-score at tau).
     pub matches: Vec<FScore>,
     /// Bird's-eye-view column counts.
     pub bev_counts: Counts,
@@ -199,6 +203,7 @@ impl<'a> RegionMasks<'a> {
                     counts,
                     voxel: counts.scores(),
                     chamfer: points.chamfer,
+                    hausdorff: points.hausdorff,
                     nn: points.pred_to_target,
                     matches: points.fscores,
                     bev_counts,

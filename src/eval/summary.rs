@@ -69,14 +69,20 @@ pub struct RegionSummary {
     pub counts: Counts,
     /// Mean IoU.
     pub iou: Stat,
+    /// Mean precision.
+    pub precision: Stat,
+    /// Mean recall.
+    pub recall: Stat,
     /// Mean F1.
     pub f1: Stat,
     /// Mean Chamfer (m).
     pub chamfer: Stat,
+    /// Mean Hausdorff (m).
+    pub hausdorff: Stat,
     /// Mean of the mean distance from the method's points to the target's (m).
     pub nn: Stat,
-    /// Per match tolerance: (tau, mean match ratio, mean reverse match ratio).
-    pub matches: Vec<(f64, Stat, Stat)>,
+    /// Per match tolerance: (tau, mean match ratio, mean reverse match ratio, mean F-score).
+    pub matches: Vec<(f64, Stat, Stat, Stat)>,
     /// Mean bird's-eye-view IoU.
     pub bev_iou: Stat,
     /// Mean bird's-eye-view F1.
@@ -87,6 +93,11 @@ impl RegionSummary {
     /// The mean (match, reverse match) at `tau` (within 1e-9).
     pub fn at(&self, tau: f64) -> Option<(Stat, Stat)> {
         self.matches.iter().find(|m| (m.0 - tau).abs() < 1e-9).map(|m| (m.1, m.2))
+    }
+
+    /// The mean point F-score at `tau`.
+    pub fn fscore_at(&self, tau: f64) -> Option<Stat> {
+        self.matches.iter().find(|m| (m.0 - tau).abs() < 1e-9).map(|m| m.3)
     }
 }
 
@@ -186,10 +197,13 @@ struct RegionAcc {
     target_count: u64,
     counts: Counts,
     iou: MeanAcc,
+    precision: MeanAcc,
+    recall: MeanAcc,
     f1: MeanAcc,
     chamfer: MeanAcc,
+    hausdorff: MeanAcc,
     nn: MeanAcc,
-    matches: Vec<(f64, MeanAcc, MeanAcc)>,
+    matches: Vec<(f64, MeanAcc, MeanAcc, MeanAcc)>,
     bev_iou: MeanAcc,
     bev_f1: MeanAcc,
 }
@@ -198,19 +212,24 @@ impl RegionAcc {
     fn push(&mut self, m: &RegionMetrics) {
         if self.region.is_empty() {
             self.region = m.region.clone();
-            self.matches = m.matches.iter().map(|f| (f.tau, MeanAcc::default(), MeanAcc::default())).collect();
+            self.matches =
+                m.matches.iter().map(|f| (f.tau, Default::default(), Default::default(), Default::default())).collect();
         }
         self.count += m.count as u64;
         self.target_count += m.target_count as u64;
         self.counts += m.counts;
         self.iou.push(m.voxel.iou);
+        self.precision.push(m.voxel.precision);
+        self.recall.push(m.voxel.recall);
         self.f1.push(m.voxel.f1);
         self.chamfer.push(m.chamfer);
+        self.hausdorff.push(m.hausdorff);
         self.nn.push(m.nn);
-        for (tau, a, b) in &mut self.matches {
+        for (tau, a, b, f1) in &mut self.matches {
             let f = m.at(*tau);
             a.push(f.and_then(|f| f.precision));
             b.push(f.and_then(|f| f.recall));
+            f1.push(f.and_then(|f| f.fscore));
         }
         self.bev_iou.push(m.bev.iou);
         self.bev_f1.push(m.bev.f1);
@@ -223,10 +242,13 @@ impl RegionAcc {
             target_count: self.target_count,
             counts: self.counts,
             iou: self.iou.stat(),
+            precision: self.precision.stat(),
+            recall: self.recall.stat(),
             f1: self.f1.stat(),
             chamfer: self.chamfer.stat(),
+            hausdorff: self.hausdorff.stat(),
             nn: self.nn.stat(),
-            matches: self.matches.iter().map(|(t, a, b)| (*t, a.stat(), b.stat())).collect(),
+            matches: self.matches.iter().map(|(t, a, b, f)| (*t, a.stat(), b.stat(), f.stat())).collect(),
             bev_iou: self.bev_iou.stat(),
             bev_f1: self.bev_f1.stat(),
         }
