@@ -38,9 +38,10 @@ fn child(preset: &str, tiling: Option<Tiling>) {
     let cfg = VaeConfig::named(preset).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = Vae3d::new(&vs.root(), &cfg).unwrap();
-    let frozen = FrozenVae { vs, vae, channel_scale: vec![1.0; 4], hash: String::new(), tiling: None }
-        .with_tiling(tiling)
-        .unwrap();
+    let frozen =
+        FrozenVae { vs, vae, channel_scale: vec![1.0; 4], hash: String::new(), tiling: None, occupancy_logits: false }
+            .with_tiling(tiling)
+            .unwrap();
     // a sparse occupancy-like frame, as the loader yields it (f16)
     let frame =
         Tensor::rand([1, 4, GRID[0], GRID[1], GRID[2]], (Kind::Float, Device::Cpu)).lt(0.02).to_kind(Kind::Half);

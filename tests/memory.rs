@@ -232,8 +232,14 @@ fn planned_inference_peaks_match_counted_allocations() {
         let mp = planner.model(&ModelConfig::Vae(cfg.clone())).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         let vae = Vae3d::new(&vs.root(), &cfg).unwrap();
-        let mut frozen =
-            FrozenVae { vs, vae, channel_scale: vec![1.0, 0.5, 0.25, 1.0], hash: String::new(), tiling: None };
+        let mut frozen = FrozenVae {
+            vs,
+            vae,
+            channel_scale: vec![1.0, 0.5, 0.25, 1.0],
+            hash: String::new(),
+            tiling: None,
+            occupancy_logits: false,
+        };
         let frame = Tensor::rand([1, 4, grid[0], grid[1], grid[2]], (Kind::Half, Device::Cpu));
         for tiling in [None, Some(Tiling::new(tile, 8))] {
             frozen = frozen.with_tiling(tiling).unwrap();

@@ -20,7 +20,7 @@ mod common;
 fn frozen(name: &str) -> FrozenVae {
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = radvox::sys::with_init_seed(3, || Vae3d::new(&vs.root(), &VaeConfig::named(name).unwrap()).unwrap());
-    FrozenVae { vs, vae, channel_scale: vec![1.0; 4], hash: String::new(), tiling: None }
+    FrozenVae { vs, vae, channel_scale: vec![1.0; 4], hash: String::new(), tiling: None, occupancy_logits: false }
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {

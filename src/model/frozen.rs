@@ -22,6 +22,9 @@ pub struct FrozenVae {
     /// Whole frames are encoded and decoded in these tiles (see
     /// [`super::tiles`]); `None`: in one piece.
     pub tiling: Option<Tiling>,
+    /// Whether channel 0 of the decoder is an occupancy logit (a
+    /// classification head): [`FrozenVae::decode`] returns its `sigmoid`.
+    pub occupancy_logits: bool,
 }
 
 impl std::fmt::Debug for FrozenVae {
@@ -68,10 +71,11 @@ impl FrozenVae {
         let z = z.to_device(dev).to_kind(Kind::Float);
         let decode = |z: &Tensor| self.vae.decode(z, false);
         let f = self.vae.config().downsampling();
-        let mut grid = tch::no_grad(|| match &self.tiling {
+        let grid = tch::no_grad(|| match &self.tiling {
             Some(t) => t.coarser(f).map(&z, f, [1; 3], &decode),
             None => decode(&z),
         });
+        let mut grid = crate::model::loss::occupancy_probability(grid, self.occupancy_logits);
         let _ = grid.g_div_(&self.scale(dev));
         grid
     }

@@ -27,6 +27,17 @@ pub struct LossConfig {
     pub perceptual_seed: u64,
     /// Per-level perceptual weights (normalised to sum 1).
     pub perceptual_levels: [f64; 4],
+    /// Occupancy as classification: binary cross-entropy of the occupancy
+    /// channel read as a logit against the target's occupancy (> 0.5). Any
+    /// of `occupancy_bce`/`occupancy_dice` > 0 makes channel 0 a logit
+    /// (decoders then return `sigmoid` of it, a probability), and the
+    /// regression terms above must be 0.
+    pub occupancy_bce: f64,
+    /// Soft Dice loss `1 - 2 sum(p t) / (sum p + sum t)` of `p = sigmoid(logit)`.
+    pub occupancy_dice: f64,
+    /// With a logit head: MSE of the feature channels (1..C) on the voxels
+    /// within one voxel of an occupied one (elsewhere they are undefined).
+    pub feature_mse: f64,
 }
 
 impl Default for LossConfig {
@@ -38,7 +49,17 @@ impl Default for LossConfig {
             perceptual: 0.0,
             perceptual_seed: 0,
             perceptual_levels: [0.5, 1.0, 1.0, 0.5],
+            occupancy_bce: 0.0,
+            occupancy_dice: 0.0,
+            feature_mse: 0.0,
         }
+    }
+}
+
+impl LossConfig {
+    /// Whether channel 0 is a logit (a classification head).
+    pub fn occupancy_logits(&self) -> bool {
+        self.occupancy_bce > 0.0 || self.occupancy_dice > 0.0
     }
 }
 
@@ -57,9 +78,22 @@ impl std::fmt::Debug for ReconLoss {
 impl ReconLoss {
     /// Builds the loss (and the perceptual extractor when used) on `device`.
     pub fn new(config: &LossConfig, in_channels: i64, device: Device) -> Result<ReconLoss, ModelError> {
-        let weights = [config.mse, config.occupancy_mse, config.edge, config.perceptual];
+        let regression = [config.mse, config.occupancy_mse, config.edge, config.perceptual];
+        let head = [config.occupancy_bce, config.occupancy_dice, config.feature_mse];
+        let weights: Vec<f64> = regression.iter().chain(&head).copied().collect();
         if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().all(|w| *w == 0.0) {
             return Err(ModelError::Config(format!("loss weights must be finite, >= 0 and not all 0: {weights:?}")));
+        }
+        if config.occupancy_logits() && regression.iter().any(|w| *w > 0.0) {
+            return Err(ModelError::Config(format!(
+                "occupancy_bce/occupancy_dice make channel 0 a logit: the regression terms (mse, occupancy_mse, \
+                 edge, perceptual) must be 0, got {regression:?}; use feature_mse for the features"
+            )));
+        }
+        if config.feature_mse > 0.0 && !config.occupancy_logits() {
+            return Err(ModelError::Config(
+                "feature_mse goes with a logit head (occupancy_bce or occupancy_dice)".into(),
+            ));
         }
         let perceptual = (config.perceptual > 0.0)
             .then(|| Perceptual3d::new(in_channels, config.perceptual_seed, config.perceptual_levels, device))
@@ -84,8 +118,44 @@ impl ReconLoss {
         if let Some(perc) = &self.perceptual {
             total += perc.loss(&p, &t) * c.perceptual;
         }
+        if c.occupancy_logits() {
+            total += occupancy_head(&p, &t, c);
+        }
         total
     }
+}
+
+/// The classification head's terms: BCE and soft Dice of the occupancy
+/// logit, masked MSE of the features near occupied voxels.
+pub fn occupancy_head(pred: &Tensor, target: &Tensor, c: &LossConfig) -> Tensor {
+    let occ = occupancy(target);
+    let logit = pred.narrow(1, 0, 1);
+    let mut total = Tensor::zeros([], (Kind::Float, pred.device()));
+    if c.occupancy_bce > 0.0 {
+        total += logit.binary_cross_entropy_with_logits::<Tensor>(&occ, None, None, Reduction::Mean) * c.occupancy_bce;
+    }
+    if c.occupancy_dice > 0.0 {
+        let p = logit.sigmoid();
+        let dice = (&p * &occ).sum(Kind::Float) * 2.0 / (p.sum(Kind::Float) + occ.sum(Kind::Float) + 1e-6);
+        total += (dice.neg() + 1.0) * c.occupancy_dice;
+    }
+    let ch = pred.size()[1];
+    if c.feature_mse > 0.0 && ch > 1 {
+        let near = occ.max_pool3d([3; 3], [1; 3], [1; 3], [1; 3], false);
+        let d = (pred.narrow(1, 1, ch - 1) - target.narrow(1, 1, ch - 1)).square() * &near;
+        total += d.sum(Kind::Float) / (near.sum(Kind::Float) * (ch - 1) as f64 + 1e-6) * c.feature_mse;
+    }
+    total
+}
+
+/// Channel 0 of raw VAE output `(B, C, ...)` as a probability: `sigmoid` of
+/// the logit when `logits`, else as is.
+pub fn occupancy_probability(out: Tensor, logits: bool) -> Tensor {
+    if !logits {
+        return out;
+    }
+    let c = out.size()[1];
+    Tensor::cat(&[out.narrow(1, 0, 1).sigmoid(), out.narrow(1, 1, c - 1)], 1)
 }
 
 fn occupancy(t: &Tensor) -> Tensor {
@@ -217,6 +287,35 @@ impl Perceptual3d {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_occupancy_head_is_bce_dice_and_masked_feature_mse() {
+        // (1, 2, 1, 1, 3): logits 2, -1, 0; target occupancy 1, 0, 0; features
+        let pred = Tensor::from_slice(&[2.0f32, -1.0, 0.0, 0.5, 0.2, 9.0]).view([1, 2, 1, 1, 3]);
+        let target = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.4, 0.0, 0.0]).view([1, 2, 1, 1, 3]);
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let bce = -((sig(2.0)).ln() + (1.0 - sig(-1.0)).ln() + (1.0 - sig(0.0)).ln()) / 3.0;
+        let p = [sig(2.0), sig(-1.0), sig(0.0)];
+        let dice = 1.0 - 2.0 * p[0] / (p.iter().sum::<f64>() + 1.0 + 1e-6);
+        // features near the occupied voxel: voxels 0 and 1 (3x3x3 neighbourhood), not 2
+        let fmse = ((0.5f64 - 0.4).powi(2) + 0.2f64.powi(2)) / (2.0 + 1e-6);
+        let c =
+            LossConfig { mse: 0.0, occupancy_bce: 1.0, occupancy_dice: 0.5, feature_mse: 2.0, ..Default::default() };
+        let got = occupancy_head(&pred, &target, &c).double_value(&[]);
+        let want = bce + 0.5 * dice + 2.0 * fmse;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let loss = ReconLoss::new(&c, 2, Device::Cpu).unwrap();
+        assert!((loss.compute(&pred, &target).double_value(&[]) - want).abs() < 1e-5);
+        // a logit head leaves no room for the regression terms
+        let mixed = LossConfig { mse: 1.0, occupancy_bce: 1.0, ..Default::default() };
+        assert!(ReconLoss::new(&mixed, 2, Device::Cpu).unwrap_err().to_string().contains("logit"));
+        let lone = LossConfig { mse: 1.0, feature_mse: 1.0, ..Default::default() };
+        assert!(ReconLoss::new(&lone, 2, Device::Cpu).is_err());
+        let probs = occupancy_probability(pred.shallow_clone(), true);
+        assert!((probs.double_value(&[0, 0, 0, 0, 0]) - sig(2.0)).abs() < 1e-6);
+        assert_eq!(probs.double_value(&[0, 1, 0, 0, 2]), 9.0, "features untouched");
+        assert!(occupancy_probability(pred.shallow_clone(), false).equal(&pred));
+    }
 
     fn grid(seed: i64) -> Tensor {
         let occ = crate::sys::uniform(seed as u64, &[1, 1, 8, 16, 16], 0.0, 1.0, Device::Cpu);

@@ -217,8 +217,14 @@ pub fn load_vae(path: &Path, expect: Option<&VaeConfig>, device: Device) -> Resu
     let model = ckpt.model_tensors();
     safetensors::load_into(&vs, "", &model, path)?;
     vs.freeze();
-    let frozen =
-        FrozenVae { vs, vae, channel_scale: recipe.channel_scale.clone(), hash: weights_hash(&model), tiling: None };
+    let frozen = FrozenVae {
+        vs,
+        vae,
+        channel_scale: recipe.channel_scale.clone(),
+        hash: weights_hash(&model),
+        tiling: None,
+        occupancy_logits: recipe.loss.occupancy_logits(),
+    };
     Ok((frozen, recipe))
 }
 

@@ -306,6 +306,7 @@ impl Objective for VaeObjective {
             let batch = batch?;
             let x = self.input(&batch.target);
             let recon = tch::no_grad(|| amp.run(|| self.vae.forward_t(&x, false)))?.to_kind(Kind::Float);
+            let recon = crate::model::loss::occupancy_probability(recon, self.recipe.loss.occupancy_logits());
             let (tp, fp, fn_) = Occupancy::counts(&recon, &x, self.recipe.iou_threshold);
             c = (c.0 + tp, c.1 + fp, c.2 + fn_);
             mse += recon.mse_loss(&x, tch::Reduction::Mean).double_value(&[]) * batch.ids.len() as f64;
