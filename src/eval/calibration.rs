@@ -131,7 +131,7 @@ impl Calibration {
         let observed: Vec<(f64, f64)> = self.bins().iter().map(|b| (b.mean_p, b.observed)).collect();
         let series = [
             Series { name: "PERFECT".into(), points: vec![(0.0, 0.0), (1.0, 1.0)], color: [150, 150, 150] },
-            Series { name: "OBSERVED FREQUENCY".into(), points: observed, color: COLORS[1] },
+            Series { name: "OBSERVED".into(), points: observed, color: COLORS[1] },
         ];
         line_chart(title, "MEAN PREDICTED PROBABILITY", &series, false)
     }

@@ -70,10 +70,10 @@ pub fn band_chart(o: &SummaryRow) -> Option<Canvas> {
     let iou = |r: &RegionSummary| r.iou.mean;
     let matched = |r: &RegionSummary| r.at(tau).and_then(|m| m.0.mean);
     let series = [
-        line("PREDICTION IOU", &pred, &iou, 0),
+        line("PRED IOU", &pred, &iou, 0),
         line("RADAR IOU", &radar, &iou, 1),
-        line(&format!("PREDICTION MATCH@{tau}M"), &pred, &matched, 2),
-        line(&format!("RADAR MATCH@{tau}M"), &radar, &matched, 3),
+        line(&format!("PRED MATCH {tau}M"), &pred, &matched, 2),
+        line(&format!("RADAR MATCH {tau}M"), &radar, &matched, 3),
     ];
     Some(line_chart("BY RANGE BAND", "RANGE BAND MIDPOINT (M)", &series, false))
 }
