@@ -128,12 +128,13 @@ int64_t radvox_host_tensor_bytes() { return g_host_current.load(); }
 int64_t radvox_host_tensor_peak() { return g_host_peak.load(); }
 void radvox_host_reset_peak() { g_host_peak.store(g_host_current.load()); }
 
-// The CUDA caching allocator's allocated bytes (current, peak) on `device`;
-// false without CUDA.
-bool radvox_cuda_allocated(int64_t device, int64_t *current, int64_t *peak) {
+// One aggregate statistic of the CUDA caching allocator on `device`
+// (allocated or reserved bytes: current, peak); false without CUDA.
+static bool cuda_stat(int64_t device, bool reserved, int64_t *current, int64_t *peak) {
   try {
     auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
-    auto &all = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    auto &all = (reserved ? stats.reserved_bytes : stats.allocated_bytes)[static_cast<size_t>(
+        c10::CachingAllocator::StatType::AGGREGATE)];
     *current = all.current;
     *peak = all.peak;
     return true;
@@ -142,17 +143,14 @@ bool radvox_cuda_allocated(int64_t device, int64_t *current, int64_t *peak) {
   }
 }
 
+// The CUDA caching allocator's allocated bytes (current, peak) on `device`.
+bool radvox_cuda_allocated(int64_t device, int64_t *current, int64_t *peak) {
+  return cuda_stat(device, false, current, peak);
+}
+
 // The same for the bytes the caching allocator holds from the driver.
 bool radvox_cuda_reserved(int64_t device, int64_t *current, int64_t *peak) {
-  try {
-    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
-    auto &all = stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-    *current = all.current;
-    *peak = all.peak;
-    return true;
-  } catch (...) {
-    return false;
-  }
+  return cuda_stat(device, true, current, peak);
 }
 
 bool radvox_cuda_reset_peak(int64_t device) {
