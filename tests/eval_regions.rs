@@ -112,12 +112,16 @@ fn region_and_calibration_metrics_equal_the_numpy_reference() {
         assert_eq!(r.calibration.voxels(), c["voxels"].as_u64().unwrap(), "frame {k} calibration voxels");
         close(&format!("frame {k} brier"), r.calibration.brier(), &c["brier"]);
         close(&format!("frame {k} ece"), r.calibration.ece(), &c["ece"]);
+        close(&format!("frame {k} brier_grid"), r.calibration.brier_grid(), &c["brier_grid"]);
+        close(&format!("frame {k} ece_grid"), r.calibration.ece_grid(), &c["ece_grid"]);
         records.push(r);
     }
     let overall = summarize(&records).pop().unwrap();
     let pooled = &doc["pooled_calibration"];
     close("pooled brier", overall.calibration.brier(), &pooled["brier"]);
     close("pooled ece", overall.calibration.ece(), &pooled["ece"]);
+    close("pooled brier_grid", overall.calibration.brier_grid(), &pooled["brier_grid"]);
+    close("pooled ece_grid", overall.calibration.ece_grid(), &pooled["ece_grid"]);
     let n: Vec<u64> = pooled["n"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(overall.calibration.n.to_vec(), n);
     // the summary's share of the target per region sums over frames

@@ -12,6 +12,11 @@
 //!   ECE = sum over bins of `n_b / N * |mean p_b - mean y_b|`.
 //! * Frames pool by adding their sums ([`Calibration::add`]): the pooled
 //!   scores weigh every voxel alike. Nothing scored: `None`.
+//! * The scored set depends on what the prediction lists (`sample` keeps
+//!   values >= 0.01), so two models that list differently are compared on
+//!   the whole grid instead: [`Calibration::brier_grid`] and
+//!   [`Calibration::ece_grid`] add every other voxel of the grid as
+//!   `p = 0, y = 0`.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +38,9 @@ pub struct Calibration {
     pub sum_y: [f64; BINS],
     /// Sum of `(p - y)^2` over all scored voxels.
     pub sq_err: f64,
+    /// The grid's other voxels (neither listed nor in the target: `p = 0, y = 0`).
+    #[serde(default)]
+    pub unscored: u64,
 }
 
 /// One bin of the reliability diagram.
@@ -49,8 +57,8 @@ pub struct Bin {
 }
 
 impl Calibration {
-    /// The sums of one frame.
-    pub fn of(prediction: &Prediction, target: &VoxelSet) -> Calibration {
+    /// The sums of one frame on a grid of `grid_voxels` voxels.
+    pub fn of(prediction: &Prediction, target: &VoxelSet, grid_voxels: u64) -> Calibration {
         let mut c = Calibration::default();
         let (pc, pv, tc) = (prediction.coords(), prediction.values(), target.coords());
         let (mut i, mut j) = (0, 0);
@@ -76,6 +84,7 @@ impl Calibration {
             };
             c.push(f64::from(p).clamp(0.0, 1.0), y);
         }
+        c.unscored = grid_voxels.saturating_sub(c.voxels());
         c
     }
 
@@ -95,6 +104,7 @@ impl Calibration {
             self.sum_y[b] += o.sum_y[b];
         }
         self.sq_err += o.sq_err;
+        self.unscored += o.unscored;
     }
 
     /// Voxels scored.
@@ -112,6 +122,20 @@ impl Calibration {
     pub fn ece(&self) -> Option<f64> {
         let n = self.voxels() as f64;
         (n > 0.0).then(|| self.bins().iter().map(|b| b.n as f64 / n * (b.mean_p - b.observed).abs()).sum())
+    }
+
+    /// The Brier score over the whole grid.
+    pub fn brier_grid(&self) -> Option<f64> {
+        let n = self.voxels() + self.unscored;
+        (n > 0).then(|| self.sq_err / n as f64)
+    }
+
+    /// The ECE over the whole grid (the unscored voxels in bin 0 as `p = 0, y = 0`).
+    pub fn ece_grid(&self) -> Option<f64> {
+        let mut c = *self;
+        c.n[0] += c.unscored;
+        c.unscored = 0;
+        c.ece()
     }
 
     /// The non-empty bins of the reliability diagram.
@@ -146,8 +170,13 @@ mod tests {
         let target = VoxelSet::new(vec![[0, 0, 0], [1, 0, 0], [5, 5, 5]]);
         // [0,0,0] p 0.92 y 1; [1,0,0] p 0.3 y 1; [2,0,0] p 0.35 y 0; [3,0,0] p 1.4 -> 1 y 0; [5,5,5] p 0 y 1
         let p = Prediction::new(vec![[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], vec![0.92, 0.3, 0.35, 1.4]).unwrap();
-        let c = Calibration::of(&p, &target);
-        assert_eq!(c.voxels(), 5);
+        let c = Calibration::of(&p, &target, 10);
+        assert_eq!((c.voxels(), c.unscored), (5, 5));
+        assert!((c.brier_grid().unwrap() - c.brier().unwrap() / 2.0).abs() < 1e-12);
+        // bin 0 gains five exact zeros: (1 * 1 + 5 * 0) / 6 mean error 1/6 there
+        let ece_grid =
+            (6.0 * (1.0f64 / 6.0 - 0.0).abs() + 2.0 * (0.325f64 - 0.5).abs() + 2.0 * (0.96f64 - 0.5).abs()) / 10.0;
+        assert!((c.ece_grid().unwrap() - ece_grid).abs() < 1e-6, "{:?}", c.ece_grid());
         let sq = [0.08f64, 0.7, 0.35, 1.0, 1.0].iter().map(|e| e * e).sum::<f64>();
         assert!((c.brier().unwrap() - sq / 5.0).abs() < 1e-6);
         // bins: 0 {p 0, y 1}; 3 {0.3 y1, 0.35 y0}; 9 {0.92 y1, 1.0 y0}
@@ -157,7 +186,7 @@ mod tests {
         let mut pooled = Calibration::default();
         pooled.add(&c);
         pooled.add(&c);
-        assert_eq!((pooled.voxels(), pooled.brier()), (10, c.brier()));
+        assert_eq!((pooled.voxels(), pooled.brier(), pooled.unscored), (10, c.brier(), 10));
         assert_eq!(Calibration::default().ece(), None);
     }
 }

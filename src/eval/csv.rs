@@ -27,7 +27,9 @@
 //!   `count_ratio`, `z_spread_ratio`: frame values or means over frames where defined.
 //!
 //! Then the prediction's calibration ([`super::calibration`]; pooled over the
-//! voxels on summary rows): `calibration_voxels`, `brier`, `ece`.
+//! voxels on summary rows): `calibration_voxels`, `brier`, `ece` over the
+//! voxels the prediction lists or the target occupies, `brier_grid`,
+//! `ece_grid` over the whole grid.
 //!
 //! Then per region ([`super::regions`]: range bands `x{lo}_{hi}`, height
 //! bands `z{lo}_{hi}`, `visible`): `target_{region}` (target voxels in it,
@@ -112,7 +114,7 @@ pub fn columns(taus: &[f64], regions: &[String], match_taus: &[f64]) -> Vec<Stri
     for prefix in ["pred", "radar"] {
         names.extend(block.iter().map(|b| format!("{prefix}_{b}")));
     }
-    names.extend(["calibration_voxels", "brier", "ece"].map(String::from));
+    names.extend(["calibration_voxels", "brier", "ece", "brier_grid", "ece_grid"].map(String::from));
     names.extend(regions.iter().map(|r| format!("target_{r}")));
     let mut region_block: Vec<String> =
         ["count", "iou", "precision", "recall", "f1", "chamfer", "hausdorff", "nn"].map(String::from).to_vec();
@@ -178,8 +180,14 @@ fn frame_cells(r: &FrameRecord, taus: &[f64], match_taus: &[f64], cfg: &ReportCo
     cells
 }
 
-fn calibration(c: &Calibration) -> [Cell; 3] {
-    [Cell::Int(c.voxels()), Cell::Num(c.brier()), Cell::Num(c.ece())]
+fn calibration(c: &Calibration) -> [Cell; 5] {
+    [
+        Cell::Int(c.voxels()),
+        Cell::Num(c.brier()),
+        Cell::Num(c.ece()),
+        Cell::Num(c.brier_grid()),
+        Cell::Num(c.ece_grid()),
+    ]
 }
 
 fn frame_region(g: &RegionMetrics, match_taus: &[f64]) -> Vec<Cell> {

@@ -97,7 +97,7 @@ pub fn evaluate_frame(geom: &GridGeometry, input: &FrameInput<'_>, cfg: &EvalCon
     input.prediction.check_bounds(geom)?;
     let selection = select(input.prediction, input.radar.len(), &cfg.selection);
     let mut record = evaluate_selected(geom, input.frame, input.scene, selection, input.radar, input.target, cfg)?;
-    record.calibration = Calibration::of(input.prediction, input.target);
+    record.calibration = Calibration::of(input.prediction, input.target, geom.len() as u64);
     Ok(record)
 }
 

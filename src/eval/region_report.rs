@@ -90,11 +90,15 @@ pub fn calibration_section(md: &mut String, c: &Calibration) {
     let _ = writeln!(
         md,
         "Over the {} voxels the prediction scores or the target occupies (value clamped to [0, 1]): \
-         Brier {}, ECE ({} bins) {}.\n",
+         Brier {}, ECE ({} bins) {}. Over the whole grid ({} more voxels, p = 0, empty; comparable \
+         between models that list different voxels): Brier {}, ECE {}.\n",
         c.voxels(),
         num(c.brier()),
         super::calibration::BINS,
-        num(c.ece())
+        num(c.ece()),
+        c.unscored,
+        sci(c.brier_grid()),
+        sci(c.ece_grid())
     );
     md.push_str("| p bin | Voxels | Mean p | Observed |\n|---|---:|---:|---:|\n");
     for b in c.bins() {
@@ -110,6 +114,13 @@ pub fn calibration_section(md: &mut String, c: &Calibration) {
         );
     }
     md.push_str("\n![Reliability diagram](reliability.png)\n\n");
+}
+
+fn sci(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.3e}"),
+        _ => "n/a".into(),
+    }
 }
 
 fn num(v: Option<f64>) -> String {
