@@ -122,6 +122,7 @@ fn predictions_identity(dir: &std::path::Path) -> Result<String, Box<dyn std::er
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    cli.regions.config().validate()?; // before any file is read or claimed
     let vae = load_any_vae(&cli.vae, tch::Device::Cpu)?;
     let layout = frame_layout(vae.layout, cli.resample, &cli.vae)?;
     let split = if cli.scenes.is_some() { Split::Val } else { cli.split };

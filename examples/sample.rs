@@ -182,13 +182,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if cli.samples > 1 {
         identity.insert("samples".into(), cli.samples.to_string());
     }
-    let outputs = Outputs::claim(&cli.out, "sample", identity, cli.overwrite, &owned)?;
     let config = EvalConfig {
         selection: SelectionConfig { mode: ThresholdMode::Fixed(threshold as f32), ..Default::default() },
         regions: cli.regions.config(),
         ..Default::default()
     };
-    config.validate()?;
+    config.validate()?; // before the folder is claimed
+    let outputs = Outputs::claim(&cli.out, "sample", identity, cli.overwrite, &owned)?;
     let mut records = Vec::new();
     for (i, f) in ds.frames().iter().enumerate() {
         let decoded = match &loaded {
