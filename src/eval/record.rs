@@ -120,7 +120,7 @@ pub fn evaluate_selected(
     target.check_bounds(geom, "target")?;
     let target_points = target.centres(geom);
     let target_tree = KdTree::new(target_points.clone());
-    let masks = RegionMasks::new(geom, &cfg.regions, radar);
+    let masks = RegionMasks::new(geom, &cfg.regions, radar, target);
     let target = Target { set: target, points: &target_points, tree: &target_tree, masks: &masks };
     let (prediction, radar) = rayon::join(
         || method_metrics(geom, &selection.occupied, &target, &cfg.points),
@@ -163,7 +163,7 @@ fn method_metrics(geom: &GridGeometry, set: &VoxelSet, target: &Target<'_>, cfg:
         voxel: voxel_metrics(set, target.set),
         points: point_metrics_trees(&tree, target.tree, cfg),
         shape: shape_metrics(&centres, target.points),
-        regions: target.masks.metrics(set, target.set),
+        regions: target.masks.metrics(set),
     }
 }
 

@@ -23,7 +23,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::geometry::GridGeometry;
-use super::points::{point_metrics, FScore, PointConfig};
+use super::kdtree::KdTree;
+use super::points::{point_metrics_trees, FScore, PointConfig};
 use super::voxel::{Counts, VoxelScores};
 use super::voxels::VoxelSet;
 use super::EvalError;
@@ -156,24 +157,40 @@ impl RegionMetrics {
 }
 
 /// Which voxels lie in each region of one frame: the regions with the
-/// shared-visible mask of the frame's radar.
+/// shared-visible mask of the frame's radar, and the target in each region
+/// (its voxels, their tree and columns: built once, shared by every method).
 pub struct RegionMasks<'a> {
     geom: &'a GridGeometry,
     cfg: &'a RegionConfig,
-    regions: Vec<Region>,
     visible: Option<Occupancy>,
+    targets: Vec<RegionTarget>,
+}
+
+/// The target restricted to one region.
+struct RegionTarget {
+    region: Region,
+    set: VoxelSet,
+    tree: KdTree,
+    bev: VoxelSet,
 }
 
 impl<'a> RegionMasks<'a> {
-    /// The regions of `cfg` on `geom` around the voxels of `radar`.
-    pub fn new(geom: &'a GridGeometry, cfg: &'a RegionConfig, radar: &VoxelSet) -> RegionMasks<'a> {
+    /// The regions of `cfg` on `geom` around the voxels of `radar`, with `target` in each.
+    pub fn new(geom: &'a GridGeometry, cfg: &'a RegionConfig, radar: &VoxelSet, target: &VoxelSet) -> RegionMasks<'a> {
         let visible = cfg.visible_radius.map(|r| Occupancy::dilated_coords(geom.dims, radar.coords(), r));
-        RegionMasks { geom, cfg, regions: cfg.regions(), visible }
+        let mut m = RegionMasks { geom, cfg, visible, targets: Vec::new() };
+        m.targets = (cfg.regions().into_iter())
+            .map(|region| {
+                let set = m.restrict(target, region);
+                RegionTarget { region, tree: KdTree::new(set.centres(geom)), bev: bev(&set), set }
+            })
+            .collect();
+        m
     }
 
     /// The voxels of `set` in `region` (after the `z_min` filter).
     pub fn restrict(&self, set: &VoxelSet, region: Region) -> VoxelSet {
-        let keep = |c: &[u32; 3]| {
+        set.filter(|c| {
             let p = self.geom.centre(*c);
             self.cfg.z_min.is_none_or(|z| p[2] >= z)
                 && match region {
@@ -181,25 +198,23 @@ impl<'a> RegionMasks<'a> {
                     Region::Height(lo, hi) => p[2] >= lo && p[2] < hi,
                     Region::Visible => self.visible.as_ref().is_some_and(|v| v.get(*c)),
                 }
-        };
-        // a subset of a sorted set stays sorted
-        VoxelSet::new(set.coords().iter().filter(|c| keep(c)).copied().collect())
+        })
     }
 
-    /// `set`'s scores against `target` in every region.
-    pub fn metrics(&self, set: &VoxelSet, target: &VoxelSet) -> Vec<RegionMetrics> {
+    /// `set`'s scores against the target in every region.
+    pub fn metrics(&self, set: &VoxelSet) -> Vec<RegionMetrics> {
         let taus = PointConfig { taus: self.cfg.match_taus.clone() };
-        self.regions
+        self.targets
             .iter()
-            .map(|&region| {
-                let (s, t) = (self.restrict(set, region), self.restrict(target, region));
-                let counts = Counts::between(&s, &t);
-                let points = point_metrics(&s.centres(self.geom), &t.centres(self.geom), &taus);
-                let bev_counts = Counts::between(&bev(&s), &bev(&t));
+            .map(|t| {
+                let s = self.restrict(set, t.region);
+                let counts = Counts::between(&s, &t.set);
+                let points = point_metrics_trees(&KdTree::new(s.centres(self.geom)), &t.tree, &taus);
+                let bev_counts = Counts::between(&bev(&s), &t.bev);
                 RegionMetrics {
-                    region: region.name(),
+                    region: t.region.name(),
                     count: s.len(),
-                    target_count: t.len(),
+                    target_count: t.set.len(),
                     counts,
                     voxel: counts.scores(),
                     chamfer: points.chamfer,
@@ -234,19 +249,19 @@ mod tests {
         };
         let target = VoxelSet::new(vec![[0, 0, 0], [1, 0, 3], [5, 1, 1], [11, 3, 2]]);
         let radar = VoxelSet::new(vec![[0, 0, 1], [11, 3, 3]]);
-        let m = RegionMasks::new(&geom, &cfg, &radar);
+        let m = RegionMasks::new(&geom, &cfg, &radar, &target);
         let names: Vec<String> = cfg.regions().iter().map(Region::name).collect();
         assert_eq!(names, ["x0_20", "x20_120", "z-2_0", "z0_2", "visible"]);
         assert_eq!(m.restrict(&target, Region::Range(0.0, 20.0)).coords(), &[[0, 0, 0], [1, 0, 3]]);
         assert_eq!(m.restrict(&target, Region::Height(0.0, 2.0)).coords(), &[[1, 0, 3], [11, 3, 2]]);
         assert_eq!(m.restrict(&target, Region::Visible).coords(), &[[0, 0, 0], [11, 3, 2]]);
         // the target scored against itself: perfect wherever the region holds target voxels
-        let r = m.metrics(&target, &target);
+        let r = m.metrics(&target);
         assert!(r.iter().all(|r| r.voxel.iou == Some(1.0) && r.bev.f1 == Some(1.0) && r.nn == Some(0.0)));
         assert_eq!(r.iter().map(|r| r.target_count).collect::<Vec<_>>(), [2, 2, 2, 2, 2]);
         // z_min leaves the low voxels out of every region
         let high = RegionConfig { z_min: Some(0.0), ..cfg.clone() };
-        let m = RegionMasks::new(&geom, &high, &radar);
+        let m = RegionMasks::new(&geom, &high, &radar, &target);
         assert_eq!(m.restrict(&target, Region::Range(0.0, 20.0)).coords(), &[[1, 0, 3]]);
         assert!(RegionConfig { range_edges: vec![0.0, 0.0], ..cfg.clone() }.validate().is_err());
         assert!(RegionConfig { range_edges: vec![1.0], ..cfg }.validate().is_err());

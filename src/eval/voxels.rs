@@ -42,6 +42,11 @@ impl VoxelSet {
         &self.coords
     }
 
+    /// The voxels for which `keep` holds (a subset of a sorted set stays sorted).
+    pub fn filter(&self, keep: impl Fn(&Coord) -> bool) -> VoxelSet {
+        VoxelSet { coords: self.coords.iter().filter(|c| keep(c)).copied().collect() }
+    }
+
     /// True when `c` is in the set (binary search).
     pub fn contains(&self, c: Coord) -> bool {
         self.coords.binary_search(&c).is_ok()
