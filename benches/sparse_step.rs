@@ -54,14 +54,6 @@ fn precision() -> Precision {
     sparse_amp().precision()
 }
 
-fn backend() -> Backend {
-    if common::device().is_cuda() {
-        Backend::Cuda
-    } else {
-        Backend::cpu()
-    }
-}
-
 /// Peak bytes of the step just run in this process: CUDA's peak allocated
 /// and reserved, or the peak RSS (twice) on a CPU.
 fn peaks(device: Device) -> (u64, u64) {
@@ -110,7 +102,7 @@ fn sparse_child(preset: &str, steps: usize) {
                 precision: precision(),
                 checkpointing: Checkpointing::Off,
             };
-            planned = Planner::new(backend()).plan(&run).unwrap().device_tensors();
+            planned = Planner::for_device(common::device()).plan(&run).unwrap().device_tensors();
         }
     }
     let (peak, reserved) = peaks(device);
@@ -189,7 +181,7 @@ fn main() {
     }
     let dense = rows.last().unwrap().clone();
     let dense_precision = amp().precision();
-    let dense_plan = Planner::new(backend())
+    let dense_plan = Planner::for_device(common::device())
         .plan(&Run {
             model: ModelConfig::Vae(VaeConfig::ultra_lightweight()),
             grid: FULL,

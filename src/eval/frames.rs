@@ -116,16 +116,6 @@ impl SampleMean {
         self.n += 1;
     }
 
-    /// Samples added.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// True before the first sample.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// `(C + 1, Z, H, W)`: channel 0 the occupancy probability (the mean of
     /// the samples' occupancy scores clamped to [0, 1]), channels 1..C the
     /// mean decoded features, channel C the spread (the population standard

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::calibration::Calibration;
+use super::report::num;
 use super::summary::{RegionSummary, SummaryRow};
 use crate::io::chart::{line_chart, Series, COLORS};
 use crate::io::png::Canvas;
@@ -12,7 +13,7 @@ use crate::io::png::Canvas;
 /// The band table of the overall row `o` into `md`.
 pub fn region_table(md: &mut String, o: &SummaryRow) {
     let Some(first) = o.prediction.regions.first() else { return };
-    let tau = first.matches.iter().map(|m| m.0).fold(f64::NAN, f64::max);
+    let tau = largest_tau(first);
     md.push_str("## By region: range bands (x), height bands (z), shared-visible\n\n");
     md.push_str("Prediction, radar and target restricted to each region (voxel centre in [lo, hi) m; ");
     md.push_str("`visible` = within the radius of a radar voxel), then scored as whole frames are; ");
@@ -54,15 +55,12 @@ pub fn region_table(md: &mut String, o: &SummaryRow) {
 /// IoU and the largest-tolerance match ratio against the range band's
 /// midpoint, prediction and radar; `None` without range bands.
 pub fn band_chart(o: &SummaryRow) -> Option<Canvas> {
-    let ranges = |rs: &[RegionSummary]| -> Vec<(f64, RegionSummary)> {
-        rs.iter().filter_map(|r| range_mid(&r.region).map(|x| (x, r.clone()))).collect()
-    };
     let (pred, radar) = (ranges(&o.prediction.regions), ranges(&o.radar.regions));
     if pred.is_empty() {
         return None;
     }
-    let tau = pred[0].1.matches.iter().map(|m| m.0).fold(f64::NAN, f64::max);
-    let line = |name: &str, rs: &[(f64, RegionSummary)], f: &dyn Fn(&RegionSummary) -> Option<f64>, k: usize| Series {
+    let tau = largest_tau(pred[0].1);
+    let line = |name: &str, rs: &[(f64, &RegionSummary)], f: &dyn Fn(&RegionSummary) -> Option<f64>, k: usize| Series {
         name: name.into(),
         points: rs.iter().filter_map(|(x, r)| f(r).map(|v| (*x, v))).collect(),
         color: COLORS[k],
@@ -76,6 +74,16 @@ pub fn band_chart(o: &SummaryRow) -> Option<Canvas> {
         line(&format!("RADAR MATCH {tau}M"), &radar, &matched, 3),
     ];
     Some(line_chart("BY RANGE BAND", "RANGE BAND MIDPOINT (M)", &series, false))
+}
+
+/// The largest match tolerance of a region (the one the table and plot show).
+fn largest_tau(r: &RegionSummary) -> f64 {
+    r.matches.iter().map(|m| m.0).fold(f64::NAN, f64::max)
+}
+
+/// The range bands of `rs` with their midpoints.
+fn ranges(rs: &[RegionSummary]) -> Vec<(f64, &RegionSummary)> {
+    rs.iter().filter_map(|r| range_mid(&r.region).map(|x| (x, r))).collect()
 }
 
 /// The midpoint of a range band's name `x{lo}_{hi}`.
@@ -119,13 +127,6 @@ pub fn calibration_section(md: &mut String, c: &Calibration) {
 fn sci(v: Option<f64>) -> String {
     match v {
         Some(v) if v.is_finite() => format!("{v:.3e}"),
-        _ => "n/a".into(),
-    }
-}
-
-fn num(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.is_finite() => format!("{v:.3}"),
         _ => "n/a".into(),
     }
 }

@@ -172,7 +172,8 @@ fn flagged_frames(md: &mut String, records: &[FrameRecord], cfg: &ReportConfig) 
     }
 }
 
-fn num(v: Option<f64>) -> String {
+/// A report cell: three decimals, `n/a` when undefined.
+pub(super) fn num(v: Option<f64>) -> String {
     match v {
         Some(v) if v.is_finite() => format!("{v:.3}"),
         _ => "n/a".into(),
