@@ -10,7 +10,6 @@
 //!
 //! `cargo bench --bench eval_regions` (`RADVOX_Z_MIN=-1` sets the regions' z filter).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use radvox::data::layout::Layout;
@@ -21,25 +20,15 @@ use radvox::eval::{evaluate_frame, EvalConfig, FrameInput, Prediction, RegionCon
 
 mod common;
 
-fn root() -> PathBuf {
-    if let Some(r) = std::env::var_os("RADVOX_QUALITY_ROOT") {
-        return PathBuf::from(r);
-    }
-    use radvox::sim::root::{is_complete, simulate_root};
-    let out = common::data_dir().join("quality-sim");
-    let cfg = radvox::sim::SimConfig { seed: 11, scenes: 12, frames_per_scene: 24, ..Default::default() };
-    if !is_complete(&cfg, &out) {
-        eprintln!("simulating the quality benchmark's root into {}", out.display());
-        simulate_root(&cfg, &out, Default::default(), false).expect("simulating");
-    }
-    out.join("ntu")
-}
-
 /// The held-out frames' radar and target sets under `layout`, with the geometry.
 fn frames(layout: Layout) -> (radvox::eval::GridGeometry, Vec<(String, VoxelSet, VoxelSet)>) {
     let scenes = Some(vec!["scene10".to_string(), "scene11".to_string()]);
-    let ds = Dataset::open(root(), Split::Val, &DatasetConfig { layout, val_scenes: scenes, ..Default::default() })
-        .expect("the quality root");
+    let ds = Dataset::open(
+        common::quality_root(),
+        Split::Val,
+        &DatasetConfig { layout, val_scenes: scenes, ..Default::default() },
+    )
+    .expect("the quality root");
     let file = ds.frames()[0].target.shape();
     let (dims, geom) = (layout_dims(file, layout), geometry(file, layout).unwrap());
     let sets = (0..ds.len())

@@ -14,6 +14,7 @@
 //! | [`diffusion`] | EDM preconditioning and loss, samplers, the latent cache |
 //! | [`memory`] | the memory planner, fallbacks, measurement |
 //! | [`eval`] | metrics and exports of predictions |
+//! | [`map`] | the streaming probabilistic obstacle map: poses, hashed blocks, ray casting, DEM, proximity queries |
 //! | [`train`] | the training engine, the VAE, sparse VAE, LDM and CD objectives, recipes, checkpoints |
 //!
 //! ```no_run
@@ -39,6 +40,7 @@ pub mod diffusion;
 pub mod dist;
 pub mod eval;
 pub mod io;
+pub mod map;
 pub mod memory;
 pub mod model;
 pub mod sim;

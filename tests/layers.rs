@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// Bottom to top.
-const LAYERS: [&str; 10] = ["sys", "dist", "io", "data", "sim", "model", "diffusion", "memory", "eval", "train"];
+const LAYERS: [&str; 11] = ["sys", "dist", "io", "data", "sim", "model", "diffusion", "memory", "eval", "map", "train"];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {

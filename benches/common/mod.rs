@@ -150,3 +150,20 @@ pub fn sim_root() -> PathBuf {
     }
     out.join("ntu")
 }
+
+/// The quality benchmark's root (`simulate --scenes 12 --frames 24 --seed
+/// 11`, made under the bench data folder unless `RADVOX_QUALITY_ROOT` names a
+/// root).
+pub fn quality_root() -> PathBuf {
+    if let Some(r) = std::env::var_os("RADVOX_QUALITY_ROOT") {
+        return PathBuf::from(r);
+    }
+    use radvox::sim::root::{is_complete, simulate_root};
+    let out = data_dir().join("quality-sim");
+    let cfg = radvox::sim::SimConfig { seed: 11, scenes: 12, frames_per_scene: 24, ..Default::default() };
+    if !is_complete(&cfg, &out) {
+        eprintln!("simulating the quality benchmark's root into {}", out.display());
+        simulate_root(&cfg, &out, Default::default(), false).expect("simulating");
+    }
+    out.join("ntu")
+}

@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod frame;
 pub mod layout;
 pub mod loader;
+pub mod poses;
 pub mod resample;
 pub mod sites;
 pub mod voxelize;
@@ -114,6 +115,16 @@ pub enum DataError {
         value: f64,
         /// `non-finite` or `float16-overflowing`.
         problem: &'static str,
+    },
+    /// A scene's sensor poses are missing, malformed or do not match its frames.
+    #[error("{path}{}: {problem}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Poses {
+        /// The poses file.
+        path: PathBuf,
+        /// 1-based line, when one line is at fault.
+        line: Option<usize>,
+        /// What is wrong.
+        problem: String,
     },
     /// An invalid dataset or loader option.
     #[error("invalid data config: {0}")]

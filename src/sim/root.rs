@@ -1,7 +1,9 @@
 //! A whole simulated NTU4DRadLM_Pre root: every scene simulated, its raw
 //! radar/LiDAR clouds written as timestamped `.bin` frames (`<out>/raw/`), then
 //! voxelized from disk by the voxelizer, as a user's recordings would be
-//! (`<out>/ntu/`), with per-frame statistics. `<out>/sim.json` records the
+//! (`<out>/ntu/`), with per-frame statistics and each scene's sensor poses
+//! (`<scene>/poses.txt` at the frames' LiDAR times, `radar_poses.txt` at
+//! their radar times; TUM format, [`crate::data::poses`]). `<out>/sim.json` records the
 //! config of a complete root, so a cached root is reused only when it
 //! matches.
 
@@ -12,7 +14,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::config::SimConfig;
-use super::dataset::{write_scene, Simulator};
+use super::dataset::{write_scene, SimFrame, SimScene, Simulator};
+use crate::data::poses::{poses_path, write_tum, TumPose, POSES_FILE, RADAR_POSES_FILE};
 use crate::data::voxelize::{
     near_fraction, CalibOptions, Encoding, FrameOutput, FrameSink, PolicyFile, SceneWriter, Summary, TargetPolicy,
     VoxelizeError, Voxelizer,
@@ -69,7 +72,8 @@ fn marker(out: &Path) -> PathBuf {
 /// Whether `out` holds a complete root simulated with exactly `cfg`.
 pub fn is_complete(cfg: &SimConfig, out: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(marker(out)) else { return false };
-    serde_json::from_str::<SimConfig>(&text).is_ok_and(|c| &c == cfg) && out.join("ntu").is_dir()
+    serde_json::from_str::<SimConfig>(&text).is_ok_and(|c| &c == cfg)
+        && (0..cfg.scenes).all(|k| poses_path(&out.join("ntu"), &scene_name(k)).is_file())
 }
 
 /// Collects statistics of each frame on the way to the writer.
@@ -77,6 +81,8 @@ struct Recording<'a> {
     writer: SceneWriter,
     scene: usize,
     rows: &'a Mutex<Vec<FrameRow>>,
+    /// `(frame, radar input, lidar input)` of each written pair.
+    pairs: &'a Mutex<Vec<[usize; 3]>>,
 }
 
 impl FrameSink for Recording<'_> {
@@ -95,7 +101,9 @@ impl FrameSink for Recording<'_> {
             doppler_max: if g.radar.is_empty() { 0.0 } else { dmax },
             radar_near_lidar: near_fraction(&g.radar, &g.lidar, 1),
         };
+        let pair = [f.pair.index, f.pair.radar, f.pair.lidar];
         self.writer.accept(f)?;
+        self.pairs.lock().unwrap_or_else(|e| e.into_inner()).push(pair);
         self.rows.lock().unwrap_or_else(|e| e.into_inner()).push(row);
         Ok(())
     }
@@ -125,7 +133,8 @@ pub fn simulate_root(
     for k in 0..cfg.scenes {
         let t0 = Instant::now();
         let raw = out.join("raw").join(scene_name(k));
-        write_scene(&raw, &sim.simulate_scene(k))?;
+        let scene = sim.simulate_scene(k);
+        write_scene(&raw, &scene)?;
         let t1 = Instant::now();
         let bar = progress.then(|| {
             let b = indicatif::ProgressBar::new(0);
@@ -135,8 +144,11 @@ pub fn simulate_root(
         let vox =
             Voxelizer { calib: CalibOptions::file(raw.join("calib.txt")), policy, progress: bar, ..Default::default() };
         let scene_dir = root.join(scene_name(k));
-        let sink = Recording { writer: SceneWriter::new(&scene_dir, Encoding::Sparse)?, scene: k, rows: &rows };
+        let pairs = Mutex::new(Vec::new());
+        let writer = SceneWriter::new(&scene_dir, Encoding::Sparse)?;
+        let sink = Recording { writer, scene: k, rows: &rows, pairs: &pairs };
         let summary = vox.run(&raw.join("radar"), &raw.join("lidar"), &sink)?;
+        write_poses(&scene_dir, &scene, pairs.into_inner().unwrap_or_else(|e| e.into_inner()))?;
         PolicyFile { policy, grid: vox.grid, frames: summary.written }.write(&scene_dir)?;
         simulate_s += (t1 - t0).as_secs_f64();
         voxelize_s += t1.elapsed().as_secs_f64();
@@ -147,6 +159,22 @@ pub fn simulate_root(
     let json = serde_json::to_string_pretty(cfg).expect("configs serialise");
     crate::io::write_atomic(&marker(out), json.as_bytes()).map_err(|e| VoxelizeError::io(marker(out), e))?;
     Ok(RootReport { root, frames, summaries, simulate_s, voxelize_s })
+}
+
+/// Writes `poses.txt` (each frame's LiDAR pose) and `radar_poses.txt` (its
+/// radar pose) from the simulated frames of the written `pairs`.
+fn write_poses(scene_dir: &Path, scene: &SimScene, mut pairs: Vec<[usize; 3]>) -> Result<(), VoxelizeError> {
+    pairs.sort_unstable();
+    let tum = |f: &SimFrame| {
+        TumPose::from_yaw(f.stamp.0 as f64 / 1e9, [f.pose.pos.x, f.pose.pos.y, f.pose.pos.z], f.pose.yaw)
+    };
+    let lidar: Vec<TumPose> = pairs.iter().map(|p| tum(&scene.lidar[p[2]])).collect();
+    let radar: Vec<TumPose> = pairs.iter().map(|p| tum(&scene.radar[p[1]])).collect();
+    for (name, poses) in [(POSES_FILE, lidar), (RADAR_POSES_FILE, radar)] {
+        let path = scene_dir.join(name);
+        write_tum(&path, &poses).map_err(|e| VoxelizeError::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// A bird's-eye view (x forward = up, y left = left) of one frame: LiDAR

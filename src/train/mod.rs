@@ -1,4 +1,4 @@
-//! Layer 8, training: one engine ([`Trainer`]) runs the loop every trainer
+//! Layer 9, training: one engine ([`Trainer`]) runs the loop every trainer
 //! shares over an [`Objective`] (the VAE's in [`vae`], the sparse VAE's in
 //! [`sparse_vae`], latent diffusion's in
 //! [`ldm`], consistency distillation's in [`cd`]); a run's [`recipe`] (what is trained) travels with every
