@@ -1,10 +1,11 @@
-//! `radvox._native`: radvox's reader, loader, voxelizer and memory planner
-//! for Python. Tensors cross as DLPack capsules over radvox's own memory
+//! `radvox._native`: radvox's reader, loader, voxelizer, memory planner and
+//! obstacle map for Python. Tensors cross as DLPack capsules over radvox's own memory
 //! (no copy); `radvox/__init__.py` turns them into `torch.Tensor`s. Every
 //! Rust error becomes a Python exception with the same message: `OSError`
 //! when a file could not be read, `ValueError` otherwise.
 
 mod dlpack;
+mod map;
 
 use std::error::Error as StdError;
 use std::path::PathBuf;
@@ -417,5 +418,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(voxelize, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(fit, m)?)?;
+    m.add_class::<map::Map>()?;
+    m.add_function(wrap_pyfunction!(map::scene_frames, m)?)?;
     Ok(())
 }

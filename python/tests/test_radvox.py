@@ -229,3 +229,67 @@ def test_the_package_is_this_checkouts_own_and_the_shared_env_holds_none():
     shared = (REPO / ".venv-python").read_text().split('"')[1]
     probe = subprocess.run([shared, "-c", "import radvox"], capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'radvox'" in probe.stderr, probe.stderr
+
+
+def test_the_map_equals_the_numpy_reference_and_answers_queries(tmp_path):
+    """radvox.map.Map against fixtures/map/make_map_reference.py's cases."""
+    cases = json.loads((REPO / "fixtures" / "map" / "map_reference.json").read_text())["cases"]
+    for case in cases:
+        c = case["config"]
+        m = radvox.map.Map(voxel=c["voxel"], model=c["model"], decay_s=c["decay_s"], max_range=c["max_range"],
+                           window=None)
+        for f in case["frames"]:
+            s = m.insert(np.array(f["points"]), f["origin"], f["time"], probs=np.array(f["probs"]),
+                         reliability=f["reliability"])
+            assert s["occupied"] + s["free"] > 0
+        want = case["expected"]
+        keys = np.array(want["voxels"])
+        got = m.probability(m.centres(keys))
+        np.testing.assert_allclose(got, want["probability"], atol=1e-5, err_msg=case["name"])
+        occ, p = m.occupied()
+        wp = np.array(want["probability"])
+        np.testing.assert_array_equal(occ, keys[wp > 0.5])
+        # the nearest occupied voxel from a point, against brute force
+        q = np.array([0.1, -0.2, 0.3])
+        d = np.linalg.norm(m.centres(occ) - q, axis=1)
+        hit = m.nearest(q, 100.0)
+        assert hit is not None and abs(hit[0] - d.min()) < 1e-9, case["name"]
+        assert m.nearest(q, d.min() * 0.5) is None
+        (near, known) = m.clearance(q, q + 1.0, 100.0)
+        assert near is not None and near[0] <= hit[0] + 1e-12 and 0.0 <= known <= 1.0
+    cols, mean, var, frames = m.dem()
+    assert cols.shape[1] == 2 and len(mean) == len(var) == len(frames) > 0 and (var >= 0).all()
+    assert m.write_ply(tmp_path / "m.ply") == len(occ)
+    m.write_bev(tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 0 and m.blocks > 0 and m.frames == len(case["frames"])
+    with pytest.raises(ValueError, match="earlier"):
+        m.insert(np.zeros((1, 3)), [0, 0, 0], -1e9)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        m.insert(np.zeros((2, 2)), [0, 0, 0], 1e9)
+    with pytest.raises(ValueError, match="model"):
+        radvox.map.Map(model="bayes")
+
+
+def test_scene_frames_carry_voxel_centres_into_the_world(tmp_path):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(MINI, root)
+    with pytest.raises(ValueError, match="poses.txt"):
+        list(radvox.map.scene_frames(root, "alpha", "target"))
+    # frame i: 10 m forward per frame, a quarter turn (x forward -> world +y)
+    q = [0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4)]
+    lines = [f"{i} {10.0 * i} 0 1 {q[0]} {q[1]} {q[2]} {q[3]}" for i in range(4)]
+    (root / "alpha" / "poses.txt").write_text("\n".join(lines) + "\n")
+    ds = radvox.Dataset(root, split="all")
+    frames = list(radvox.map.scene_frames(root, "alpha", "target"))
+    assert [f[0] for f in frames] == ["000000", "000001", "000002", "000003"]
+    for i, (stem, t, origin, pts, probs) in enumerate(frames):
+        assert t == i and list(origin) == [10.0 * i, 0.0, 1.0] and len(pts) == len(probs)
+        target, _ = ds[ds.ids.index(("alpha", stem))]
+        occ = (target[0].float() > 0.5).nonzero().numpy()  # (z, x, y) of the padded grid
+        assert len(pts) == len(occ)
+        # sensor centre (x, y, z) = min + (i + 0.5) * 0.2; the turn maps (x, y) to (-y, x)
+        sx, sy, sz = (occ[:, 1] + 0.5) * 0.2, -20 + (occ[:, 2] + 0.5) * 0.2, -6 + (occ[:, 0] + 0.5) * 0.2
+        want = np.stack([10.0 * i - sy, sx, sz + 1.0], axis=1)
+        np.testing.assert_allclose(np.sort(pts, axis=0), np.sort(want, axis=0), atol=1e-4)

@@ -140,6 +140,11 @@ impl Blocks {
         self.map.entry(b).or_insert_with(|| Box::new(std::array::from_fn(|_| Slot::default())))
     }
 
+    /// Room for `n` more blocks.
+    pub fn reserve(&mut self, n: usize) {
+        self.map.reserve(n);
+    }
+
     /// The cell of voxel `k`, if its block exists.
     pub fn cell(&self, k: Key) -> Option<Cell> {
         self.map.get(&block_of(k)).map(|b| b[local(k)].load())

@@ -28,7 +28,7 @@ impl Column {
     /// Weighted variance of the height (m^2).
     pub fn variance(&self) -> f64 {
         if self.weight > 0.0 {
-            self.m2 / self.weight
+            (self.m2 / self.weight).max(0.0) // rounding can leave -1e-16
         } else {
             0.0
         }

@@ -54,8 +54,9 @@ fn ramp(t: f64) -> [u8; 3] {
     [(255.0 * t) as u8, (60.0 + 160.0 * t.min(0.6) / 0.6) as u8, (200.0 * (1.0 - t)) as u8]
 }
 
-/// The bird's-eye PNG: world x to the right, y up, one pixel a column (or
-/// the most likely of `step x step` columns on a wide map).
+/// The bird's-eye PNG: world x to the right, y up; a column is one pixel,
+/// a square of pixels on a small map, or shares a pixel with its
+/// neighbours on a wide one (the most likely of them is drawn).
 pub fn write_bev(map: &VoxelMap, path: &Path, title: &str) -> Result<(), MapError> {
     // per column: the highest probability among its observed voxels
     let mut cols: HashMap<(i32, i32), f64> = HashMap::new();
@@ -73,34 +74,38 @@ pub fn write_bev(map: &VoxelMap, path: &Path, title: &str) -> Result<(), MapErro
         (lo, hi) = ((0, 0), (0, 0));
     }
     let (nx, ny) = ((hi.0 - lo.0 + 1) as usize, (hi.1 - lo.1 + 1) as usize);
+    // one pixel a column, several on a small map, the most likely of a
+    // few columns on a wide one
     let step = nx.div_ceil(1600).max(ny.div_ceil(600)).max(1);
+    let zoom = if step == 1 { (1600 / nx).min(300 / ny).max(1) } else { 1 };
     let (w, h) = (nx.div_ceil(step), ny.div_ceil(step));
-    let pixel = |x: i32, y: i32| (((x - lo.0) as usize) / step, h - 1 - ((y - lo.1) as usize) / step);
+    let cell = |x: i32, y: i32| (((x - lo.0) as usize) / step, h - 1 - ((y - lo.1) as usize) / step);
     let mut prob: Vec<Option<f64>> = vec![None; w * h];
     for (&(x, y), &p) in &cols {
-        let (px, py) = pixel(x, y);
+        let (px, py) = cell(x, y);
         let slot = &mut prob[py * w + px];
         *slot = Some(slot.map_or(p, |q: f64| q.max(p)));
     }
     let mut dem: Vec<Option<f64>> = vec![None; w * h];
     let (mut zmin, mut zmax) = (f64::INFINITY, f64::NEG_INFINITY);
     for ((x, y), col) in map.dem().iter() {
-        let (px, py) = pixel(x, y);
+        let (px, py) = cell(x, y);
         let slot = &mut dem[py * w + px];
         *slot = Some(slot.map_or(col.mean, |m: f64| m.max(col.mean)));
         (zmin, zmax) = (zmin.min(col.mean), zmax.max(col.mean));
     }
-    let (pw, top) = (w.max(420) + 20, 30);
-    let mut c = Canvas::new(pw, 2 * (h + top) + 40);
+    let (pw, ph, top) = (w * zoom, h * zoom, 30);
+    let mut c = Canvas::new(pw.max(700) + 20, 2 * (ph + top) + 40);
     c.text(10, 8, &format!("{title}: OCCUPANCY PROBABILITY (GREY UNKNOWN, BLUE FREE, BLACK OCCUPIED)"), [0, 0, 0], 1);
     let span = (zmax - zmin).max(1e-6);
     let dem_title = format!("ELEVATION (TOP SURFACE) {zmin:.1} M BLUE .. {zmax:.1} M YELLOW, GREY UNOBSERVED");
-    c.text(10, (h + top + 18) as i64, &dem_title, [0, 0, 0], 1);
-    for py in 0..h {
-        for px in 0..w {
-            c.put((10 + px) as i64, (top + py) as i64, prob_colour(prob[py * w + px]));
-            let d = dem[py * w + px].map_or([200, 200, 200], |m| ramp((m - zmin) / span));
-            c.put((10 + px) as i64, (2 * top + h + 10 + py) as i64, d);
+    c.text(10, (ph + top + 18) as i64, &dem_title, [0, 0, 0], 1);
+    for yy in 0..ph {
+        for xx in 0..pw {
+            let i = (yy / zoom) * w + xx / zoom;
+            c.put((10 + xx) as i64, (top + yy) as i64, prob_colour(prob[i]));
+            let d = dem[i].map_or([200, 200, 200], |m| ramp((m - zmin) / span));
+            c.put((10 + xx) as i64, (2 * top + ph + 10 + yy) as i64, d);
         }
     }
     c.save_png(path).map_err(|source| MapError::Io { path: path.to_path_buf(), source })

@@ -301,8 +301,12 @@ impl VoxelMap {
         let missing: Vec<(usize, Vec<u64>)> = (ends.par_iter().enumerate().with_min_len(CHUNK))
             .filter_map(|(i, &e)| cast(self, e, true).map(|m| (i, m)))
             .collect();
-        for b in missing.iter().flat_map(|m| &m.1) {
-            self.blocks.get_or_insert(*b);
+        let mut new: Vec<u64> = missing.par_iter().flat_map_iter(|m| m.1.iter().copied()).collect();
+        new.par_sort_unstable();
+        new.dedup();
+        self.blocks.reserve(new.len());
+        for b in new {
+            self.blocks.get_or_insert(b);
         }
         missing.par_iter().with_min_len(CHUNK / 4).for_each(|(i, _)| {
             let again = cast(self, ends[*i], false);

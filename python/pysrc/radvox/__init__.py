@@ -3,8 +3,9 @@
 ``Dataset`` reads frames (sparse ``.npz`` / dense ``.npy``, padded or
 resampled), ``Loader`` batches them on Rust threads into a bounded pool of
 buffers that reach Python without a copy (DLPack), ``voxelize`` turns point
-clouds into the dataset's grid and ``memory.plan`` / ``memory.fit`` predict a
-training step's memory. No ``torch.utils.data.DataLoader`` is involved.
+clouds into the dataset's grid, ``memory.plan`` / ``memory.fit`` predict a
+training step's memory and ``map.Map`` streams frames into a probabilistic
+obstacle map. No ``torch.utils.data.DataLoader`` is involved.
 
 Errors keep radvox's messages: ``OSError`` (``FileNotFoundError``) when a
 file cannot be read, ``ValueError`` for bad values and configs.
@@ -17,9 +18,9 @@ import torch  # first: loads the libtorch the extension links
 
 from torch.utils.dlpack import from_dlpack as _from_dlpack
 
-from . import _native, memory
+from . import _native, map, memory
 
-__all__ = ["Dataset", "Loader", "voxelize", "memory"]
+__all__ = ["Dataset", "Loader", "voxelize", "memory", "map"]
 
 
 class Dataset:

@@ -3,6 +3,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import map as map
 from . import memory as memory
 
 class Dataset:
