@@ -124,6 +124,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let vae_loaded = load_any_vae(&cli.vae, device)?;
     let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, vae_loaded.vae.weights_hash(), device)).transpose()?;
     if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
+        if l.recipe.direct && !l.consistency {
+            if cli.solver == Method::Cd || cli.samples > 1 {
+                return Err(format!(
+                    "{} is a direct baseline (train_ldm --direct): one deterministic call, no --solver cd or --samples",
+                    path.display()
+                )
+                .into());
+            }
+            eprintln!("{} is a direct baseline: one network call a frame", path.display());
+        }
         match (l.consistency, cli.solver) {
             (true, Method::Heun | Method::Euler) => {
                 return Err(format!("{} is a consistency model: sample it with --solver cd", path.display()).into())
@@ -194,8 +204,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let decoded = match &loaded {
             Some(l) => {
                 let cond = l.sampler.condition_frame(&ds, i, &vae)?;
+                let direct = l.recipe.direct && !l.consistency;
                 let draw = |seed: u64| -> Result<tch::Tensor, Box<dyn std::error::Error>> {
                     let z = match cli.solver {
+                        _ if direct => l.sampler.direct(&cond),
                         Method::Cd => l.sampler.sample_consistency(&cond, &cd_levels, seed),
                         Method::Heun => l.sampler.sample(&cond, steps, Solver::Heun, seed),
                         Method::Euler => l.sampler.sample(&cond, steps, Solver::Euler, seed),

@@ -2,7 +2,8 @@
 //! VAE's latent space, from a latent cache (`precompute_latents`) or
 //! encoding on the fly. The data layout is the VAE's (a contradicting
 //! `--resample` is refused); `--resume` continues a run exactly (its recipe;
-//! `--epochs` may extend it).
+//! `--epochs` may extend it). `--direct` trains the direct baseline
+//! instead: the same UNet from the condition to the latent in one call.
 #![allow(clippy::result_large_err)] // errors carry the file they are about, as the library's do
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ struct Cli {
     /// Condition on a radar encoder trained jointly instead of the VAE's encoding of the radar.
     #[arg(long)]
     radar_encoder: bool,
+    /// The direct baseline: the same UNet maps the condition to the latent in one call (no diffusion).
+    #[arg(long)]
+    direct: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -71,6 +75,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     apply(&mut recipe.normalize_latents, cli.normalize_latents.then_some(true), "normalize-latents", resume)?;
     let encoder = cli.radar_encoder.then(radvox::model::RadarEncoderConfig::default);
     apply(&mut recipe.radar_encoder, encoder.map(Some), "radar-encoder", resume)?;
+    apply(&mut recipe.direct, cli.direct.then_some(true), "direct", resume)?;
     if recipe.radar_encoder.is_some() && recipe.radar_scale.is_empty() {
         recipe.radar_scale = loaded.channel_scale.clone();
     }

@@ -73,7 +73,7 @@ fn checkpointed_unet_gradients_equal_the_plain_path() {
             t.zero_grad();
         }
         let draws = edm.draw(&y, 11);
-        let loss = edm.backward(&unet, &y, &c, &draws, ck, 1.0);
+        let loss = edm.backward(&unet, &y, &c, Some(&draws), ck, 1.0);
         let mut g: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.grad().copy())).collect();
         g.sort_by(|a, b| a.0.cmp(&b.0));
         (loss, g)
@@ -403,4 +403,67 @@ fn normalised_latents_and_a_joint_radar_encoder_train_save_and_sample() {
     assert_eq!(cond.size(), [1, 4, 4, 8, 4]);
     assert!(!cond.equal(&vae.encode(&radar)), "the encoder's condition, not the VAE's");
     assert_eq!(loaded.sampler.sample(&cond, 4, Solver::Heun, 1).size(), [1, 4, 4, 8, 4]);
+}
+
+/// The direct baseline (`train_ldm --direct`): its loss sees nothing of the
+/// target in its input, it trains on the engine, samples in one
+/// deterministic call, and the commands that need an ODE refuse it.
+#[test]
+fn the_direct_baseline_regresses_in_one_call_and_is_refused_where_an_ode_is_needed() {
+    let edm = EdmConfig::default();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let unet = Unet3d::new(&vs.root(), &small_ldm(1).unet).unwrap();
+    let cond = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    let d = tch::no_grad(|| edm.direct(&unet, &cond, 4));
+    let w = (80.0f64.powi(2) + 0.25) / (80.0 * 0.5f64).powi(2); // the EDM weight at sigma_max
+    for shift in [0.0, 5.0] {
+        let y = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu)) + shift;
+        let l = tch::no_grad(|| edm.direct_loss(&unet, &y, &cond, None)).double_value(&[]);
+        let want = (&d - &y).square().mean(Kind::Float).double_value(&[]) * w;
+        assert!((l - want).abs() < 1e-4 * want, "shift {shift}: {l} vs {want}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = vae_checkpoint(&dir.path().join("vae"));
+    let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
+    let source = LatentSource::OnTheFly(Box::new(load_vae(&ckpt, None, Device::Cpu).unwrap().0));
+    let recipe = LdmRecipe { direct: true, ..small_ldm(3) };
+    let out = dir.path().join("direct");
+    let mut t = Trainer::ldm(ds(Split::Train), source, &vae.hash, recipe, common::cpu_runtime(&out)).unwrap();
+    let losses: Vec<f64> = t.fit().unwrap().iter().map(|e| e.loss("loss").unwrap()).collect();
+    assert!(losses.iter().all(|l| l.is_finite()) && losses[2] < losses[0], "{losses:?}");
+    let direct = out.join("last.safetensors");
+    let loaded = load_sampler(&direct, &vae.hash, Device::Cpu).unwrap();
+    assert!(loaded.recipe.direct);
+
+    let m = mini();
+    let sample = |seed: &str, extra: &[&str], out: &Path| {
+        Command::new(example("sample"))
+            .args(["--vae", ckpt.to_str().unwrap(), "--ldm", direct.to_str().unwrap(), "--dataset-dir"])
+            .args([m.to_str().unwrap(), "--split", "val", "--seed", seed, "--device", "cpu", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (seed, out) in [("1", &a), ("2", &b)] {
+        let o = sample(seed, &[], out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("direct baseline"));
+    }
+    let npz = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        v.retain(|p| p.extension().is_some_and(|x| x == "npz"));
+        v.sort();
+        v.iter().map(|p| std::fs::read(p).unwrap()).collect::<Vec<_>>()
+    };
+    let (na, nb) = (npz(&a), npz(&b));
+    assert!(!na.is_empty() && na == nb, "one deterministic call: the seed changes nothing");
+    for extra in [&["--solver", "cd"][..], &["--samples", "2"][..]] {
+        let o = sample("1", extra, &dir.path().join("c"));
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("direct baseline"), "{extra:?}");
+    }
+    let cd = radvox::train::CdRecipe { teacher: loaded.recipe.clone(), ..Default::default() };
+    assert!(radvox::train::Recipe::validate(&cd).unwrap_err().to_string().contains("direct baseline"));
 }

@@ -114,32 +114,75 @@ impl EdmConfig {
         rec: Option<&mut Recorder<'a>>,
     ) -> Tensor {
         let noisy = y + noise * sigma.view([-1, 1, 1, 1, 1]);
+        self.loss_on(unet, &noisy, y, cond, sigma, rec)
+    }
+
+    /// The direct baseline's loss: the denoiser at `sigma_max` on an input
+    /// of zeros (no noise, nothing of `y`), `D(0; sigma_max, cond)`,
+    /// regressed on `y` with the EDM weight: one network call from the
+    /// condition to the latent, no diffusion.
+    pub fn direct_loss<'a>(
+        &self,
+        unet: &'a Unet3d,
+        y: &Tensor,
+        cond: &Tensor,
+        rec: Option<&mut Recorder<'a>>,
+    ) -> Tensor {
+        let sigma = Tensor::full([y.size()[0]], self.sigma_max, (Kind::Float, y.device()));
+        self.loss_on(unet, &y.zeros_like(), y, cond, &sigma, rec)
+    }
+
+    /// `mean(weight(sigma) * (D(noisy; sigma, cond) - y)^2)`.
+    fn loss_on<'a>(
+        &self,
+        unet: &'a Unet3d,
+        noisy: &Tensor,
+        y: &Tensor,
+        cond: &Tensor,
+        sigma: &Tensor,
+        rec: Option<&mut Recorder<'a>>,
+    ) -> Tensor {
         let p = self.precond(sigma);
-        let input = Tensor::cat(&[&p.c_in * &noisy, cond.to_kind(Kind::Float)], 1);
+        let input = Tensor::cat(&[&p.c_in * noisy, cond.to_kind(Kind::Float)], 1);
         let f = match rec {
             Some(rec) => unet.forward_checkpointed(&input, &p.c_noise, rec),
             None => unet.forward(&input, &p.c_noise, true),
         };
-        let d = &p.c_skip * &noisy + &p.c_out * f.to_kind(Kind::Float);
+        let d = &p.c_skip * noisy + &p.c_out * f.to_kind(Kind::Float);
         let w = self.loss_weight(sigma).view([-1, 1, 1, 1, 1]);
         ((d - y).square() * w).mean(Kind::Float)
     }
 
-    /// The loss of [`EdmConfig::loss`] and the backward of `scale * loss`
-    /// (the UNet's ResBlocks recomputed when `checkpointed`); a non-finite
-    /// loss is returned without any backward.
+    /// The loss of [`EdmConfig::loss`] (with `draws`) or of
+    /// [`EdmConfig::direct_loss`] (without) and the backward of `scale *
+    /// loss` (the UNet's ResBlocks recomputed when `checkpointed`); a
+    /// non-finite loss is returned without any backward.
     pub fn backward(
         &self,
         unet: &Unet3d,
         y: &Tensor,
         cond: &Tensor,
-        draws: &(Tensor, Tensor),
+        draws: Option<&(Tensor, Tensor)>,
         checkpointed: bool,
         scale: f64,
     ) -> f64 {
         let mut rec = Recorder::default();
-        let l = self.loss(unet, y, cond, draws, checkpointed.then_some(&mut rec));
+        let rec_ref = checkpointed.then_some(&mut rec);
+        let l = match draws {
+            Some(d) => self.loss(unet, y, cond, d, rec_ref),
+            None => self.direct_loss(unet, y, cond, rec_ref),
+        };
         rec.backward_finite(&l, scale)
+    }
+
+    /// The direct baseline's prediction: `D(0; sigma_max, cond)`, latents
+    /// of `channels` channels shaped like `cond` otherwise.
+    pub fn direct(&self, unet: &Unet3d, cond: &Tensor, channels: i64) -> Tensor {
+        let mut shape = cond.size();
+        shape[1] = channels;
+        let x = Tensor::zeros(&shape, (Kind::Float, cond.device()));
+        let sigma = Tensor::full([shape[0]], self.sigma_max, (Kind::Float, cond.device()));
+        self.denoise(unet, &x, &sigma, cond, false)
     }
 }
 

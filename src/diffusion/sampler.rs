@@ -143,6 +143,13 @@ impl Sampler {
         self.norm.as_ref().map_or(z.shallow_clone(), |n| n.target.invert(&z))
     }
 
+    /// The direct baseline's latents for conditions made by
+    /// [`Sampler::condition`]: one deterministic call (no seed).
+    pub fn direct(&self, cond: &Tensor) -> Tensor {
+        let z = tch::no_grad(|| self.edm.direct(&self.unet, cond, self.unet.config().latent_channels));
+        self.norm.as_ref().map_or(z.shallow_clone(), |n| n.target.invert(&z))
+    }
+
     /// Samples target latents with a consistency model (a network distilled
     /// by consistency distillation): one network call per noise level of
     /// `levels` (descending; see [`Consistency::sampling_levels`]).

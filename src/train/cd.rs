@@ -70,6 +70,9 @@ impl Recipe for CdRecipe {
         self.consistency.validate()?;
         self.optim.validate()?;
         self.teacher.validate()?;
+        if self.teacher.direct {
+            return Err(TrainError::Config("the teacher is a direct baseline (no ODE to distil): give an LDM".into()));
+        }
         if self.optim.ema_decay.is_none() {
             return Err(TrainError::Config(
                 "consistency distillation samples with the student's EMA: set ema_decay".into(),

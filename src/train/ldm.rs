@@ -4,7 +4,9 @@
 //! encoding of the radar, or a radar encoder trained jointly; latents may be
 //! normalised to the EDM's `sigma_data` (statistics measured on the training
 //! latents when a run starts, stored in its recipe). An EMA of the weights
-//! (used for sampling) is kept by the engine.
+//! (used for sampling) is kept by the engine. With `direct` the same UNet
+//! is the direct baseline instead: condition to latent in one call, no
+//! diffusion.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +51,10 @@ pub struct LdmRecipe {
     /// Per-channel scale of raw radar grids fed to the radar encoder (the
     /// VAE's `channel_scale`, recorded when a run starts).
     pub radar_scale: Vec<f64>,
+    /// The direct baseline: the same UNet trained to map the condition to
+    /// the target latent in one call (`EdmConfig::direct_loss`), no
+    /// diffusion; sampled by that one call.
+    pub direct: bool,
 }
 
 impl Default for LdmRecipe {
@@ -62,6 +68,7 @@ impl Default for LdmRecipe {
             latent_norm: None,
             radar_encoder: None,
             radar_scale: Vec::new(),
+            direct: false,
         }
     }
 }
@@ -107,12 +114,12 @@ pub fn build_denoiser(root: &nn::Path, recipe: &LdmRecipe) -> Result<(Unet3d, Op
     Ok((unet, enc))
 }
 
-/// A batch on the device with its noise levels and noise.
+/// A batch on the device with its noise levels and noise (none for the
+/// direct baseline).
 pub struct LdmStep {
     y: Tensor,
     cond: Tensor,
-    sigma: Tensor,
-    noise: Tensor,
+    draws: Option<(Tensor, Tensor)>,
 }
 
 /// The latent-diffusion objective; see the module docs.
@@ -214,8 +221,8 @@ impl Objective for LdmObjective {
         let Some((y, cond)) = self.data.tensors(batch, r.latent_norm.as_ref(), &r.radar_scale, self.device) else {
             return Ok(None);
         };
-        let (sigma, noise) = self.recipe.edm.draw(&y, seed);
-        Ok(Some(LdmStep { y, cond, sigma, noise }))
+        let draws = (!r.direct).then(|| self.recipe.edm.draw(&y, seed));
+        Ok(Some(LdmStep { y, cond, draws }))
     }
 
     fn step_len(&self, step: &LdmStep) -> i64 {
@@ -224,14 +231,14 @@ impl Objective for LdmObjective {
 
     fn backward(&self, step: &LdmStep, start: i64, len: i64, scale: f64, checkpointing: Checkpointing) -> Vec<f64> {
         let cut = |t: &Tensor| t.narrow(0, start, len);
-        let draws = (cut(&step.sigma), cut(&step.noise));
+        let draws = step.draws.as_ref().map(|(s, n)| (cut(s), cut(n)));
         let ck = checkpointing != Checkpointing::Off;
         // the encoder runs inside the step so the loss trains it too
         let cond = match &self.encoder {
             Some(enc) => tch::nn::ModuleT::forward_t(enc, &cut(&step.cond), true),
             None => cut(&step.cond),
         };
-        vec![self.recipe.edm.backward(&self.unet, &cut(&step.y), &cond, &draws, ck, scale)]
+        vec![self.recipe.edm.backward(&self.unet, &cut(&step.y), &cond, draws.as_ref(), ck, scale)]
     }
 
     fn loss_columns(&self) -> Vec<Column> {
@@ -257,7 +264,7 @@ impl Objective for LdmObjective {
     }
 
     fn title(&self) -> String {
-        "LATENT DIFFUSION EDM LOSS".into()
+        if self.recipe.direct { "DIRECT BASELINE LOSS" } else { "LATENT DIFFUSION EDM LOSS" }.into()
     }
 }
 
