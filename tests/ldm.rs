@@ -467,3 +467,54 @@ fn the_direct_baseline_regresses_in_one_call_and_is_refused_where_an_ode_is_need
     let cd = radvox::train::CdRecipe { teacher: loaded.recipe.clone(), ..Default::default() };
     assert!(radvox::train::Recipe::validate(&cd).unwrap_err().to_string().contains("direct baseline"));
 }
+
+/// `best` by decoded geometry: after each epoch a fixed subset of
+/// validation frames is sampled (on the EMA's weights, the live ones
+/// restored after), decoded and scored; the log and `best` follow it.
+#[test]
+fn latent_models_validate_by_decoded_geometry_on_the_ema_weights() {
+    assert_eq!(radvox::train::geometry_val::GeometryVal::metrics(&[2.0, 1.0, 1.0]), vec![4.0 / 6.0, 0.5]);
+    assert_eq!(radvox::train::geometry_val::GeometryVal::metrics(&[0.0, 0.0, 0.0]), vec![0.0, 0.0]);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = vae_checkpoint(&dir.path().join("vae"));
+    let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
+    for direct in [false, true] {
+        let recipe = LdmRecipe { val_frames: 2, val_steps: 2, direct, ..small_ldm(2) };
+        let out = dir.path().join(format!("ldm-{direct}"));
+        let objective = radvox::train::LdmObjective::new(
+            ds(Split::Train),
+            source_clone(&ckpt),
+            &vae.hash,
+            recipe,
+            &common::cpu_runtime(&out),
+        )
+        .unwrap()
+        .with_validation(ds(Split::Val), decoder_clone(&ckpt), 0, 1)
+        .unwrap();
+        let mut t = Trainer::new(objective, common::cpu_runtime(&out)).unwrap();
+        let weights = |t: &radvox::train::LdmTrainer| {
+            radvox::io::safetensors::named_variables(radvox::train::Objective::var_store(t.objective()))
+        };
+        t.fit_until(1).unwrap(); // the EMA now differs from the live weights
+        let live = weights(&t);
+        let v = t.validate().unwrap();
+        assert_eq!(v.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["val_f1", "val_iou"]);
+        let (f1, iou) = (v[0].1, v[1].1);
+        assert!((0.0..=1.0).contains(&f1) && iou <= f1 + 1e-12, "{v:?}");
+        for ((name, a), (_, b)) in live.iter().zip(weights(&t)) {
+            assert!(a.equal(&b), "{name}: the live weights are restored after validation");
+        }
+        t.fit().unwrap();
+        let log = std::fs::read_to_string(out.join("val_log.csv")).unwrap();
+        assert_eq!(log.lines().count(), 3, "a header and one row an epoch: {log}");
+        assert!(log.lines().next().unwrap().contains("val_f1") && out.join("best.safetensors").is_file());
+    }
+}
+
+fn source_clone(ckpt: &Path) -> LatentSource {
+    LatentSource::OnTheFly(Box::new(load_vae(ckpt, None, Device::Cpu).unwrap().0))
+}
+
+fn decoder_clone(ckpt: &Path) -> Box<dyn radvox::model::GridVae> {
+    Box::new(radvox::train::load_any_vae(ckpt, Device::Cpu).unwrap().vae)
+}

@@ -264,9 +264,6 @@ pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<Loade
     let (unet, encoder) = build_denoiser(&vs.root(), &recipe)?;
     safetensors::load_into(&vs, "", &ckpt.prefixed("ema"), path)?;
     let threshold = ckpt.metadata.get(THRESHOLD_KEY).and_then(|t| t.parse().ok());
-    let mut sampler = Sampler::new(vs, unet, recipe.edm).with_norm(recipe.latent_norm.clone());
-    if let Some(enc) = encoder {
-        sampler = sampler.with_encoder(enc, recipe.radar_scale.clone());
-    }
+    let sampler = super::ldm::sampler_of(vs, unet, encoder, &recipe);
     Ok(LoadedSampler { sampler, recipe, consistency, threshold })
 }

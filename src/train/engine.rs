@@ -690,12 +690,17 @@ impl<O: Objective> Trainer<O> {
     }
 
     /// The objective's validation metrics (by column name), or empty: each
-    /// rank sums its shard's statistics, the sums are all-reduced, the
-    /// objective turns them into metrics.
+    /// rank sums its shard's statistics (with the EMA's weights in place
+    /// when the run keeps an EMA), the sums are all-reduced, the objective
+    /// turns them into metrics.
     pub fn validate(&self) -> Result<Vec<(String, f64)>, TrainError> {
-        let Some(mut sums) =
-            self.objective.validate(self.amp).map_err(|e| TrainError::Validation { source: Box::new(e) })?
-        else {
+        // on the EMA's weights when the run keeps one (the weights that sample)
+        let run = || self.objective.validate(self.amp);
+        let sums = match &self.ema {
+            Some(ema) => ema.swapped(self.objective.var_store(), run),
+            None => run(),
+        };
+        let Some(mut sums) = sums.map_err(|e| TrainError::Validation { source: Box::new(e) })? else {
             return Ok(Vec::new());
         };
         self.runtime.dist.all_reduce_f64(&mut sums, ReduceOp::Sum)?;

@@ -16,16 +16,18 @@ use tch::{nn, Device, Tensor};
 
 use super::checkpoint::{check_vae_hash, Checkpoint};
 use super::engine::Trainer;
+use super::geometry_val::GeometryVal;
 use super::latents::{LatentBatch, LatentData, LatentSource};
 use super::objective::{Column, Objective};
+use super::precision::Amp;
 use super::recipe::{OptimRecipe, Recipe};
 use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::Dataset;
-use crate::diffusion::{EdmConfig, LatentNorm};
+use crate::diffusion::{EdmConfig, LatentNorm, Sampler, Solver};
 use crate::memory::{ModelConfig, Precision, Run};
-use crate::model::{Checkpointing, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
+use crate::model::{Checkpointing, GridVae, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
 use crate::sys::with_init_seed;
 
 /// What defines a latent-diffusion run (saved in every checkpoint).
@@ -55,6 +57,11 @@ pub struct LdmRecipe {
     /// the target latent in one call (`EdmConfig::direct_loss`), no
     /// diffusion; sampled by that one call.
     pub direct: bool,
+    /// Validation frames sampled and decoded after each epoch to pick
+    /// `best` by their F1 ([`super::geometry_val`]; 0: none).
+    pub val_frames: usize,
+    /// Heun steps of those samples (the direct baseline takes its one call).
+    pub val_steps: usize,
 }
 
 impl Default for LdmRecipe {
@@ -69,6 +76,8 @@ impl Default for LdmRecipe {
             radar_encoder: None,
             radar_scale: Vec::new(),
             direct: false,
+            val_frames: 8,
+            val_steps: 4,
         }
     }
 }
@@ -93,6 +102,9 @@ impl Recipe for LdmRecipe {
                 )));
             }
         }
+        if self.val_steps == 0 {
+            return Err(TrainError::Config("val_steps must be at least 1".into()));
+        }
         let e = &self.edm;
         let positive = [e.sigma_min, e.sigma_max, e.sigma_data, e.rho, e.p_std];
         if positive.iter().any(|v| !(v.is_finite() && *v > 0.0)) || e.sigma_min >= e.sigma_max || !e.p_mean.is_finite()
@@ -114,6 +126,16 @@ pub fn build_denoiser(root: &nn::Path, recipe: &LdmRecipe) -> Result<(Unet3d, Op
     Ok((unet, enc))
 }
 
+/// A sampler over the denoiser of `recipe` built in `vs` (its condition and
+/// latent scaling as in training).
+pub fn sampler_of(vs: nn::VarStore, unet: Unet3d, encoder: Option<RadarEncoder>, recipe: &LdmRecipe) -> Sampler {
+    let s = Sampler::new(vs, unet, recipe.edm).with_norm(recipe.latent_norm.clone());
+    match encoder {
+        Some(enc) => s.with_encoder(enc, recipe.radar_scale.clone()),
+        None => s,
+    }
+}
+
 /// A batch on the device with its noise levels and noise (none for the
 /// direct baseline).
 pub struct LdmStep {
@@ -132,6 +154,7 @@ pub struct LdmObjective {
     vae_hash: String,
     device: Device,
     latent_grid: [i64; 3],
+    val: Option<GeometryVal>,
 }
 
 impl LdmObjective {
@@ -172,7 +195,24 @@ impl LdmObjective {
             data,
             vae_hash: vae_hash.into(),
             device,
+            val: None,
         })
+    }
+
+    /// Validates by decoded geometry after each epoch (`best` by val F1)
+    /// on the recipe's `val_frames` of `ds`, decoded by `vae` (the VAE of
+    /// the latents); nothing when `val_frames` is 0.
+    pub fn with_validation(
+        mut self,
+        ds: Dataset,
+        vae: Box<dyn GridVae>,
+        rank: usize,
+        world: usize,
+    ) -> Result<Self, TrainError> {
+        if self.recipe.val_frames > 0 {
+            self.val = Some(GeometryVal::new(ds, vae, self.recipe.val_frames, rank, world)?);
+        }
+        Ok(self)
     }
 
     /// The network being trained.
@@ -243,6 +283,32 @@ impl Objective for LdmObjective {
 
     fn loss_columns(&self) -> Vec<Column> {
         vec![("loss".into(), "loss".into(), 1.0)]
+    }
+
+    fn metric_columns(&self) -> Vec<Column> {
+        self.val.as_ref().map_or(Vec::new(), |_| GeometryVal::columns())
+    }
+
+    fn validate(&self, _amp: Amp) -> Result<Option<Vec<f64>>, TrainError> {
+        let Some(val) = &self.val else { return Ok(None) };
+        // a sampler over a copy of the weights the engine validates
+        let mut vs = nn::VarStore::new(self.device);
+        let (unet, encoder) = build_denoiser(&vs.root(), &self.recipe)?;
+        vs.copy(&self.vs).map_err(|e| TrainError::Config(format!("copying the weights for validation: {e}")))?;
+        let sampler = sampler_of(vs, unet, encoder, &self.recipe);
+        let (direct, steps) = (self.recipe.direct, self.recipe.val_steps);
+        let draw = |s: &Sampler, cond: &Tensor, seed: u64| {
+            if direct {
+                s.direct(cond)
+            } else {
+                s.sample(cond, steps, Solver::Heun, seed)
+            }
+        };
+        Ok(Some(val.counts(&sampler, &draw)?))
+    }
+
+    fn metrics(&self, sums: &[f64]) -> Vec<f64> {
+        GeometryVal::metrics(sums)
     }
 
     fn memory_run(&self, micro_batch: usize, precision: Precision, checkpointing: Checkpointing) -> Run {

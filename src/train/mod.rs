@@ -10,6 +10,7 @@ pub mod any_vae;
 pub mod cd;
 pub mod checkpoint;
 pub mod engine;
+pub mod geometry_val;
 pub mod latents;
 pub mod ldm;
 pub mod logs;

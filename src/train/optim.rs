@@ -139,6 +139,30 @@ impl Ema {
         &self.shadow
     }
 
+    /// Runs `f` with the averaged weights in `vs` (matched by name), the
+    /// live weights restored after.
+    pub fn swapped<T>(&self, vs: &tch::nn::VarStore, f: impl FnOnce() -> T) -> T {
+        let vars = vs.variables();
+        let live: Vec<(Tensor, Tensor)> = tch::no_grad(|| {
+            (self.shadow.iter())
+                .filter_map(|(n, e)| vars.get(n).map(|v| (v.shallow_clone(), e)))
+                .map(|(v, e)| {
+                    let keep = v.detach().copy();
+                    let mut v2 = v.shallow_clone();
+                    v2.copy_(e);
+                    (v, keep)
+                })
+                .collect()
+        });
+        let out = f();
+        tch::no_grad(|| {
+            for (mut v, keep) in live {
+                v.copy_(&keep);
+            }
+        });
+        out
+    }
+
     /// Restores the averages from the `ema.*` tensors of checkpoint `path`.
     pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), TrainError> {
         for (name, e) in &mut self.shadow {
