@@ -498,7 +498,7 @@ fn latent_models_validate_by_decoded_geometry_on_the_ema_weights() {
         t.fit_until(1).unwrap(); // the EMA now differs from the live weights
         let live = weights(&t);
         let v = t.validate().unwrap();
-        assert_eq!(v.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["val_f1", "val_iou"]);
+        assert_eq!(v.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["f1", "iou"]);
         let (f1, iou) = (v[0].1, v[1].1);
         assert!((0.0..=1.0).contains(&f1) && iou <= f1 + 1e-12, "{v:?}");
         for ((name, a), (_, b)) in live.iter().zip(weights(&t)) {
@@ -507,7 +507,7 @@ fn latent_models_validate_by_decoded_geometry_on_the_ema_weights() {
         t.fit().unwrap();
         let log = std::fs::read_to_string(out.join("val_log.csv")).unwrap();
         assert_eq!(log.lines().count(), 3, "a header and one row an epoch: {log}");
-        assert!(log.lines().next().unwrap().contains("val_f1") && out.join("best.safetensors").is_file());
+        assert!(log.lines().next().unwrap().contains("f1") && out.join("best.safetensors").is_file());
     }
 }
 

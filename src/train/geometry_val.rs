@@ -46,7 +46,7 @@ impl GeometryVal {
 
     /// The columns of [`GeometryVal::metrics`]: F1 first (it picks `best`).
     pub fn columns() -> Vec<Column> {
-        vec![("val_f1".into(), "val F1".into(), 1.0), ("val_iou".into(), "val IoU".into(), 1.0)]
+        vec![("f1".into(), "val F1".into(), 1.0), ("iou".into(), "val IoU".into(), 1.0)]
     }
 
     /// `[tp, fp, fn]` of this rank's frames, each sampled by `draw(sampler,
