@@ -14,7 +14,7 @@
 //! - [`export`]: `.ply` and bird's-eye PNGs of probability and elevation;
 //! - [`source`]: a dataset root's frames (radar, LiDAR, target or a `sample`
 //!   predictions folder) with the scene's poses, as observations;
-//! - [`compare`]: a map against a reference map, per range band;
+//! - [`mod@compare`]: a map against a reference map, per range band;
 //! - [`stream`]: a scene streamed into a map (and its reference), with
 //!   per-frame latency and memory.
 

@@ -1,6 +1,6 @@
 //! A scene streamed into a map frame by frame, optionally beside a
 //! reference map (same poses, same settings, fed by the LiDAR) that scores
-//! it after every frame ([`super::compare`]); per-frame latency and memory
+//! it after every frame ([`super::compare()`]); per-frame latency and memory
 //! are recorded.
 
 use serde::Serialize;
