@@ -105,6 +105,11 @@ pub fn block_of(k: Key) -> u64 {
     (pack(k[0]) << 42) | (pack(k[1]) << 21) | pack(k[2])
 }
 
+/// The packed key of block coordinates `b` (in blocks).
+pub fn block_key(b: [i32; 3]) -> u64 {
+    block_of(b.map(|v| v.wrapping_mul(EDGE)))
+}
+
 /// The block coordinates (in blocks) of a packed key.
 pub fn unpack(b: u64) -> [i32; 3] {
     let un = |v: u64| (v & ((1 << 21) - 1)) as i32 - (1 << 20);
@@ -195,6 +200,7 @@ mod tests {
             let (b, i) = (block_of(k), local(k));
             assert_eq!(voxel_of(b, i), k);
             assert_eq!(unpack(b), k.map(|v| v.div_euclid(8)));
+            assert_eq!(block_key(unpack(b)), b);
         }
         assert_ne!(block_of([-1, 0, 0]), block_of([0, 0, 0]));
         assert!(!in_range([1 << 23, 0, 0]));

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use super::blocks::{block_of, in_range, local, unpack, voxel_of, Block, Blocks, EDGE};
+use super::blocks::{block_key, block_of, in_range, local, unpack, voxel_of, Block, Blocks, EDGE};
 use super::dem::Dem;
 use super::evidence::{Cell, Evidence, Observed, Update};
 use super::ray::{centre, key, Dda, Key};
@@ -221,9 +221,8 @@ impl VoxelMap {
         v
     }
 
-    /// Inserts one frame (see the module docs).
-    pub fn insert(&mut self, obs: &Observation) -> Result<InsertStats, MapError> {
-        let t0 = Instant::now();
+    /// Checks a frame's input; its time since the map's first frame.
+    fn check(&self, obs: &Observation) -> Result<(f64, f32), MapError> {
         if let Some(p) = obs.probs.filter(|p| p.len() != obs.points.len()) {
             return Err(MapError::Input(format!("{} probabilities for {} points", p.len(), obs.points.len())));
         }
@@ -253,6 +252,14 @@ impl VoxelMap {
                 obs.points[i]
             )));
         }
+        Ok((start, now))
+    }
+
+    /// Inserts one frame (see the module docs).
+    pub fn insert(&mut self, obs: &Observation) -> Result<InsertStats, MapError> {
+        let t0 = Instant::now();
+        let (start, now) = self.check(obs)?;
+        let voxel = self.cfg.voxel;
         self.start = Some(start);
         self.frame += 1;
         self.now = now;
@@ -279,39 +286,31 @@ impl VoxelMap {
         hits.dedup_by_key(|h| h.0);
         let mut stats = InsertStats { points: obs.points.len(), occupied: hits.len(), ..InsertStats::default() };
         let rule = self.update;
-        let mut hits_in = hits.iter().peekable();
-        while let Some(&&(k, _)) = hits_in.peek() {
-            let b = block_of(k);
-            let block = self.blocks.get_or_insert(b);
-            while let Some(&(k, c)) = hits_in.next_if(|h| block_of(h.0) == b) {
-                let slot = &block[local(k)];
-                let mut cell = slot.load();
-                rule.apply(&mut cell, rule.observation(true, c), now, frame);
-                slot.store(cell);
-            }
-        }
+        self.apply_hits(&hits, now, frame);
         self.dem.observe(&hits, voxel);
-        // the rays, on every thread; the blocks a ray met missing are made
-        // here, then those rays are traced again (their voxels already
-        // updated skip)
+        // the rays, on every thread; a ray that meets a block not made yet
+        // stops there, its blocks are made (walked at block resolution) and
+        // it is traced again (the voxels it already updated skip)
         let miss = rule.observation(false, obs.reliability);
         let (free, traversed) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let cast =
-            |m: &VoxelMap, e: [f64; 3], count: bool| m.cast(o, e, miss, now, frame, &free, count.then_some(&traversed));
-        let missing: Vec<(usize, Vec<u64>)> = (ends.par_iter().enumerate().with_min_len(CHUNK))
-            .filter_map(|(i, &e)| cast(self, e, true).map(|m| (i, m)))
-            .collect();
-        let mut new: Vec<u64> = missing.par_iter().flat_map_iter(|m| m.1.iter().copied()).collect();
-        new.par_sort_unstable();
-        new.dedup();
-        self.blocks.reserve(new.len());
-        for b in new {
-            self.blocks.get_or_insert(b);
+        let cast = |m: &VoxelMap, i: usize| m.cast(o, ends[i], miss, now, frame, &free, &traversed).map(|b| (i, b));
+        let mut pending: Vec<(usize, u64)> =
+            (0..ends.len()).into_par_iter().with_min_len(CHUNK).filter_map(|i| cast(self, i)).collect();
+        while !pending.is_empty() {
+            let side = voxel * f64::from(EDGE);
+            let mut new: Vec<u64> = (pending.par_iter())
+                .flat_map_iter(|&(i, b)| {
+                    Dda::new(o, ends[i], side).chain([key(ends[i], side)]).map(block_key).chain([b])
+                })
+                .collect();
+            new.par_sort_unstable();
+            new.dedup();
+            self.blocks.reserve(new.len());
+            for b in new {
+                self.blocks.get_or_insert(b);
+            }
+            pending = pending.into_par_iter().with_min_len(CHUNK / 4).filter_map(|(i, _)| cast(self, i)).collect();
         }
-        missing.par_iter().with_min_len(CHUNK / 4).for_each(|(i, _)| {
-            let again = cast(self, ends[*i], false);
-            debug_assert!(again.is_none(), "every block of the ray exists");
-        });
         stats.free = free.into_inner();
         stats.traversed = traversed.into_inner();
         if let Some(w) = self.cfg.window {
@@ -321,10 +320,26 @@ impl VoxelMap {
         Ok(stats)
     }
 
+    /// One hit per voxel of `hits` (sorted by key), block by block.
+    fn apply_hits(&mut self, hits: &[(Key, f64)], t: f32, frame: u32) {
+        let rule = self.update;
+        let mut hits = hits.iter().peekable();
+        while let Some(&&(k, _)) = hits.peek() {
+            let b = block_of(k);
+            let block = self.blocks.get_or_insert(b);
+            while let Some(&(k, c)) = hits.next_if(|h| block_of(h.0) == b) {
+                let slot = &block[local(k)];
+                let mut cell = slot.load();
+                rule.apply(&mut cell, rule.observation(true, c), t, frame);
+                slot.store(cell);
+            }
+        }
+    }
+
     /// Traces the free ray `o -> e`, claiming each voxel not yet updated in
-    /// this frame and applying `miss` to it, counting its steps in
-    /// `traversed` if given; the blocks it crossed that do not exist yet
-    /// (their voxels untouched), if any.
+    /// this frame and applying `miss` to it; stops at the first block that
+    /// does not exist yet and returns its key (the rest untouched), else adds
+    /// its steps to `traversed`.
     #[allow(clippy::too_many_arguments)]
     fn cast(
         &self,
@@ -334,25 +349,26 @@ impl VoxelMap {
         t: f32,
         frame: u32,
         free: &AtomicUsize,
-        traversed: Option<&AtomicUsize>,
-    ) -> Option<Vec<u64>> {
-        let (mut cached, mut freed, mut steps): (Option<(u64, Option<&Block>)>, usize, usize) = (None, 0, 0);
-        let mut missing = Vec::new();
+        traversed: &AtomicUsize,
+    ) -> Option<u64> {
+        let (mut cached, mut freed, mut steps): (Option<(u64, &Block)>, usize, usize) = (None, 0, 0);
+        let mut missing = None;
         for k in Dda::new(o, e, self.cfg.voxel) {
-            steps += 1;
             let b = block_of(k);
             let block = match cached {
                 Some((cb, blk)) if cb == b => blk,
-                _ => {
-                    let blk = self.blocks.block(b);
-                    if blk.is_none() {
-                        missing.push(b);
+                _ => match self.blocks.block(b) {
+                    Some(blk) => {
+                        cached = Some((b, blk));
+                        blk
                     }
-                    cached = Some((b, blk));
-                    blk
-                }
+                    None => {
+                        missing = Some(b);
+                        break;
+                    }
+                },
             };
-            let Some(block) = block else { continue };
+            steps += 1;
             let slot = &block[local(k)];
             if let Some(mut cell) = slot.claim(frame) {
                 self.update.apply(&mut cell, miss, t, frame);
@@ -361,10 +377,10 @@ impl VoxelMap {
             }
         }
         free.fetch_add(freed, Relaxed);
-        if let Some(t) = traversed {
-            t.fetch_add(steps, Relaxed);
+        if missing.is_none() {
+            traversed.fetch_add(steps, Relaxed);
         }
-        (!missing.is_empty()).then_some(missing)
+        missing
     }
 
     /// Drops blocks and DEM columns beyond `radius` (horizontal) of the ego.
