@@ -45,6 +45,9 @@ struct Cli {
     resample: Option<[usize; 3]>,
     #[command(flatten)]
     optim: OptimArgs,
+    /// Scenes whose frames validate each epoch by decoded geometry (default: the val split).
+    #[arg(long, value_delimiter = ',')]
+    val_scenes: Option<Vec<String>>,
     /// Points N of the noise-level discretisation.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
     n: Option<u64>,
@@ -98,17 +101,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => LatentSource::OnTheFly(Box::new(vae)),
     };
     let out = runtime.out.clone();
+    let val_cfg = DatasetConfig { layout, val_scenes: cli.val_scenes.clone(), ..Default::default() };
+    let val = Dataset::open(&cli.dataset_dir, Split::Val, &val_cfg)?;
+    let decoder: Box<dyn GridVae> = Box::new(load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae);
+    let (rank, world) = (runtime.dist.rank(), runtime.dist.world_size());
     let mut trainer = match resume {
         Some(path) => {
             let mut failed = Ok(());
-            let t = Trainer::resume_cd(path, ds, source, &hash, teacher, runtime, |r| failed = edit(r))?;
+            let (objective, ckpt) =
+                CdObjective::resumed(path, ds, source, &hash, teacher, &runtime, |r| failed = edit(r))?;
             failed?;
-            t
+            Trainer::resume(objective.with_validation(val, decoder, rank, world)?, runtime, &ckpt)?
         }
         None => {
             let mut recipe = cli.config.as_deref().map(read_file::<CdRecipe>).transpose()?.unwrap_or_default();
             edit(&mut recipe)?;
-            Trainer::new(CdObjective::new(ds, source, &hash, teacher, recipe, &runtime)?, runtime)?
+            let objective = CdObjective::new(ds, source, &hash, teacher, recipe, &runtime)?;
+            Trainer::new(objective.with_validation(val, decoder, rank, world)?, runtime)?
         }
     };
     let main = trainer.runtime().dist.is_main(); // rank 0 alone reports

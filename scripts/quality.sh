@@ -52,7 +52,7 @@ for variant in plain normalized encoder; do
   if [ ! -f "$Q/ldm_$variant/.done" ]; then
     log "train LDM $variant"
     $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/quality_ldm.toml "${flags[@]}" \
-      --out "$Q/ldm_$variant" --overwrite --no-progress 2> "$Q/ldm_$variant.log"
+      --val-scenes "$CAL" --out "$Q/ldm_$variant" --overwrite --no-progress 2> "$Q/ldm_$variant.log"
     touch "$Q/ldm_$variant/.done"
   fi
   mkdir -p "$Q/$variant"

@@ -36,7 +36,7 @@ fi
 if [ ! -f "$Q/ldm/.done" ]; then
   log "train the LDM for $LDM_MINUTES min"
   $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/quality_ldm.toml \
-    --max-minutes "$LDM_MINUTES" --out "$Q/ldm" --overwrite --no-progress 2> "$Q/ldm.log"
+    --val-scenes scene09 --max-minutes "$LDM_MINUTES" --out "$Q/ldm" --overwrite --no-progress 2> "$Q/ldm.log"
   touch "$Q/ldm/.done"
 fi
 TEST=scene10,scene11

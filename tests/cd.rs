@@ -236,6 +236,27 @@ fn distilling_an_ldm_lowers_the_loss_reproduces_bytes_resumes_exactly_and_sample
     train(&other, 4, 2);
     assert!(half != bytes(&other), "another seed, other bytes");
 
+    // validation by decoded geometry (one-call samples of the student): a val_log row an epoch, best by F1
+    let validated = dir.path().join("validated");
+    let decoder = Box::new(radvox::train::load_any_vae(&s.vae, Device::Cpu).unwrap().vae);
+    let runtime = common::cpu_runtime(&validated);
+    let objective = radvox::train::CdObjective::new(
+        open(&s.root, Split::Train),
+        source(),
+        &s.hash,
+        teacher(),
+        cd_recipe(2, 1),
+        &runtime,
+    )
+    .unwrap()
+    .with_validation(open(&s.root, Split::Val), decoder, 0, 1)
+    .unwrap();
+    let mut t = Trainer::new(objective, runtime).unwrap();
+    t.fit().unwrap();
+    let log = std::fs::read_to_string(validated.join("val_log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.lines().next().unwrap().contains("f1") && validated.join("best.safetensors").is_file());
+
     // a teacher of another VAE is refused, and a run resumed with another teacher
     let e = Teacher::load(&s.ldm, "0123456789abcdef", Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("not of this VAE"), "{e}");

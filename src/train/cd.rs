@@ -16,20 +16,22 @@ use tch::{nn, Device, Tensor};
 
 use super::checkpoint::{check_vae_hash, Checkpoint};
 use super::engine::Trainer;
+use super::geometry_val::GeometryVal;
 use super::latents::{LatentBatch, LatentData, LatentSource};
 use super::ldm::{build_denoiser, LdmRecipe};
 use super::objective::{Column, Objective};
+use super::precision::Amp;
 use super::recipe::{OptimRecipe, Recipe};
 use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::Dataset;
 use crate::diffusion::consistency::CdPair;
-use crate::diffusion::{Consistency, ConsistencyConfig};
+use crate::diffusion::{Consistency, ConsistencyConfig, Sampler};
 use crate::io::safetensors::{self, load_into, named_variables, weights_hash};
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::checkpoint::Recorder;
-use crate::model::{Checkpointing, RadarEncoder, Unet3d};
+use crate::model::{Checkpointing, GridVae, RadarEncoder, Unet3d};
 use crate::sys::with_init_seed;
 
 /// What defines a consistency-distillation run (saved in every checkpoint).
@@ -189,6 +191,7 @@ pub struct CdObjective {
     vae_hash: String,
     device: Device,
     latent_grid: [i64; 3],
+    val: Option<GeometryVal>,
 }
 
 impl CdObjective {
@@ -230,7 +233,50 @@ impl CdObjective {
             data,
             vae_hash: vae_hash.into(),
             device,
+            val: None,
         })
+    }
+
+    /// Validates by decoded geometry after each epoch (`best` by val F1):
+    /// the teacher recipe's `val_frames` of `ds`, each sampled by the
+    /// student in one call and decoded by `vae`; nothing when `val_frames`
+    /// is 0.
+    pub fn with_validation(
+        mut self,
+        ds: Dataset,
+        vae: Box<dyn GridVae>,
+        rank: usize,
+        world: usize,
+    ) -> Result<Self, TrainError> {
+        let n = self.recipe.teacher.val_frames;
+        self.val = if n > 0 { Some(GeometryVal::new(ds, vae, n, rank, world)?) } else { None };
+        Ok(self)
+    }
+
+    /// The objective of the run of checkpoint `path` (distilling `teacher`
+    /// on the latents of the VAE `vae_hash`) with its recipe, `edit`ed
+    /// first, and the checkpoint to resume from.
+    pub fn resumed(
+        path: &Path,
+        dataset: Dataset,
+        source: LatentSource,
+        vae_hash: &str,
+        teacher: Teacher,
+        runtime: &Runtime,
+        edit: impl FnOnce(&mut CdRecipe),
+    ) -> Result<(CdObjective, Checkpoint), TrainError> {
+        let ckpt = Checkpoint::read(path, CdRecipe::KIND)?;
+        check_vae_hash(&ckpt, vae_hash)?;
+        let theirs = ckpt.metadata.get("teacher_hash").map(String::as_str).unwrap_or("");
+        if theirs != teacher.hash() {
+            return Err(TrainError::Checkpoint {
+                path: path.into(),
+                reason: format!("distils teacher {theirs}, not the teacher given ({})", teacher.hash()),
+            });
+        }
+        let mut recipe: CdRecipe = ckpt.recipe()?;
+        edit(&mut recipe);
+        Ok((CdObjective::new(dataset, source, vae_hash, teacher, recipe, runtime)?, ckpt))
     }
 
     /// The student.
@@ -338,6 +384,21 @@ impl Objective for CdObjective {
         (0, 0) // latents are read synchronously, per batch
     }
 
+    fn metric_columns(&self) -> Vec<Column> {
+        self.val.as_ref().map_or(Vec::new(), |_| GeometryVal::columns())
+    }
+
+    fn validate(&self, _amp: Amp) -> Result<Option<Vec<f64>>, TrainError> {
+        let Some(val) = &self.val else { return Ok(None) };
+        let levels = self.consistency().sampling_levels(1);
+        let draw = |s: &Sampler, cond: &Tensor, seed: u64| s.sample_consistency(cond, &levels, seed);
+        Ok(Some(val.counts_of(&self.vs, &self.recipe.teacher, &draw)?))
+    }
+
+    fn metrics(&self, sums: &[f64]) -> Vec<f64> {
+        GeometryVal::metrics(sums)
+    }
+
     fn metadata(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("vae_hash".to_string(), self.vae_hash.clone()),
@@ -401,18 +462,7 @@ impl Trainer<CdObjective> {
         runtime: Runtime,
         edit: impl FnOnce(&mut CdRecipe),
     ) -> Result<Self, TrainError> {
-        let ckpt = Checkpoint::read(path, CdRecipe::KIND)?;
-        check_vae_hash(&ckpt, vae_hash)?;
-        let theirs = ckpt.metadata.get("teacher_hash").map(String::as_str).unwrap_or("");
-        if theirs != teacher.hash() {
-            return Err(TrainError::Checkpoint {
-                path: path.into(),
-                reason: format!("distils teacher {theirs}, not the teacher given ({})", teacher.hash()),
-            });
-        }
-        let mut recipe: CdRecipe = ckpt.recipe()?;
-        edit(&mut recipe);
-        let objective = CdObjective::new(dataset, source, vae_hash, teacher, recipe, &runtime)?;
+        let (objective, ckpt) = CdObjective::resumed(path, dataset, source, vae_hash, teacher, &runtime, edit)?;
         Trainer::resume(objective, runtime, &ckpt)
     }
 }

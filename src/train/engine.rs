@@ -346,6 +346,7 @@ impl<O: Objective> Trainer<O> {
     pub fn objective(&self) -> &O {
         &self.objective
     }
+
     /// The recipe.
     pub fn recipe(&self) -> &O::Recipe {
         self.objective.recipe()

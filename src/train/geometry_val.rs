@@ -1,13 +1,14 @@
-//! Validation by decoded geometry for the latent models (the LDM and the
-//! direct baseline): after each epoch a fixed subset of validation frames
+//! Validation by decoded geometry for the latent models (the LDM, the
+//! direct baseline and the consistency model): after each epoch a fixed subset of validation frames
 //! is sampled from the model's current weights (the EMA's when the run keeps
 //! one: the weights sampling uses) in a few solver steps, decoded by the
 //! frozen VAE, and its occupied voxels (decoded occupancy above 0.5) scored
 //! against the target's. `best.safetensors` is then the epoch of the best
 //! validation F1, not of the lowest training loss.
 
-use tch::Tensor;
+use tch::{nn, Tensor};
 
+use super::ldm::{build_denoiser, sampler_of, LdmRecipe};
 use super::objective::Column;
 use super::TrainError;
 use crate::data::{Dataset, Modality};
@@ -47,6 +48,21 @@ impl GeometryVal {
     /// The columns of [`GeometryVal::metrics`]: F1 first (it picks `best`).
     pub fn columns() -> Vec<Column> {
         vec![("f1".into(), "val F1".into(), 1.0), ("iou".into(), "val IoU".into(), 1.0)]
+    }
+
+    /// `[tp, fp, fn]` of this rank's frames sampled by `draw` from a copy
+    /// of the denoiser of `recipe` whose weights are in `weights` (the
+    /// training store: the engine has put the EMA's in place).
+    pub fn counts_of(
+        &self,
+        weights: &nn::VarStore,
+        recipe: &LdmRecipe,
+        draw: &dyn Fn(&Sampler, &Tensor, u64) -> Tensor,
+    ) -> Result<Vec<f64>, TrainError> {
+        let mut vs = nn::VarStore::new(weights.device());
+        let (unet, encoder) = build_denoiser(&vs.root(), recipe)?;
+        vs.copy(weights).map_err(|e| TrainError::Config(format!("copying the weights for validation: {e}")))?;
+        self.counts(&sampler_of(vs, unet, encoder, recipe), draw)
     }
 
     /// `[tp, fp, fn]` of this rank's frames, each sampled by `draw(sampler,

@@ -291,11 +291,6 @@ impl Objective for LdmObjective {
 
     fn validate(&self, _amp: Amp) -> Result<Option<Vec<f64>>, TrainError> {
         let Some(val) = &self.val else { return Ok(None) };
-        // a sampler over a copy of the weights the engine validates
-        let mut vs = nn::VarStore::new(self.device);
-        let (unet, encoder) = build_denoiser(&vs.root(), &self.recipe)?;
-        vs.copy(&self.vs).map_err(|e| TrainError::Config(format!("copying the weights for validation: {e}")))?;
-        let sampler = sampler_of(vs, unet, encoder, &self.recipe);
         let (direct, steps) = (self.recipe.direct, self.recipe.val_steps);
         let draw = |s: &Sampler, cond: &Tensor, seed: u64| {
             if direct {
@@ -304,7 +299,7 @@ impl Objective for LdmObjective {
                 s.sample(cond, steps, Solver::Heun, seed)
             }
         };
-        Ok(Some(val.counts(&sampler, &draw)?))
+        Ok(Some(val.counts_of(&self.vs, &self.recipe, &draw)?))
     }
 
     fn metrics(&self, sums: &[f64]) -> Vec<f64> {
