@@ -33,7 +33,7 @@ for variant in $VARIANTS; do
     elif [ ! -f "$ldm/.done" ]; then
       log "train $name"
       $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/quality_ldm.toml \
-        "${flags[@]}" --seed "$seed" --out "$ldm" --overwrite --no-progress 2> "$S/$name.log"
+        "${flags[@]}" --seed "$seed" --val-scenes scene09 --out "$ldm" --overwrite --no-progress 2> "$S/$name.log"
       touch "$ldm/.done"
     fi
     [ -f "$S/$name/evaluate.txt" ] && continue
