@@ -248,8 +248,7 @@ impl CdObjective {
         rank: usize,
         world: usize,
     ) -> Result<Self, TrainError> {
-        let n = self.recipe.teacher.val_frames;
-        self.val = if n > 0 { Some(GeometryVal::new(ds, vae, n, rank, world)?) } else { None };
+        self.val = GeometryVal::new(ds, vae, self.recipe.teacher.val_frames, rank, world)?;
         Ok(self)
     }
 

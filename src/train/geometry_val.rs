@@ -27,14 +27,18 @@ pub struct GeometryVal {
 
 impl GeometryVal {
     /// `count` frames spread evenly over `ds` (all if fewer), this rank's
-    /// share of them (`rank` of `world`), decoded by `vae`.
+    /// share of them (`rank` of `world`), decoded by `vae`; `None` (no
+    /// validation) when `count` is 0.
     pub fn new(
         ds: Dataset,
         vae: Box<dyn GridVae>,
         count: usize,
         rank: usize,
         world: usize,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Option<Self>, TrainError> {
+        if count == 0 {
+            return Ok(None);
+        }
         let n = ds.len();
         let mut picked: Vec<usize> = (0..count.min(n)).map(|k| k * n / count.min(n).max(1)).collect();
         picked.dedup();
@@ -42,7 +46,7 @@ impl GeometryVal {
         let s = ds.output_shape(0);
         let grid = [s[1] as i64, s[2] as i64, s[3] as i64];
         let dims = layout_dims(ds.frames()[0].target.shape(), ds.config().layout);
-        Ok(GeometryVal { ds, vae, frames, grid, dims })
+        Ok(Some(GeometryVal { ds, vae, frames, grid, dims }))
     }
 
     /// The columns of [`GeometryVal::metrics`]: F1 first (it picks `best`).

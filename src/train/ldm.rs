@@ -209,9 +209,7 @@ impl LdmObjective {
         rank: usize,
         world: usize,
     ) -> Result<Self, TrainError> {
-        if self.recipe.val_frames > 0 {
-            self.val = Some(GeometryVal::new(ds, vae, self.recipe.val_frames, rank, world)?);
-        }
+        self.val = GeometryVal::new(ds, vae, self.recipe.val_frames, rank, world)?;
         Ok(self)
     }
 
