@@ -281,8 +281,9 @@ fn bad_augmentation_for_the_grid_is_refused() {
 }
 
 /// The sparse loader: every frame's occupied voxels in the sampler's seeded
-/// order with their batch index, flips mirroring the sites over the padded
-/// grid, and every augmentation not defined on sites refused by name.
+/// order with their batch index, flips (as an augmentation) mirroring the
+/// sites over the padded grid, and what sites or the grid cannot take
+/// (mixup; quarter turns of the fixtures' 64 x 32 plane) refused by name.
 #[test]
 fn the_sparse_loader_batches_sites_in_order_and_flips_them() {
     use radvox::data::loader::{SparseLoader, SparseLoaderConfig};
@@ -302,7 +303,16 @@ fn the_sparse_loader_batches_sites_in_order_and_flips_them() {
             assert_eq!(got, own.batched(b as i64).collect::<BTreeSet<_>>(), "frame {i}");
         }
     }
-    let flipped = SparseLoader::new(ds(), SparseLoaderConfig { flip_prob: 1.0, ..cfg }).unwrap();
+    let off = VoxelAugmentation {
+        enable_rotate: false,
+        enable_noise: false,
+        enable_dropout: false,
+        enable_intensity_jitter: false,
+        enable_doppler_jitter: false,
+        ..Default::default()
+    };
+    let flips = Augmentation { voxel: Some(VoxelAugmentation { flip_prob: 1.0, ..off.clone() }), ..Default::default() };
+    let flipped = SparseLoader::new(ds(), SparseLoaderConfig { augmentation: Some(flips), ..cfg.clone() }).unwrap();
     for (plain, flip) in a.iter().zip(epoch(&flipped)) {
         let [_, h, w] = plain.grid.map(|v| v as i64);
         let sites: BTreeSet<[i64; 4]> = flip.target.sites.iter().copied().collect();
@@ -316,23 +326,13 @@ fn the_sparse_loader_batches_sites_in_order_and_flips_them() {
             assert!(mine == along_w || mine == along_h, "frame {b} of {:?} is not a mirror image", plain.ids);
         }
     }
-    let err =
-        SparseLoaderConfig::flips_of(&Augmentation { voxel: Some(VoxelAugmentation::default()), ..Default::default() })
-            .unwrap_err()
-            .to_string();
-    for name in ["rotate", "noise", "dropout", "intensity_jitter", "doppler_jitter"] {
-        assert!(err.contains(name), "{err}");
-    }
-    let flips_only = VoxelAugmentation {
-        enable_rotate: false,
-        enable_noise: false,
-        enable_dropout: false,
-        enable_intensity_jitter: false,
-        enable_doppler_jitter: false,
-        ..Default::default()
+    let refused = |aug: Augmentation| {
+        SparseLoader::new(ds(), SparseLoaderConfig { augmentation: Some(aug), ..cfg.clone() })
+            .err()
+            .unwrap()
+            .to_string()
     };
-    assert_eq!(
-        SparseLoaderConfig::flips_of(&Augmentation { voxel: Some(flips_only), ..Default::default() }).unwrap(),
-        0.5
-    );
+    let turns = Augmentation { voxel: Some(VoxelAugmentation { enable_rotate: true, ..off }), ..Default::default() };
+    assert!(refused(turns).contains("rotate_prob"));
+    assert!(refused(Augmentation { mixup: Some(Default::default()), ..Default::default() }).contains("mixup"));
 }

@@ -523,7 +523,7 @@ fn add(x: &mut f16, d: f32) {
     *x = f16::from_f32(x.to_f32() + d);
 }
 
-fn uniform(rng: &mut impl Rng, (lo, hi): (f32, f32)) -> f32 {
+pub(crate) fn uniform(rng: &mut impl Rng, (lo, hi): (f32, f32)) -> f32 {
     if lo == hi {
         lo
     } else {
@@ -585,7 +585,7 @@ fn rotate(grid: &mut [f16], [_, _, h, w]: [usize; 4], k: u8) {
     }
 }
 
-fn cutout_box(shape: [usize; 4], (lo, hi): (f32, f32), rng: &mut impl Rng) -> [(usize, usize); 3] {
+pub(crate) fn cutout_box(shape: [usize; 4], (lo, hi): (f32, f32), rng: &mut impl Rng) -> [(usize, usize); 3] {
     let mut bx = [(0, 0); 3];
     for (k, b) in bx.iter_mut().enumerate() {
         let n = shape[k + 1];

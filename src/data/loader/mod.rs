@@ -12,6 +12,7 @@
 pub mod epoch;
 pub mod pool;
 pub mod sampler;
+pub mod site_augment;
 pub mod sparse;
 pub mod worker;
 

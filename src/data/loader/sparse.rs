@@ -4,15 +4,15 @@
 //! channel: at most `prefetch` batches wait decoded, so host memory scales
 //! with the occupied voxels, never with the grid. The same [`Sampler`] as
 //! the dense loader decides the order (seeded permutation per epoch, rank
-//! shards); batches arrive in order whatever the number of workers. Of the
-//! augmentations only flips are defined on sites; the others are refused
-//! by name.
+//! shards); batches arrive in order whatever the number of workers. The
+//! voxel augmentations and the cutout apply to the sites as they do to the
+//! dense grid ([`super::site_augment`]); mixup is refused by name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::Sampler;
@@ -67,9 +67,10 @@ pub struct SparseLoaderConfig {
     pub pad_shards: bool,
     /// Read the radar sites too.
     pub load_radar: bool,
-    /// Probability of a flip per frame (half along H, half along W, over
-    /// the padded grid, as the dense augmentation flips); 0 = off.
-    pub flip_prob: f32,
+    /// Augmentation of each frame's sites, drawn per (seed, epoch, frame)
+    /// ([`super::site_augment`]: the dense augmentation's steps and draws;
+    /// mixup is refused); `None` = off.
+    pub augmentation: Option<Augmentation>,
 }
 
 impl Default for SparseLoaderConfig {
@@ -84,46 +85,8 @@ impl Default for SparseLoaderConfig {
             world_size: 1,
             pad_shards: true,
             load_radar: false,
-            flip_prob: 0.0,
+            augmentation: None,
         }
-    }
-}
-
-impl SparseLoaderConfig {
-    /// The flip probability of `aug`, refusing every augmentation that is
-    /// not defined on sites (named in the error).
-    pub fn flips_of(aug: &Augmentation) -> Result<f32, DataError> {
-        let mut refused = Vec::new();
-        if aug.cutout.is_some() {
-            refused.push("cutout");
-        }
-        if aug.mixup.is_some() {
-            refused.push("mixup");
-        }
-        let mut flip = 0.0;
-        if let Some(v) = &aug.voxel {
-            for (on, name) in [
-                (v.enable_rotate, "rotate"),
-                (v.enable_noise, "noise"),
-                (v.enable_dropout, "dropout"),
-                (v.enable_intensity_jitter, "intensity_jitter"),
-                (v.enable_doppler_jitter, "doppler_jitter"),
-            ] {
-                if on {
-                    refused.push(name);
-                }
-            }
-            if v.enable_flip {
-                flip = v.flip_prob;
-            }
-        }
-        if !refused.is_empty() {
-            return Err(DataError::Config(format!(
-                "sparse frames support flips only; turn off: {} (enable_* = false, or remove the section)",
-                refused.join(", ")
-            )));
-        }
-        Ok(flip)
     }
 }
 
@@ -144,9 +107,6 @@ impl SparseLoader {
                 config.batch_size, config.rank, config.world_size
             )));
         }
-        if !(0.0..=1.0).contains(&config.flip_prob) {
-            return Err(DataError::Config(format!("flip_prob must lie in [0, 1], got {}", config.flip_prob)));
-        }
         if let Some(i) = (1..dataset.len()).find(|&i| dataset.output_shape(i) != dataset.output_shape(0)) {
             return Err(DataError::Config(format!(
                 "frame {} has grid {:?}, frame {} has {:?}: one batch needs one grid",
@@ -155,6 +115,10 @@ impl SparseLoader {
                 dataset.frames()[0].id,
                 dataset.output_shape(0)
             )));
+        }
+        if let (Some(aug), true) = (&config.augmentation, !dataset.is_empty()) {
+            let [_, z, h, w] = dataset.output_shape(0);
+            super::site_augment::check(aug, [z, h, w])?;
         }
         let sampler = Sampler {
             frames: dataset.len(),
@@ -254,23 +218,18 @@ fn read_batch(
     let mut grid = [0; 3];
     for (b, &i) in frames.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch, (pos * cfg.batch_size + b) as u64 + 1));
-        let flip = (cfg.flip_prob > 0.0 && rng.random::<f32>() < cfg.flip_prob).then(|| rng.random::<f32>() < 0.5);
-        let mut push = |m: Modality, into: &mut SiteBatch| -> Result<(), DataError> {
-            let s = ds.file(i, m)?.read_sites(layout)?;
-            grid = s.grid;
-            into.channels = s.channels;
-            let [_, gh, gw] = s.grid.map(|v| v as i64);
-            into.sites.extend(s.batched(b as i64).map(|[b, z, h, w]| match flip {
-                Some(true) => [b, z, h, gw - 1 - w],
-                Some(false) => [b, z, gh - 1 - h, w],
-                None => [b, z, h, w],
-            }));
-            into.feats.extend_from_slice(&s.feats);
-            Ok(())
-        };
-        push(Modality::Target, &mut target)?;
-        if let Some(r) = radar.as_mut() {
-            push(Modality::Radar, r)?;
+        let mut t = ds.file(i, Modality::Target)?.read_sites(layout)?;
+        let mut r = radar.as_ref().map(|_| ds.file(i, Modality::Radar)?.read_sites(layout)).transpose()?;
+        if let Some(aug) = &cfg.augmentation {
+            super::site_augment::augment_sites(aug, &mut t, r.as_mut(), &mut rng);
+        }
+        grid = t.grid;
+        for (s, into) in [(Some(&t), Some(&mut target)), (r.as_ref(), radar.as_mut())] {
+            if let (Some(s), Some(into)) = (s, into) {
+                into.channels = s.channels;
+                into.sites.extend(s.batched(b as i64));
+                into.feats.extend_from_slice(&s.feats);
+            }
         }
     }
     let ids = frames.iter().map(|&i| ds.frames()[i].id.clone()).collect();
