@@ -4,6 +4,7 @@
 //! `--resample` is refused); `--resume` continues a run exactly (its recipe;
 //! `--epochs` may extend it). `--direct` trains the direct baseline
 //! instead: the same UNet from the condition to the latent in one call.
+//! `--decoded-loss` adds the decoded-space loss through the frozen decoder.
 //! After each epoch `val_frames` validation frames (`--val-scenes`, default
 //! the val split) are sampled in `val_steps` Heun steps and decoded; `best`
 //! is the epoch of the best F1 of their occupied voxels.
@@ -56,6 +57,11 @@ struct Cli {
     /// The direct baseline: the same UNet maps the condition to the latent in one call (no diffusion).
     #[arg(long)]
     direct: bool,
+    /// Add the decoded-space loss (recipe `[decoded]`, default weights): the
+    /// denoised estimate decoded by the frozen VAE, scored against the
+    /// target frame (BCE, Dice, count, height); dense VAEs only.
+    #[arg(long)]
+    decoded_loss: bool,
     /// Scenes whose frames validate each epoch by decoded geometry (default: the val split).
     #[arg(long, value_delimiter = ',')]
     val_scenes: Option<Vec<String>>,
@@ -82,6 +88,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let encoder = cli.radar_encoder.then(radvox::model::RadarEncoderConfig::default);
     apply(&mut recipe.radar_encoder, encoder.map(Some), "radar-encoder", resume)?;
     apply(&mut recipe.direct, cli.direct.then_some(true), "direct", resume)?;
+    let decoded = cli.decoded_loss.then(radvox::diffusion::DecodedLossConfig::default);
+    apply(&mut recipe.decoded, decoded.map(Some), "decoded-loss", resume)?;
     if recipe.radar_encoder.is_some() && recipe.radar_scale.is_empty() {
         recipe.radar_scale = loaded.channel_scale.clone();
     }
@@ -115,8 +123,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let val = Dataset::open(&cli.dataset_dir, Split::Val, &val_cfg)?;
     let decoder = load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae;
     let (rank, world) = (runtime.dist.rank(), runtime.dist.world_size());
-    let objective =
+    let decoded = recipe.decoded.is_some();
+    let mut objective =
         LdmObjective::new(ds, source, &hash, recipe, &runtime)?.with_validation(val, Box::new(decoder), rank, world)?;
+    if decoded {
+        objective = objective.with_decoder(Box::new(load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae))?;
+    }
     if main {
         println!("UNet parameters: {}", objective.parameter_count());
     }

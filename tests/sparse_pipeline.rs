@@ -71,6 +71,12 @@ fn a_sparse_vae_checkpoint_switches_every_command_downstream() {
         .unwrap();
     let err = String::from_utf8_lossy(&enc.stderr);
     assert!(!enc.status.success() && err.contains("--radar-encoder"), "{err}");
+    let dec = Command::new(common::example("train_ldm"))
+        .args([&ldm_args[..], &["--out", s(&dir.path().join("dec")), "--decoded-loss"]].concat())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&dec.stderr);
+    assert!(!dec.status.success() && err.contains("a decoded-space loss needs a dense VAE"), "{err}");
 }
 
 /// A sparse VAE encodes a frame's sites read straight from its file (no

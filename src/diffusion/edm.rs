@@ -113,8 +113,21 @@ impl EdmConfig {
         (sigma, noise): &(Tensor, Tensor),
         rec: Option<&mut Recorder<'a>>,
     ) -> Tensor {
+        self.noisy_loss(unet, y, cond, (sigma, noise), rec).0
+    }
+
+    /// [`EdmConfig::loss`] and the denoised estimate it scored, with its sigmas.
+    fn noisy_loss<'a>(
+        &self,
+        unet: &'a Unet3d,
+        y: &Tensor,
+        cond: &Tensor,
+        (sigma, noise): (&Tensor, &Tensor),
+        rec: Option<&mut Recorder<'a>>,
+    ) -> (Tensor, Tensor, Tensor) {
         let noisy = y + noise * sigma.view([-1, 1, 1, 1, 1]);
-        self.loss_on(unet, &noisy, y, cond, sigma, rec)
+        let (l, d) = self.loss_on(unet, &noisy, y, cond, sigma, rec);
+        (l, d, sigma.shallow_clone())
     }
 
     /// The direct baseline's loss: the denoiser at `sigma_max` on an input
@@ -128,11 +141,23 @@ impl EdmConfig {
         cond: &Tensor,
         rec: Option<&mut Recorder<'a>>,
     ) -> Tensor {
-        let sigma = Tensor::full([y.size()[0]], self.sigma_max, (Kind::Float, y.device()));
-        self.loss_on(unet, &y.zeros_like(), y, cond, &sigma, rec)
+        self.direct_parts(unet, y, cond, rec).0
     }
 
-    /// `mean(weight(sigma) * (D(noisy; sigma, cond) - y)^2)`.
+    /// [`EdmConfig::direct_loss`] and the estimate it scored, with its sigmas.
+    fn direct_parts<'a>(
+        &self,
+        unet: &'a Unet3d,
+        y: &Tensor,
+        cond: &Tensor,
+        rec: Option<&mut Recorder<'a>>,
+    ) -> (Tensor, Tensor, Tensor) {
+        let sigma = Tensor::full([y.size()[0]], self.sigma_max, (Kind::Float, y.device()));
+        let (l, d) = self.loss_on(unet, &y.zeros_like(), y, cond, &sigma, rec);
+        (l, d, sigma)
+    }
+
+    /// `mean(weight(sigma) * (D(noisy; sigma, cond) - y)^2)` and `D`.
     fn loss_on<'a>(
         &self,
         unet: &'a Unet3d,
@@ -141,7 +166,7 @@ impl EdmConfig {
         cond: &Tensor,
         sigma: &Tensor,
         rec: Option<&mut Recorder<'a>>,
-    ) -> Tensor {
+    ) -> (Tensor, Tensor) {
         let p = self.precond(sigma);
         let input = Tensor::cat(&[&p.c_in * noisy, cond.to_kind(Kind::Float)], 1);
         let f = match rec {
@@ -150,7 +175,7 @@ impl EdmConfig {
         };
         let d = &p.c_skip * noisy + &p.c_out * f.to_kind(Kind::Float);
         let w = self.loss_weight(sigma).view([-1, 1, 1, 1, 1]);
-        ((d - y).square() * w).mean(Kind::Float)
+        (((&d - y).square() * w).mean(Kind::Float), d)
     }
 
     /// The loss of [`EdmConfig::loss`] (with `draws`) or of
@@ -166,13 +191,34 @@ impl EdmConfig {
         checkpointed: bool,
         scale: f64,
     ) -> f64 {
+        self.backward_with(unet, y, cond, draws, checkpointed, scale, None)[0]
+    }
+
+    /// As [`EdmConfig::backward`], with `extra(denoised, sigma)` (a scalar
+    /// of the denoised estimates `D` and their sigmas `(B,)`, e.g. a
+    /// decoded-space loss) added to the loss when given: returns `[total]`
+    /// without `extra`, `[total, latent loss, extra]` with it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with(
+        &self,
+        unet: &Unet3d,
+        y: &Tensor,
+        cond: &Tensor,
+        draws: Option<&(Tensor, Tensor)>,
+        checkpointed: bool,
+        scale: f64,
+        extra: Option<&dyn Fn(&Tensor, &Tensor) -> Tensor>,
+    ) -> Vec<f64> {
         let mut rec = Recorder::default();
         let rec_ref = checkpointed.then_some(&mut rec);
-        let l = match draws {
-            Some(d) => self.loss(unet, y, cond, d, rec_ref),
-            None => self.direct_loss(unet, y, cond, rec_ref),
+        let (latent, d, sigma) = match draws {
+            Some((s, n)) => self.noisy_loss(unet, y, cond, (s, n), rec_ref),
+            None => self.direct_parts(unet, y, cond, rec_ref),
         };
-        rec.backward_finite(&l, scale)
+        let Some(extra) = extra else { return vec![rec.backward_finite(&latent, scale)] };
+        let e = extra(&d, &sigma);
+        let total = &latent + &e;
+        vec![rec.backward_finite(&total, scale), latent.double_value(&[]), e.double_value(&[])]
     }
 
     /// The direct baseline's prediction: `D(0; sigma_max, cond)`, latents

@@ -1,11 +1,13 @@
 //! Layer 5, diffusion in the VAE's latent space: the EDM objective and
 //! preconditioning ([`edm`]), ODE samplers ([`sampler`]), consistency
 //! distillation's parametrisation, teacher step and sampler
-//! ([`consistency`]), latent normalisation ([`norm`]), and the cache of
+//! ([`consistency`]), the decoded-space loss ([`decoded`]), latent
+//! normalisation ([`norm`]), and the cache of
 //! latents a frozen VAE wrote ([`latents`]). Imports [`crate::sys`],
 //! [`crate::io`], [`crate::data`] and [`crate::model`].
 
 pub mod consistency;
+pub mod decoded;
 pub mod edm;
 pub mod latents;
 pub mod norm;
@@ -14,6 +16,7 @@ pub mod sampler;
 use std::path::PathBuf;
 
 pub use consistency::{CdLoss, Consistency, ConsistencyConfig, TeacherSolver, Weighting};
+pub use decoded::DecodedLossConfig;
 pub use edm::EdmConfig;
 pub use latents::{encode_frame, CacheManifest, LatentCache};
 pub use norm::{ChannelNorm, LatentNorm};

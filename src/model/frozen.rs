@@ -79,4 +79,14 @@ impl FrozenVae {
         let _ = grid.g_div_(&self.scale(dev));
         grid
     }
+
+    /// The occupancy probability `(B, 1, Z, H, W)` of latents `z` in one
+    /// piece (no tiles), with the graph kept: differentiable with respect
+    /// to `z`, the weights frozen. Channel 0 in the dataset's units: the
+    /// sigmoid of a logit head, else the regressed value clamped to [0, 1].
+    pub fn decode_occupancy(&self, z: &Tensor) -> Tensor {
+        let out = self.vae.decode(&z.to_device(self.device()).to_kind(Kind::Float), false).narrow(1, 0, 1);
+        let p = if self.occupancy_logits { out.sigmoid() } else { out.clamp(0.0, 1.0) };
+        p / self.channel_scale.first().copied().unwrap_or(1.0)
+    }
 }

@@ -39,6 +39,17 @@ pub trait GridVae {
     fn encode_sites(&self, _sites: &FrameSites) -> Result<Tensor, ModelError> {
         Err(ModelError::Config("this VAE family encodes whole grids, not sites".into()))
     }
+    /// The occupancy probability `(B, 1, Z, H, W)` of latents `z`,
+    /// differentiable with respect to `z` (the weights stay frozen): what a
+    /// decoded-space loss trains through. Refused by a family whose
+    /// decoder is not a differentiable function of the latent alone.
+    fn decode_occupancy(&self, _z: &Tensor) -> Result<Tensor, ModelError> {
+        Err(ModelError::Config(
+            "the sparse VAE's decoder keeps sites by thresholds (not differentiable in the latent): \
+             a decoded-space loss needs a dense VAE"
+                .into(),
+        ))
+    }
 }
 
 impl GridVae for FrozenVae {
@@ -53,6 +64,9 @@ impl GridVae for FrozenVae {
     }
     fn decode_grid(&self, z: &Tensor, _: [i64; 3]) -> Result<Tensor, ModelError> {
         Ok(self.decode(z))
+    }
+    fn decode_occupancy(&self, z: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(FrozenVae::decode_occupancy(self, z))
     }
 }
 
@@ -101,6 +115,9 @@ impl<T: GridVae + ?Sized> GridVae for Rc<T> {
     }
     fn encode_sites(&self, sites: &FrameSites) -> Result<Tensor, ModelError> {
         (**self).encode_sites(sites)
+    }
+    fn decode_occupancy(&self, z: &Tensor) -> Result<Tensor, ModelError> {
+        (**self).decode_occupancy(z)
     }
 }
 
@@ -168,5 +185,8 @@ impl GridVae for AnyVae {
     }
     fn encode_sites(&self, sites: &FrameSites) -> Result<Tensor, ModelError> {
         self.grid().encode_sites(sites)
+    }
+    fn decode_occupancy(&self, z: &Tensor) -> Result<Tensor, ModelError> {
+        self.grid().decode_occupancy(z)
     }
 }

@@ -46,11 +46,13 @@ impl LatentSource {
 }
 
 /// Clean target latents and the radar of a batch: its latents, or its raw
-/// grids when a radar encoder makes the condition.
+/// grids when a radar encoder makes the condition; and the target frames'
+/// occupancy `(B, 1, Z, H, W)` (0 or 1) when a decoded-space loss needs it.
 pub struct LatentBatch {
     pub(crate) y: Tensor,
     pub(crate) cond: Tensor,
     pub(crate) ids: Vec<String>,
+    pub(crate) occupancy: Option<Tensor>,
 }
 
 /// A dataset and its latents.
@@ -59,13 +61,15 @@ pub(crate) struct LatentData {
     source: Rc<LatentSource>,
     /// Batches carry the raw radar grids (for a radar encoder).
     raw_radar: bool,
+    /// Batches carry the target frames' occupancy (for a decoded-space loss).
+    pub(crate) occupancy: bool,
     /// This rank's shard of every epoch.
     dist: Dist,
 }
 
 impl LatentData {
     pub(crate) fn new(dataset: Dataset, source: LatentSource, raw_radar: bool, dist: Dist) -> LatentData {
-        LatentData { dataset: Rc::new(dataset), source: Rc::new(source), raw_radar, dist }
+        LatentData { dataset: Rc::new(dataset), source: Rc::new(source), raw_radar, occupancy: false, dist }
     }
 
     /// The frames read.
@@ -119,16 +123,21 @@ impl LatentData {
         epoch: usize,
         cursor: usize,
     ) -> Box<dyn Iterator<Item = Result<LatentBatch, TrainError>>> {
-        let (ds, source, raw) = (self.dataset.clone(), self.source.clone(), self.raw_radar);
+        let (ds, source, raw, occ) = (self.dataset.clone(), self.source.clone(), self.raw_radar, self.occupancy);
         Box::new(order.batches(epoch as u64).into_iter().skip(cursor).map(move |idx| {
-            let (mut ys, mut cs) = (Vec::new(), Vec::new());
+            let (mut ys, mut cs, mut os) = (Vec::new(), Vec::new(), Vec::new());
             for &i in &idx {
                 let (y, c) = source.read(&ds, i)?;
                 ys.push(y);
                 cs.push(if raw { ds.read(i, Modality::Radar)?.to_tensor().squeeze_dim(0) } else { c });
+                if occ {
+                    let t = ds.read(i, Modality::Target)?.to_tensor().squeeze_dim(0);
+                    os.push(t.narrow(0, 0, 1).ge(0.5).to_kind(Kind::Float));
+                }
             }
             let ids = idx.iter().map(|&i| ds.frames()[i].id.to_string()).collect();
-            Ok(LatentBatch { y: Tensor::stack(&ys, 0), cond: Tensor::stack(&cs, 0), ids })
+            let occupancy = occ.then(|| Tensor::stack(&os, 0));
+            Ok(LatentBatch { y: Tensor::stack(&ys, 0), cond: Tensor::stack(&cs, 0), ids, occupancy })
         }))
     }
 

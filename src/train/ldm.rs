@@ -6,7 +6,8 @@
 //! latents when a run starts, stored in its recipe). An EMA of the weights
 //! (used for sampling) is kept by the engine. With `direct` the same UNet
 //! is the direct baseline instead: condition to latent in one call, no
-//! diffusion.
+//! diffusion. With `decoded` a decoded-space loss through the frozen
+//! decoder ([`crate::diffusion::decoded`]) joins the latent loss.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +26,7 @@ use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::Dataset;
-use crate::diffusion::{EdmConfig, LatentNorm, Sampler, Solver};
+use crate::diffusion::{DecodedLossConfig, EdmConfig, LatentNorm, Sampler, Solver};
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::{Checkpointing, GridVae, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
 use crate::sys::with_init_seed;
@@ -62,6 +63,10 @@ pub struct LdmRecipe {
     pub val_frames: usize,
     /// Heun steps of those samples (the direct baseline takes its one call).
     pub val_steps: usize,
+    /// A decoded-space loss beside the latent loss: the denoised estimate
+    /// decoded by the frozen (dense) VAE, scored against the target frame
+    /// ([`crate::diffusion::decoded`]); `None`: the latent loss alone.
+    pub decoded: Option<DecodedLossConfig>,
 }
 
 impl Default for LdmRecipe {
@@ -78,6 +83,7 @@ impl Default for LdmRecipe {
             direct: false,
             val_frames: 8,
             val_steps: 4,
+            decoded: None,
         }
     }
 }
@@ -101,6 +107,9 @@ impl Recipe for LdmRecipe {
                     enc.out_channels, self.unet.cond_channels
                 )));
             }
+        }
+        if let Some(d) = &self.decoded {
+            d.validate()?;
         }
         if self.val_steps == 0 {
             return Err(TrainError::Config("val_steps must be at least 1".into()));
@@ -137,11 +146,12 @@ pub fn sampler_of(vs: nn::VarStore, unet: Unet3d, encoder: Option<RadarEncoder>,
 }
 
 /// A batch on the device with its noise levels and noise (none for the
-/// direct baseline).
+/// direct baseline), and the target occupancy of a decoded-space loss.
 pub struct LdmStep {
     y: Tensor,
     cond: Tensor,
     draws: Option<(Tensor, Tensor)>,
+    occupancy: Option<Tensor>,
 }
 
 /// The latent-diffusion objective; see the module docs.
@@ -155,6 +165,7 @@ pub struct LdmObjective {
     device: Device,
     latent_grid: [i64; 3],
     val: Option<GeometryVal>,
+    decoder: Option<Box<dyn GridVae>>,
 }
 
 impl LdmObjective {
@@ -196,7 +207,45 @@ impl LdmObjective {
             vae_hash: vae_hash.into(),
             device,
             val: None,
+            decoder: None,
         })
+    }
+
+    /// The frozen VAE the recipe's decoded-space loss decodes through (the
+    /// VAE of the latents); the batches then carry the target frames'
+    /// occupancy. Refused without `decoded` in the recipe, and for a VAE
+    /// whose decoder is not differentiable in the latent (the sparse one).
+    pub fn with_decoder(mut self, vae: Box<dyn GridVae>) -> Result<Self, TrainError> {
+        if self.recipe.decoded.is_none() {
+            return Err(TrainError::Config("a decoder was given but the recipe has no [decoded] loss".into()));
+        }
+        let [z, h, w] = self.latent_grid;
+        let c = self.recipe.unet.latent_channels;
+        let probe = Tensor::zeros([1, c, z, h, w], (tch::Kind::Float, vae.device()));
+        let _ = tch::no_grad(|| vae.decode_occupancy(&probe))?;
+        self.data.occupancy = true;
+        self.decoder = Some(vae);
+        Ok(self)
+    }
+
+    /// The decoded-space loss of the denoised estimates `d` (normalised
+    /// latents when the recipe normalises) at `sigma`, against `occupancy`.
+    fn decoded_loss(&self, d: &Tensor, sigma: &Tensor, occupancy: &Tensor) -> Tensor {
+        let (Some(cfg), Some(vae)) = (&self.recipe.decoded, &self.decoder) else {
+            return Tensor::from(f32::NAN); // prepare refuses a decoded loss without its decoder
+        };
+        let z = match &self.recipe.latent_norm {
+            Some(n) => n.target.invert(d),
+            None => d.shallow_clone(),
+        };
+        // a decode error is a NaN loss: the engine skips the step and counts it
+        let Ok(p) = vae.decode_occupancy(&z) else { return Tensor::from(f32::NAN) };
+        let w = if self.recipe.direct {
+            sigma.ones_like()
+        } else {
+            DecodedLossConfig::noise_weight(sigma, self.recipe.edm.sigma_data)
+        };
+        (cfg.per_sample(&p, occupancy) * w).mean(tch::Kind::Float) * cfg.weight
     }
 
     /// Validates by decoded geometry after each epoch (`best` by val F1)
@@ -260,7 +309,16 @@ impl Objective for LdmObjective {
             return Ok(None);
         };
         let draws = (!r.direct).then(|| self.recipe.edm.draw(&y, seed));
-        Ok(Some(LdmStep { y, cond, draws }))
+        let occupancy = match (&r.decoded, &self.decoder, &batch.occupancy) {
+            (None, _, _) => None,
+            (Some(_), Some(_), Some(o)) => Some(o.to_device(self.device)),
+            _ => {
+                return Err(TrainError::Config(
+                    "the recipe's [decoded] loss needs its decoder (LdmObjective::with_decoder)".into(),
+                ))
+            }
+        };
+        Ok(Some(LdmStep { y, cond, draws, occupancy }))
     }
 
     fn step_len(&self, step: &LdmStep) -> i64 {
@@ -276,11 +334,19 @@ impl Objective for LdmObjective {
             Some(enc) => tch::nn::ModuleT::forward_t(enc, &cut(&step.cond), true),
             None => cut(&step.cond),
         };
-        vec![self.recipe.edm.backward(&self.unet, &cut(&step.y), &cond, draws.as_ref(), ck, scale)]
+        let occupancy = step.occupancy.as_ref().map(cut);
+        let decoded = occupancy.as_ref().map(|o| move |d: &Tensor, s: &Tensor| self.decoded_loss(d, s, o));
+        let extra = decoded.as_ref().map(|f| f as &dyn Fn(&Tensor, &Tensor) -> Tensor);
+        self.recipe.edm.backward_with(&self.unet, &cut(&step.y), &cond, draws.as_ref(), ck, scale, extra)
     }
 
     fn loss_columns(&self) -> Vec<Column> {
-        vec![("loss".into(), "loss".into(), 1.0)]
+        let mut c = vec![("loss".into(), "loss".into(), 1.0)];
+        if self.recipe.decoded.is_some() {
+            c.push(("latent".into(), "latent (EDM)".into(), 1.0));
+            c.push(("decoded".into(), "decoded x weight".into(), 1.0));
+        }
+        c
     }
 
     fn metric_columns(&self) -> Vec<Column> {
