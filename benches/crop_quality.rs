@@ -15,10 +15,18 @@
 //! box is cut. A sparse VAE reconstructs the whole native frame from its
 //! occupied voxels (the structure its decoder keeps), then the box is cut;
 //! sparse models are also scored on the whole test frames (IoU, F1,
-//! Chamfer, F at 0.5 and 1 m, predicted / target voxels). Occupied = channel 0 of the reconstruction at or above a
+//! Chamfer, F at 0.5 and 1 m, predicted / target voxels) and level by level
+//! (of the target's sites at each stride: the share among the decoder's
+//! candidates, i.e. under a parent it kept, and the recall and precision
+//! of the children it keeps: where the structure is lost). Occupied =
+//! channel 0 of the reconstruction at or above a
 //! threshold; IoU against the target's occupied voxels, summed over boxes.
 //! Each model's threshold is the IoU-best of 0.05, 0.10, ... 0.95 on the
 //! calibration scene; the test scenes are scored at it (and at 0.5).
+//!
+//! `SPARSE_KEEP` (e.g. `0.5,0.3`): each sparse model is also scored with
+//! these inference keep thresholds (rows `name@keepT`), to tell whether
+//! pruning limits the reconstruction.
 //!
 //! `CROP_QUALITY_DIR` (default `runs/crop_quality`) holds the runs,
 //! `SIM_DIR` (default `runs/quality/sim/ntu`) the simulated scenes.
@@ -31,8 +39,8 @@ use radvox::data::loader::SiteBatch;
 use radvox::data::{Dataset, DatasetConfig, Modality, Split};
 use radvox::eval::points::{point_metrics, PointConfig, PointMetrics};
 use radvox::model::sparse::hash::unpack;
-use radvox::model::sparse::FrozenSparseVae;
 use radvox::model::sparse::SparseTensor;
+use radvox::model::sparse::{FrozenSparseVae, Keep};
 use radvox::model::FrozenVae;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::load_vae;
@@ -94,16 +102,44 @@ struct Model {
     seconds: f64,
     /// Whole-frame counts and point metrics (sparse models, test scenes).
     whole: Vec<(f64, f64, f64, PointMetrics)>,
+    /// Per decoder level, native first: target sites, those among the
+    /// candidates, kept sites, kept target sites (sparse models, test scenes).
+    levels: Vec<[f64; 4]>,
 }
 
-/// The sparse reconstruction of frame `i` as a dense `(1, 1, Z, H, W)`
-/// probability grid, and its kept sites.
-fn sparse_scores(vae: &FrozenSparseVae, ds: &Dataset, i: usize) -> (Tensor, Vec<u64>, Vec<u64>) {
+/// Per decoder level (native first) of the reconstruction of `x`: target
+/// sites, target sites among the candidates, kept sites, kept target sites.
+fn level_counts(vae: &FrozenSparseVae, x: &SparseTensor) -> Vec<[f64; 4]> {
+    let z = vae.encode(x).unwrap();
+    let decoded = tch::no_grad(|| vae.vae.decode(&z, x.coords.shape(), Keep::Predicted)).unwrap();
+    let targets = vae.vae.target_levels(&x.coords);
+    let threshold = vae.vae.config().keep_threshold;
+    decoded
+        .levels
+        .iter()
+        .rev()
+        .zip(&targets)
+        .map(|(l, t)| {
+            let p = Vec::<f32>::try_from(l.logits.sigmoid().to_kind(Kind::Float)).unwrap();
+            let kept = l.candidates.select(&p.iter().map(|&v| v as f64 >= threshold).collect::<Vec<_>>());
+            let (among, _, _) = key_counts(l.candidates.keys(), t.keys());
+            let (tp, fp, _) = key_counts(kept.keys(), t.keys());
+            [t.len() as f64, among, tp + fp, tp]
+        })
+        .collect()
+}
+
+/// Frame `i`'s target sites as a sparse tensor.
+fn site_tensor(ds: &Dataset, i: usize) -> SparseTensor {
     let s = ds.file(i, Modality::Target).unwrap().read_sites(ds.config().layout).unwrap();
     let sites = SiteBatch { sites: s.batched(0).collect(), feats: s.feats.clone(), channels: s.channels };
-    let x =
-        SparseTensor::of_sites(&sites, 0..1, s.grid.map(|v| v as i64), &vec![1.0; s.channels], Device::Cpu).unwrap();
-    let out = vae.reconstruct(&x).unwrap();
+    SparseTensor::of_sites(&sites, 0..1, s.grid.map(|v| v as i64), &vec![1.0; s.channels], Device::Cpu).unwrap()
+}
+
+/// The sparse reconstruction of `x` as a dense `(1, 1, Z, H, W)`
+/// probability grid, and its kept sites.
+fn sparse_scores(vae: &FrozenSparseVae, x: &SparseTensor) -> (Tensor, Vec<u64>, Vec<u64>) {
+    let out = vae.reconstruct(x).unwrap();
     let prob = out.map(|f| f.narrow(1, 0, 1)).to_dense();
     (prob, out.coords.keys().to_vec(), x.coords.keys().to_vec())
 }
@@ -127,11 +163,17 @@ impl Model {
         let t0 = Instant::now();
         let out = tch::no_grad(|| match &self.vae {
             Vae::Sparse(vae) => {
-                let (prob, pred, truth) = sparse_scores(vae, ds, i);
+                let x = site_tensor(ds, i);
+                let (prob, pred, truth) = sparse_scores(vae, &x);
                 if whole {
                     let (tp, fp, fn_) = key_counts(&pred, &truth);
                     let pm = point_metrics(&points(&pred), &points(&truth), &PointConfig::default());
                     self.whole.push((tp, fp, fn_, pm));
+                    let counts = level_counts(vae, &x);
+                    self.levels.resize(counts.len(), [0.0; 4]);
+                    for (acc, c) in self.levels.iter_mut().zip(counts) {
+                        (0..4).for_each(|k| acc[k] += c[k]);
+                    }
                 }
                 boxes.iter().map(|b| cut(&prob, *b)).collect()
             }
@@ -211,20 +253,32 @@ fn main() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
-    let mut models: Vec<Model> = names
-        .into_iter()
-        .filter_map(|name| {
-            let path = dir.join(&name).join("last.safetensors");
-            let kind = Checkpoint::read_kinds(&path, &["vae", "sparse_vae"]).ok()?.kind;
-            let vae = if kind == "sparse_vae" {
-                Vae::Sparse(Box::new(load_sparse_vae(&path, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?.0))
-            } else {
-                let (vae, recipe) = load_vae(&path, None, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")).ok()?;
-                Vae::Dense { vae: Box::new(vae), resampled: matches!(recipe.layout, Some(Layout::Resample { .. })) }
+    let keeps: Vec<f64> = std::env::var("SPARSE_KEEP")
+        .map(|v| v.split(',').map(|t| t.trim().parse().expect("SPARSE_KEEP: comma-separated thresholds")).collect())
+        .unwrap_or_default();
+    let mut models: Vec<Model> = Vec::new();
+    for name in names {
+        let path = dir.join(&name).join("last.safetensors");
+        let Ok(kind) = Checkpoint::read_kinds(&path, &["vae", "sparse_vae"]).map(|c| c.kind) else { continue };
+        let model = |name: String, vae| Model { name, vae, seconds: 0.0, whole: Vec::new(), levels: Vec::new() };
+        if kind == "sparse_vae" {
+            let Ok((vae, _)) = load_sparse_vae(&path, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")) else {
+                continue;
             };
-            Some(Model { name, vae, seconds: 0.0, whole: Vec::new() })
-        })
-        .collect();
+            for &t in &keeps {
+                let (mut v, _) = load_sparse_vae(&path, Device::Cpu).unwrap();
+                v.vae.set_keep_threshold(t).unwrap();
+                models.push(model(format!("{name}@keep{t}"), Vae::Sparse(Box::new(v))));
+            }
+            models.insert(models.len() - keeps.len(), model(name, Vae::Sparse(Box::new(vae))));
+        } else {
+            let Ok((vae, recipe)) = load_vae(&path, None, Device::Cpu).map_err(|e| eprintln!("{name}: {e}")) else {
+                continue;
+            };
+            let resampled = matches!(recipe.layout, Some(Layout::Resample { .. }));
+            models.push(model(name, Vae::Dense { vae: Box::new(vae), resampled }));
+        }
+    }
     if models.is_empty() {
         eprintln!("no trained runs in {}: run scripts/crop_quality.sh", dir.display());
         return;
@@ -241,7 +295,8 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for ((m, c), t) in models.iter().zip(&cal).zip(&test) {
         let k = c.best();
-        let steps = std::fs::read_to_string(dir.join(&m.name).join("train_log.csv"))
+        let run = m.name.split('@').next().unwrap_or(&m.name);
+        let steps = std::fs::read_to_string(dir.join(run).join("train_log.csv"))
             .ok()
             .and_then(|s| s.lines().last().and_then(|l| l.split(',').nth(1).map(str::to_owned)))
             .unwrap_or_else(|| "?".into());
@@ -279,5 +334,20 @@ fn main() {
             mean(&|p| p.fscores[1].fscore),
             (tp + fp) / (tp + fn_).max(1.0)
         );
+    }
+    println!("\nwhere the structure is lost, decoder level by level (summed over those frames):");
+    println!("| model | level (0 = native) | target sites | under a kept parent | kept | recall of kept | precision of kept |");
+    println!("|---|---|---|---|---|---|---|");
+    for m in models.iter().filter(|m| !m.levels.is_empty()) {
+        for (k, [t, among, kept, tp]) in m.levels.iter().enumerate() {
+            println!(
+                "| {} | {} | {t:.0} | {:.4} | {kept:.0} | {:.4} | {:.4} |",
+                m.name,
+                k,
+                among / t.max(1.0),
+                tp / t.max(1.0),
+                tp / kept.max(1.0)
+            );
+        }
     }
 }

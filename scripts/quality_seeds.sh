@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Variants of the quality benchmark over several seeds (not in CI; ~12
-# minutes a seed on a 2-core CPU): the LDM (Heun, 18 steps) and the direct
-# baseline (train_ldm --direct: the same UNet from the condition to the
-# latent in one call), each trained with SEEDS (default 0 1 2) on the VAE
-# and latent cache scripts/quality.sh leaves (run it first; its ldm_plain is
-# the plain LDM's seed 0), thresholds calibrated on scene09, scored on
-# scene10-11 beside the radar. Table: mean +- std over the seeds in
-# $Q/seeds/table.md; a variant counts as better only when its mean beats
-# the other's by more than both stds.
+# minutes a seed and variant on a 2-core CPU), VARIANTS of
+#   plain           the LDM (Heun, 18 steps)
+#   direct          the direct baseline (train_ldm --direct: the same UNet
+#                   from the condition to the latent in one call)
+#   decoded         the LDM with the decoded-space loss (--decoded-loss)
+#   direct_decoded  the direct baseline with it
+#   cd              consistency distillation (recipes/quality_cd.toml) of
+#                   the same seed's plain LDM, sampled in 1, 2 and 4 calls
+#                   (rows cd1, cd2, cd4; needs plain of that seed)
+# each trained with SEEDS (default 0 1 2) on the VAE and latent cache
+# scripts/quality.sh leaves (run it first; its ldm_plain is the plain LDM's
+# seed 0), thresholds calibrated on scene09, scored on scene10-11 beside
+# the radar. Table: mean +- std over the seeds in $Q/seeds/table.md
+# (scripts/quality_table.py); a variant counts as better only when its mean
+# beats the other's by more than both stds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 Q=${QUALITY_DIR:-runs/quality}
@@ -22,57 +29,73 @@ cargo build --release --examples
 S="$Q/seeds"
 mkdir -p "$S"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$S/timings.txt"; }
+ldm_of() { # variant, seed: the LDM checkpoint folder of a diffusion variant
+  if [ "$1" = plain ] && [ "$2" = 0 ] && [ -f "$Q/ldm_plain/.done" ]; then echo "$Q/ldm_plain"; else echo "$S/ldm_$1_s$2"; fi
+}
+score() { # name, checkpoint, sample flags...: calibrate on scene09, score scene10-11
+  local name=$1 ckpt=$2; shift 2
+  [ -f "$S/$name/evaluate.txt" ] && return
+  log "sample + evaluate $name"
+  mkdir -p "$S/$name"
+  $B/sample --vae "$VAE" --ldm "$ckpt" --dataset-dir "$D" --scenes scene09 --out "$S/$name/cal" "$@" --overwrite \
+    > /dev/null 2>&1
+  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene09 --predictions "$S/$name/cal" --taus 2,4 --calibrate \
+    > "$S/$name/calibrate.txt"
+  local th t1 t2
+  th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$S/$name/calibrate.txt")
+  t1=$(date +%s.%N)
+  $B/sample --vae "$VAE" --ldm "$ckpt" --dataset-dir "$D" --scenes scene10,scene11 --out "$S/$name/test" \
+    --threshold "$th" "$@" --overwrite > /dev/null 2>&1
+  t2=$(date +%s.%N)
+  $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene10,scene11 --predictions "$S/$name/test" --taus 2,4 \
+    --threshold "$th" > "$S/$name/evaluate.txt"
+  echo "$(echo "($t2 - $t1) / 48" | bc -l) s per test frame (sampling), threshold $th" > "$S/$name/test/s_per_frame.txt"
+}
+rows=()
 for variant in $VARIANTS; do
+  names=()
   for seed in $SEEDS; do
-    name="${variant}_s$seed"
-    ldm="$S/ldm_$name"
+    if [ "$variant" = cd ]; then
+      teacher=$(ldm_of plain "$seed")
+      [ -f "$teacher/.done" ] || { echo "cd seed $seed needs the plain LDM of seed $seed (VARIANTS=\"plain cd\")" >&2; exit 1; }
+      cd_dir="$S/cd_s$seed"
+      if [ ! -f "$cd_dir/.done" ]; then
+        log "train cd_s$seed from $teacher"
+        $B/train_cd --vae "$VAE" --ldm "$teacher/last.safetensors" --dataset-dir "$D" --latents "$Q/latents" \
+          --config recipes/quality_cd.toml --seed "$seed" --val-scenes scene09 --out "$cd_dir" --overwrite \
+          --no-progress 2> "$S/cd_s$seed.log"
+        touch "$cd_dir/.done"
+      fi
+      for k in 1 2 4; do score "cd${k}_s$seed" "$cd_dir/last.safetensors" --solver cd --steps "$k"; done
+      continue
+    fi
     flags=(); sample_flags=(--steps 18 --solver heun)
-    [ "$variant" = direct ] && { flags=(--direct); sample_flags=(); }
-    if [ "$variant" = plain ] && [ "$seed" = 0 ] && [ -f "$Q/ldm_plain/.done" ]; then
-      ldm="$Q/ldm_plain"
-    elif [ ! -f "$ldm/.done" ]; then
-      log "train $name"
+    case $variant in
+      plain) ;;
+      direct) flags=(--direct); sample_flags=() ;;
+      decoded) flags=(--decoded-loss) ;;
+      direct_decoded) flags=(--direct --decoded-loss); sample_flags=() ;;
+      *) echo "unknown variant $variant" >&2; exit 2 ;;
+    esac
+    ldm=$(ldm_of "$variant" "$seed")
+    if [ ! -f "$ldm/.done" ]; then
+      log "train ${variant}_s$seed"
       $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/quality_ldm.toml \
-        "${flags[@]}" --seed "$seed" --val-scenes scene09 --out "$ldm" --overwrite --no-progress 2> "$S/$name.log"
+        "${flags[@]}" --seed "$seed" --val-scenes scene09 --out "$ldm" --overwrite --no-progress \
+        2> "$S/${variant}_s$seed.log"
       touch "$ldm/.done"
     fi
-    [ -f "$S/$name/evaluate.txt" ] && continue
-    log "sample + evaluate $name"
-    mkdir -p "$S/$name"
-    t0=$(date +%s.%N)
-    $B/sample --vae "$VAE" --ldm "$ldm/last.safetensors" --dataset-dir "$D" --scenes scene09 --out "$S/$name/cal" \
-      "${sample_flags[@]}" --overwrite > /dev/null 2>&1
-    $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene09 --predictions "$S/$name/cal" --taus 2,4 --calibrate \
-      > "$S/$name/calibrate.txt"
-    th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$S/$name/calibrate.txt")
-    t1=$(date +%s.%N)
-    $B/sample --vae "$VAE" --ldm "$ldm/last.safetensors" --dataset-dir "$D" --scenes scene10,scene11 --out "$S/$name/test" \
-      --threshold "$th" "${sample_flags[@]}" --overwrite > /dev/null 2>&1
-    t2=$(date +%s.%N)
-    $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene10,scene11 --predictions "$S/$name/test" --taus 2,4 \
-      --threshold "$th" > "$S/$name/evaluate.txt"
-    echo "$th $(echo "($t2 - $t1) / 48" | bc -l)" > "$S/$name/threshold_and_s_per_frame.txt"
+    score "${variant}_s$seed" "$ldm/last.safetensors" "${sample_flags[@]}"
   done
 done
 log "table"
-python3 - "$S" "$VARIANTS" "$SEEDS" > "$S/table.md" <<'PY'
-import statistics as st, sys, pathlib
-S, variants, seeds = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
-def rows(name):
-    lines = (S / name / "evaluate.txt").read_text().split("\n")
-    get = lambda tag: [float(v) for v in next(l for l in lines if l.startswith(tag)).split()[1:]]
-    return get("prediction"), get("radar")
-cols = ["IoU", "F1", "Chamfer (m)", "F@2 m"]
-print("| variant | seeds | " + " | ".join(cols) + " | s / frame (test sampling) |")
-print("|---|---|" + "---|" * (len(cols) + 1))
-radar = None
-for v in variants:
-    got = [rows(f"{v}_s{s}") for s in seeds]
-    radar = got[0][1]
-    pred = list(zip(*[g[0] for g in got]))
-    secs = [float((S / f"{v}_s{s}" / "threshold_and_s_per_frame.txt").read_text().split()[1]) for s in seeds]
-    cells = [f"{st.mean(c):.3f} +- {st.stdev(c) if len(c) > 1 else 0:.3f}" for c in pred]
-    print(f"| {v} | {' '.join(seeds)} | " + " | ".join(cells) + f" | {st.mean(secs):.2f} |")
-print("| radar only | - | " + " | ".join(f"{x:.3f}" for x in radar) + " | - |")
-PY
+for variant in $VARIANTS; do
+  labels=("$variant"); [ "$variant" = cd ] && labels=(cd1 cd2 cd4)
+  for label in "${labels[@]}"; do
+    dirs=(); for seed in $SEEDS; do dirs+=("$S/${label}_s$seed/test"); done
+    rows+=("$label=$(IFS=,; echo "${dirs[*]}")")
+  done
+done
+# at 2 m voxels a tolerance under one voxel is an exact match: F@0.5 m = F@1 m = F1
+python3 scripts/quality_table.py --taus 2,4 "${rows[@]}" > "$S/table.md"
 cat "$S/table.md"

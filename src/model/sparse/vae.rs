@@ -124,6 +124,16 @@ impl SparseVae {
         &self.config
     }
 
+    /// Inference keeps a child whose probability is at least `t` from now
+    /// on (an inference setting: the weights do not depend on it); refused
+    /// outside (0, 1).
+    pub fn set_keep_threshold(&mut self, t: f64) -> Result<(), ModelError> {
+        let config = SparseVaeConfig { keep_threshold: t, ..self.config.clone() };
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The target's sites at every level, native first: `native` and its
     /// down-sampled sets (the same `Rc`s the encoder runs on).
     pub fn target_levels(&self, native: &Rc<Coords>) -> Vec<Rc<Coords>> {
