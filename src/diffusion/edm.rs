@@ -10,6 +10,10 @@ use tch::{Kind, Tensor};
 use crate::model::checkpoint::Recorder;
 use crate::model::Unet3d;
 
+/// An extra loss term `extra(denoised, sigma) -> scalar` added to the
+/// EDM loss by [`EdmConfig::backward_with`].
+pub type ExtraLoss<'a> = &'a dyn Fn(&Tensor, &Tensor) -> Tensor;
+
 /// EDM hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -207,7 +211,7 @@ impl EdmConfig {
         draws: Option<&(Tensor, Tensor)>,
         checkpointed: bool,
         scale: f64,
-        extra: Option<&dyn Fn(&Tensor, &Tensor) -> Tensor>,
+        extra: Option<ExtraLoss<'_>>,
     ) -> Vec<f64> {
         let mut rec = Recorder::default();
         let rec_ref = checkpointed.then_some(&mut rec);

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use consistency::{CdLoss, Consistency, ConsistencyConfig, TeacherSolver, Weighting};
 pub use decoded::DecodedLossConfig;
-pub use edm::EdmConfig;
+pub use edm::{EdmConfig, ExtraLoss};
 pub use latents::{encode_frame, CacheManifest, LatentCache};
 pub use norm::{ChannelNorm, LatentNorm};
 pub use sampler::{sample, Sampler, Solver};

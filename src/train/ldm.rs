@@ -26,7 +26,7 @@ use super::runtime::Runtime;
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::Dataset;
-use crate::diffusion::{DecodedLossConfig, EdmConfig, LatentNorm, Sampler, Solver};
+use crate::diffusion::{DecodedLossConfig, EdmConfig, ExtraLoss, LatentNorm, Sampler, Solver};
 use crate::memory::{ModelConfig, Precision, Run};
 use crate::model::{Checkpointing, GridVae, RadarEncoder, RadarEncoderConfig, Unet3d, UnetConfig};
 use crate::sys::with_init_seed;
@@ -336,7 +336,7 @@ impl Objective for LdmObjective {
         };
         let occupancy = step.occupancy.as_ref().map(cut);
         let decoded = occupancy.as_ref().map(|o| move |d: &Tensor, s: &Tensor| self.decoded_loss(d, s, o));
-        let extra = decoded.as_ref().map(|f| f as &dyn Fn(&Tensor, &Tensor) -> Tensor);
+        let extra = decoded.as_ref().map(|f| f as ExtraLoss<'_>);
         self.recipe.edm.backward_with(&self.unet, &cut(&step.y), &cond, draws.as_ref(), ck, scale, extra)
     }
 
