@@ -4,7 +4,8 @@
 //! `--resample` is refused); `--resume` continues a run exactly (its recipe;
 //! `--epochs` may extend it). `--direct` trains the direct baseline
 //! instead: the same UNet from the condition to the latent in one call.
-//! `--decoded-loss` adds the decoded-space loss through the frozen decoder.
+//! `--decoded-loss` adds the decoded-space loss through the frozen decoder;
+//! `--cond-every-level` injects the condition at every UNet level.
 //! After each epoch `val_frames` validation frames (`--val-scenes`, default
 //! the val split) are sampled in `val_steps` Heun steps and decoded; `best`
 //! is the epoch of the best F1 of their occupied voxels.
@@ -54,6 +55,9 @@ struct Cli {
     /// Condition on a radar encoder trained jointly instead of the VAE's encoding of the radar.
     #[arg(long)]
     radar_encoder: bool,
+    /// Inject the condition at every level of the UNet's down path (multi-scale conditioning).
+    #[arg(long)]
+    cond_every_level: bool,
     /// The direct baseline: the same UNet maps the condition to the latent in one call (no diffusion).
     #[arg(long)]
     direct: bool,
@@ -88,6 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let encoder = cli.radar_encoder.then(radvox::model::RadarEncoderConfig::default);
     apply(&mut recipe.radar_encoder, encoder.map(Some), "radar-encoder", resume)?;
     apply(&mut recipe.direct, cli.direct.then_some(true), "direct", resume)?;
+    apply(&mut recipe.unet.cond_every_level, cli.cond_every_level.then_some(true), "cond-every-level", resume)?;
     let decoded = cli.decoded_loss.then(radvox::diffusion::DecodedLossConfig::default);
     apply(&mut recipe.decoded, decoded.map(Some), "decoded-loss", resume)?;
     if recipe.radar_encoder.is_some() && recipe.radar_scale.is_empty() {

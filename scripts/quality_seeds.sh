@@ -6,6 +6,11 @@
 #                   from the condition to the latent in one call)
 #   decoded         the LDM with the decoded-space loss (--decoded-loss)
 #   direct_decoded  the direct baseline with it
+#   encoder         the LDM conditioned by a jointly trained radar encoder
+#                   (--radar-encoder) instead of the VAE's radar latent
+#   multiscale      the LDM with the condition at every UNet level
+#                   (--cond-every-level)
+#   direct_multiscale  the direct baseline with it
 #   cd              consistency distillation (recipes/quality_cd.toml) of
 #                   the same seed's plain LDM, sampled in 1, 2 and 4 calls
 #                   (rows cd1, cd2, cd4; needs plain of that seed)
@@ -75,6 +80,9 @@ for variant in $VARIANTS; do
       direct) flags=(--direct); sample_flags=() ;;
       decoded) flags=(--decoded-loss) ;;
       direct_decoded) flags=(--direct --decoded-loss); sample_flags=() ;;
+      encoder) flags=(--radar-encoder) ;;
+      multiscale) flags=(--cond-every-level) ;;
+      direct_multiscale) flags=(--direct --cond-every-level); sample_flags=() ;;
       *) echo "unknown variant $variant" >&2; exit 2 ;;
     esac
     ldm=$(ldm_of "$variant" "$seed")

@@ -151,35 +151,39 @@ fn planned_activation_peaks_match_counted_allocations() {
             }
         }
     }
-    let vs = nn::VarStore::new(Device::Cpu);
-    let unet = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
     let edm = EdmConfig::default();
-    for amp in [Amp::Off, Amp::CpuBf16] {
-        let shape = if emulated && amp == Amp::CpuBf16 { [1, 4, 8, 16, 16] } else { [1, 4, 16, 32, 32] };
-        let (y, c) =
-            (Tensor::randn(shape, (Kind::Float, Device::Cpu)), Tensor::randn(shape, (Kind::Float, Device::Cpu)));
-        let draws = edm.draw(&y, 1);
-        let held = 3 * y.numel() as u64 * 4;
-        for ck in [false, true] {
-            let measured = counted_peak(held, &|| {
-                amp.run(|| edm.backward(&unet, &y, &c, Some(&draws), ck, 1.0)).unwrap();
-            });
-            let mut tape = Tape::new(backend, amp != Amp::Off);
-            unet.trace_step(&mut tape, shape, ck);
-            check(&format!("unet {shape:?} {amp:?} ck {ck}"), tape.simulate().peak(), measured, &mut failures);
+    for every_level in [false, true] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let unet =
+            Unet3d::new(&vs.root(), &UnetConfig { cond_every_level: every_level, ..Default::default() }).unwrap();
+        for amp in [Amp::Off, Amp::CpuBf16] {
+            let shape = if emulated && amp == Amp::CpuBf16 { [1, 4, 8, 16, 16] } else { [1, 4, 16, 32, 32] };
+            let (y, c) =
+                (Tensor::randn(shape, (Kind::Float, Device::Cpu)), Tensor::randn(shape, (Kind::Float, Device::Cpu)));
+            let draws = edm.draw(&y, 1);
+            let held = 3 * y.numel() as u64 * 4;
+            for ck in [false, true] {
+                let measured = counted_peak(held, &|| {
+                    amp.run(|| edm.backward(&unet, &y, &c, Some(&draws), ck, 1.0)).unwrap();
+                });
+                let mut tape = Tape::new(backend, amp != Amp::Off);
+                unet.trace_step(&mut tape, shape, ck);
+                let what = format!("unet {shape:?} {amp:?} ck {ck} cond every level {every_level}");
+                check(&what, tape.simulate().peak(), measured, &mut failures);
+            }
         }
     }
     // consistency distillation: the teacher's Heun step and the target run
     // without gradients before the student's step, which adds the noisy
     // latent and the target to what a diffusion step holds
-    let nets: Vec<(nn::VarStore, Unet3d)> = (0..2)
+    let nets: Vec<(nn::VarStore, Unet3d)> = (0..3)
         .map(|_| {
             let vs = nn::VarStore::new(Device::Cpu);
             let u = Unet3d::new(&vs.root(), &UnetConfig::default()).unwrap();
             (vs, u)
         })
         .collect();
-    let (teacher, target) = (&nets[0].1, &nets[1].1);
+    let (teacher, target, student) = (&nets[0].1, &nets[1].1, &nets[2].1);
     let cd = Consistency { edm };
     let cfg = ConsistencyConfig::default();
     let shape = [1, 4, 16, 32, 32];
@@ -192,7 +196,7 @@ fn planned_activation_peaks_match_counted_allocations() {
             let f_target = |x: &Tensor, s: &Tensor| cd.f(target, x, s, &c, false);
             let pair = cd.pairs(&cfg, &y, (&n, &z), &denoise, &f_target);
             let mut rec = radvox::model::checkpoint::Recorder::default();
-            let loss = cd.loss(&cfg, &unet, &pair, &c, ck.then_some(&mut rec));
+            let loss = cd.loss(&cfg, student, &pair, &c, ck.then_some(&mut rec));
             if ck {
                 rec.backward(&loss);
             } else {

@@ -3,6 +3,10 @@
 //! EDM denoiser. Sinusoidal noise embedding -> MLP (4x channels) added in
 //! every ResBlock; downsampling halves Z only while Z is large (asymmetric
 //! strides, as in the VAE); the up path upsamples to each skip's size.
+//! With `cond_every_level` the condition also enters every level of the
+//! down path: average-pooled to the level's grid, projected by a
+//! zero-initialised 1x1x1 convolution, added before the level's first
+//! ResBlock (so the network starts as the plain one).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
@@ -35,6 +39,9 @@ pub struct UnetConfig {
     pub dropout: f64,
     /// Z is halved by a downsample only while it is at least this large.
     pub min_z_to_halve: i64,
+    /// Inject the condition at every level of the down path, not only at
+    /// the input (multi-scale conditioning; adds `cond_proj.{level}`).
+    pub cond_every_level: bool,
 }
 
 impl Default for UnetConfig {
@@ -50,6 +57,7 @@ impl Default for UnetConfig {
             attention_heads: 4,
             dropout: 0.0,
             min_z_to_halve: 8,
+            cond_every_level: false,
         }
     }
 }
@@ -77,6 +85,9 @@ impl UnetConfig {
         if self.min_z_to_halve < 2 {
             return err("min_z_to_halve must be >= 2".into());
         }
+        if self.cond_every_level && self.cond_channels == 0 {
+            return err("cond_every_level needs cond_channels > 0".into());
+        }
         Ok(())
     }
 
@@ -91,6 +102,16 @@ pub fn sinusoidal(c_noise: &Tensor, dim: i64) -> Tensor {
     let freqs = (Tensor::arange(half, (Kind::Float, c_noise.device())) * (-(10000f64.ln()) / half as f64)).exp();
     let args = c_noise.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
     Tensor::cat(&[args.cos(), args.sin()], 1)
+}
+
+/// A 1x1x1 convolution `cin -> cout` with zero weight and bias.
+fn zero_conv(vs: nn::Path, cin: i64, cout: i64) -> Conv3d {
+    let mut conv = Conv3d::new(vs, cin, cout, 1, [1; 3]);
+    tch::no_grad(|| {
+        let _ = conv.weight.zero_();
+        let _ = conv.bias.zero_();
+    });
+    conv
 }
 
 /// ResBlock with the noise embedding added after the first convolution.
@@ -161,6 +182,8 @@ pub struct Unet3d {
     down: Vec<(Layer, bool)>,
     mid: Vec<Layer>,
     up: Vec<(Layer, bool)>,
+    /// `(index in down, projection)`: the condition added before that layer.
+    cond_proj: Vec<(usize, Conv3d)>,
     norm_out: Norm,
     conv_out: Conv3d,
 }
@@ -174,9 +197,11 @@ impl Unet3d {
         let mut down = Vec::new();
         let mut skips = vec![mc];
         let mut c = mc;
+        let mut cond_at = Vec::new();
         for (i, &m) in config.channel_mult.iter().enumerate() {
             let out = mc * m;
             let p = vs / "down" / i;
+            cond_at.push((down.len(), c));
             for j in 0..config.num_res_blocks {
                 down.push((Layer::Res(EmbResBlock::new(&p / "res" / j, c, out, emb, dp)), true));
                 c = out;
@@ -212,8 +237,18 @@ impl Unet3d {
                 up.push((Layer::Up(Conv3d::new(&p / "upsample", c, c, 3, [1; 3])), false));
             }
         }
+        // built last so the other variables draw what the plain network draws
+        let cond_proj = match config.cond_every_level {
+            true => cond_at
+                .into_iter()
+                .enumerate()
+                .map(|(i, (at, c))| (at, zero_conv(vs / "cond_proj" / i, config.cond_channels, c)))
+                .collect(),
+            false => Vec::new(),
+        };
         Ok(Unet3d {
             config: config.clone(),
+            cond_proj,
             time1: Linear::new(vs / "time_mlp" / "0", mc, emb),
             time2: Linear::new(vs / "time_mlp" / "2", emb, emb),
             conv_in: Conv3d::new(vs / "conv_in", config.latent_channels + config.cond_channels, mc, 3, [1; 3]),
@@ -243,9 +278,15 @@ impl Unet3d {
 
     fn run<'a>(&'a self, x: &Tensor, c_noise: &Tensor, train: bool, mut rec: Option<&mut Recorder<'a>>) -> Tensor {
         let emb = sinusoidal(c_noise, self.config.model_channels).apply(&self.time1).silu().apply(&self.time2);
+        let cond = x.narrow(1, self.config.latent_channels, self.config.cond_channels);
         let mut h = x.apply(&self.conv_in);
         let mut skips = vec![h.shallow_clone()];
-        for (layer, keep) in &self.down {
+        for (j, (layer, keep)) in self.down.iter().enumerate() {
+            if let Some((_, proj)) = self.cond_proj.iter().find(|(at, _)| *at == j) {
+                let s = h.size();
+                let pooled = cond.adaptive_avg_pool3d([s[2], s[3], s[4]]);
+                h = &h + pooled.apply(proj).to_kind(h.kind());
+            }
             h = self.layer(layer, &h, &emb, None, train, rec.as_deref_mut());
             if *keep {
                 skips.push(h.shallow_clone());
@@ -305,6 +346,21 @@ impl Unet3d {
         };
         for (i, (layer, keep)) in self.down.iter().enumerate() {
             t.set_scope(&format!("down.{i}"));
+            if let Some((_, proj)) = self.cond_proj.iter().find(|(at, _)| *at == i) {
+                let s = t.shape(h).to_vec();
+                let pooled = t.op(
+                    "cond_pool",
+                    &[cond],
+                    &[s[0], c.cond_channels, s[2], s[3], s[4]],
+                    Dtype::F32,
+                    &[],
+                    false,
+                    (0, 0),
+                );
+                let p = t.conv3d(pooled, proj.weight.size()[0], 1, [1; 3]);
+                let p = t.cast(p, t.dtype(h));
+                h = t.add(h, p);
+            }
             h = trace_layer(t, layer, h, None);
             if *keep {
                 skips.push(h);
@@ -367,5 +423,60 @@ impl Unet3d {
                 h.upsample_trilinear3d([s[2], s[3], s[4]], false, None, None, None).apply(conv)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn small(cond_every_level: bool) -> UnetConfig {
+        UnetConfig { model_channels: 8, channel_mult: vec![1, 2], cond_every_level, ..Default::default() }
+    }
+
+    #[test]
+    fn the_condition_at_every_level_starts_as_the_plain_network_and_learns_from_it() {
+        tch::manual_seed(3);
+        let plain_vs = nn::VarStore::new(Device::Cpu);
+        let plain = Unet3d::new(&plain_vs.root(), &small(false)).unwrap();
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let multi = Unet3d::new(&vs.root(), &small(true)).unwrap();
+        let (ours, theirs) = (vs.variables(), plain_vs.variables());
+        let extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).cloned().collect();
+        assert_eq!(extra.len(), 4, "{extra:?}");
+        assert_eq!(ours["cond_proj.0.weight"].size(), [8, 4, 1, 1, 1]);
+        assert_eq!(ours["cond_proj.1.weight"].size(), [8, 4, 1, 1, 1], "the level's input channels");
+        for (k, v) in &theirs {
+            assert!(ours[k].equal(v), "{k} differs");
+        }
+        let x = Tensor::randn([2, 8, 4, 8, 8], (Kind::Float, Device::Cpu));
+        let c_noise = Tensor::from_slice(&[0.3f32, -1.0]);
+        let out = multi.forward(&x, &c_noise, false);
+        assert!(out.equal(&plain.forward(&x, &c_noise, false)), "zero projections change nothing");
+        // the loss reaches the projections of both levels
+        out.square().sum(Kind::Float).backward();
+        for i in 0..2 {
+            let g = ours[&format!("cond_proj.{i}.weight")].grad().abs().sum(Kind::Float).double_value(&[]);
+            assert!(g > 1e-6, "level {i}: no gradient ({g})");
+        }
+        // once learnt, the deep level's condition changes the output, and only through the condition channels
+        tch::no_grad(|| {
+            ours["cond_proj.1.weight"]
+                .shallow_clone()
+                .copy_(&Tensor::randn([8, 4, 1, 1, 1], (Kind::Float, Device::Cpu)))
+        });
+        let moved = multi.forward(&x, &c_noise, false);
+        assert!((&moved - &out).abs().max().double_value(&[]) > 1e-4);
+        let x0 = Tensor::cat(&[x.narrow(1, 0, 4), Tensor::zeros([2, 4, 4, 8, 8], (Kind::Float, Device::Cpu))], 1);
+        let (a, b) = (multi.forward(&x0, &c_noise, false), plain.forward(&x0, &c_noise, false));
+        assert!((a - b).abs().max().double_value(&[]) < 1e-6, "a zero condition adds only the (zero) bias");
+    }
+
+    #[test]
+    fn the_condition_at_every_level_needs_condition_channels() {
+        let cfg = UnetConfig { cond_channels: 0, ..small(true) };
+        assert!(matches!(cfg.validate(), Err(ModelError::Config(m)) if m.contains("cond_every_level")));
     }
 }
