@@ -33,6 +33,11 @@ struct Cli {
     /// The sensor-aware target (z >= -1 m, x <= 80 m, a radar voxel within 2 voxels).
     #[arg(long)]
     sensor_aware: bool,
+    /// Scan the same scenes, poses and radar again with another draw of the
+    /// LiDAR's chance (rosette pass, dropout, range noise): 0 is the
+    /// recording; for the rescan oracle (examples/rescan_oracle.rs).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    lidar_rescan: u64,
     /// Reuse a complete root of the same config in --out.
     #[arg(long)]
     if_missing: bool,
@@ -53,6 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         seed: cli.seed,
         scenes: cli.scenes as usize,
         frames_per_scene: cli.frames as usize,
+        lidar_rescan: cli.lidar_rescan,
         ..Default::default()
     };
     let root = cli.out.join("ntu");

@@ -232,6 +232,37 @@ fn ray_casting_matches_brute_force() {
     }
 }
 
+/// IoU of two voxel sets after integer division of the coordinates by `pool`.
+fn pooled_iou(a: &[[u32; 3]], b: &[[u32; 3]], pool: u32) -> f64 {
+    use std::collections::HashSet;
+    let set = |s: &[[u32; 3]]| s.iter().map(|c| c.map(|v| v / pool)).collect::<HashSet<_>>();
+    let (a, b) = (set(a), set(b));
+    a.intersection(&b).count() as f64 / a.union(&b).count().max(1) as f64
+}
+
+#[test]
+fn a_rescan_sees_the_same_scene_by_its_own_chance() {
+    let cfg = small(4);
+    let scan = |rescan: u64| {
+        Simulator::new(SimConfig { lidar_rescan: rescan, ..cfg.clone() }).expect("valid config").simulate_scene(0)
+    };
+    let (rec, one, two) = (scan(0), scan(1), scan(2));
+    assert_eq!(rec, Simulator::new(cfg.clone()).expect("valid").simulate_scene(0), "rescan 0 is the recording");
+    assert_eq!((&rec.radar, &rec.scene), (&one.radar, &one.scene), "radar and layout are the recording's");
+    let p = FrameProcessor::default();
+    for (k, ((a, b), c)) in rec.lidar.iter().zip(&one.lidar).zip(&two.lidar).enumerate() {
+        assert_eq!((&a.pose, &a.stamp), (&b.pose, &b.stamp));
+        assert!(a.cloud != b.cloud && b.cloud != c.cloud, "frame {k}: a rescan draws again");
+        let radar = &rec.radar[k * 13 / 10].cloud;
+        let grid = |l: &radvox::sim::SimFrame| p.process(radar, &l.cloud).expect("process").lidar.coords;
+        let (ga, gb) = (grid(a), grid(b));
+        let (native, coarse) = (pooled_iou(&ga, &gb, 1), pooled_iou(&ga, &gb, 10));
+        println!("frame {k}: recording vs rescan, LiDAR voxel IoU {native:.3} at 0.2 m, {coarse:.3} at 2 m");
+        // the same surfaces (2 m cells agree), hit at other points (0.2 m voxels do not)
+        assert!(coarse > 0.7 && native < 0.5 * coarse, "IoU {native} at 0.2 m, {coarse} at 2 m");
+    }
+}
+
 #[test]
 fn invalid_configs_are_rejected() {
     let bad = |f: fn(&mut SimConfig)| {
@@ -245,6 +276,7 @@ fn invalid_configs_are_rejected() {
     assert!(bad(|c| c.radar.ghost_probability = 2.0).contains("ghost_probability"));
     assert!(bad(|c| c.lidar.range = [f64::NAN, 1.0]).contains("lidar.range"));
     assert!(bad(|c| c.ego.weave_period = -1.0).contains("weave_period"));
+    assert!(bad(|c| c.lidar_rescan = 1001).contains("lidar_rescan"));
 }
 
 #[test]

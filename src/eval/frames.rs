@@ -128,6 +128,19 @@ impl SampleMean {
     }
 }
 
+/// The share of `sets` holding each voxel of their union, within `dims` =
+/// `(H, W, Z)`, as a one-channel sparse frame in file order (the vote of
+/// several scans of one scene: channel 0 a frequency in (0, 1]).
+pub fn vote(sets: &[VoxelSet], dims: [usize; 3]) -> SparseFrame {
+    let mut counts = std::collections::BTreeMap::<[u32; 3], usize>::new();
+    for c in sets.iter().flat_map(|s| s.coords()) {
+        *counts.entry(*c).or_default() += 1;
+    }
+    let k = sets.len().max(1) as f64;
+    let (coords, features) = counts.into_iter().map(|(c, n)| (c, n as f64 / k)).unzip();
+    SparseFrame { shape: [dims[0], dims[1], dims[2], 1], coords, features }
+}
+
 /// The geometry of frames with file grid `file` laid out by `layout`.
 pub fn geometry(file: [usize; 4], layout: Layout) -> Result<GridGeometry, EvalError> {
     GridGeometry::of_frames([file[0], file[1], file[2]], layout)
@@ -154,6 +167,16 @@ mod tests {
         let p = prediction(&f).unwrap();
         assert_eq!(p.values(), &[0.75]);
         assert_eq!(layout_dims([36, 20, 10, 4], Layout::Resample { zhw: [4, 8, 8] }), [8, 8, 4]);
+    }
+
+    #[test]
+    fn votes_are_shares_of_the_sets_in_file_order() {
+        let a = VoxelSet::new(vec![[1, 0, 0], [0, 2, 1]]);
+        let b = VoxelSet::new(vec![[0, 2, 1]]);
+        let f = vote(&[a, b, VoxelSet::new(vec![])], [2, 3, 2]);
+        assert_eq!((f.shape, f.coords.clone()), ([2, 3, 2, 1], vec![[0, 2, 1], [1, 0, 0]]));
+        assert_eq!(f.features, [2.0 / 3.0, 1.0 / 3.0]);
+        assert!(vote(&[], [1, 1, 1]).is_empty());
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub struct SimConfig {
     pub lidar: LidarConfig,
     /// Radar model.
     pub radar: RadarConfig,
+    /// Which draw of the LiDAR's chance: 0 is the recording; `k > 0` scans
+    /// the same scenes along the same path again, the rosette continuing
+    /// `k * frames_per_scene` frames later and dropout, range noise and
+    /// reflectivity drawn from a stream of their own (layout, poses and
+    /// radar unchanged). Not a sensor-model change: the oracle that votes
+    /// over rescans (`examples/rescan_oracle.rs`) measures how much of a
+    /// frame is the scan's chance, which no model of the scene can predict.
+    pub lidar_rescan: u64,
 }
 
 impl Default for SimConfig {
@@ -48,6 +56,7 @@ impl Default for SimConfig {
             scene: SceneConfig::default(),
             lidar: LidarConfig::default(),
             radar: RadarConfig::default(),
+            lidar_rescan: 0,
         }
     }
 }
@@ -254,6 +263,7 @@ impl SimConfig {
     /// zero or panic.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(self.frames_per_scene <= 1_000_000, || "frames_per_scene must be <= 1e6".into())?;
+        check(self.lidar_rescan <= 1000, || format!("lidar_rescan must be <= 1000, got {}", self.lidar_rescan))?;
         check(self.start_time.checked_add(3600 * self.scenes as i64 + 1_000_000).is_some(), || {
             "start_time too large".into()
         })?;

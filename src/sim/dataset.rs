@@ -101,12 +101,18 @@ impl Simulator {
         (0..).map(|j| self.cfg.radar_offset + j as f64 / self.cfg.radar_hz).take_while(|&t| t <= end).collect()
     }
 
-    /// One LiDAR frame of scene `k`.
+    /// One LiDAR frame of scene `k` (of rescan [`SimConfig::lidar_rescan`]:
+    /// the rosette's pass and the random stream move on, the view stays).
     pub fn lidar_frame(&self, k: usize, scene: &Scene, traj: &Trajectory, frame: usize, t: f64) -> SimFrame {
         let pose = traj.pose(t);
         let view = View::new(scene, &pose, t, self.cfg.lidar.range[1]);
-        let mut rng = frame_rng(self.cfg.seed, k, Purpose::Lidar, frame);
-        let cloud = scan_lidar(&view, &self.cfg.lidar, frame, &mut rng);
+        let rescan = self.cfg.lidar_rescan as usize;
+        let (purpose, pass) = match rescan {
+            0 => (Purpose::Lidar, frame),
+            r => (Purpose::LidarRescan, frame + r * self.cfg.frames_per_scene),
+        };
+        let mut rng = frame_rng(self.cfg.seed, k, purpose, pass);
+        let cloud = scan_lidar(&view, &self.cfg.lidar, pass, &mut rng);
         SimFrame { stamp: self.stamp(k, t), time: t, pose, cloud }
     }
 

@@ -13,6 +13,8 @@ pub enum Purpose {
     Lidar = 2,
     /// Radar frames.
     Radar = 3,
+    /// LiDAR frames of a rescan ([`super::SimConfig::lidar_rescan`] > 0).
+    LidarRescan = 4,
 }
 
 fn splitmix(mut z: u64) -> u64 {
