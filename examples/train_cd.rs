@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Split};
+use radvox::data::{Dataset, Split};
 use radvox::diffusion::{CdLoss, LatentCache, TeacherSolver};
 use radvox::model::GridVae;
 use radvox::train::recipe::read_file;
@@ -16,7 +16,7 @@ use radvox::train::vae::frame_layout;
 use radvox::train::{load_any_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
 
 mod common;
-use common::{apply, OptimArgs, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs, SceneArgs};
 
 /// Distil a latent diffusion model into a one/few-step consistency model.
 #[derive(Debug, Parser)]
@@ -45,9 +45,9 @@ struct Cli {
     resample: Option<[usize; 3]>,
     #[command(flatten)]
     optim: OptimArgs,
-    /// Scenes whose frames validate each epoch by decoded geometry (default: the val split).
-    #[arg(long, value_delimiter = ',')]
-    val_scenes: Option<Vec<String>>,
+    /// The splits (--val-scenes: the frames that validate each epoch by decoded geometry).
+    #[command(flatten)]
+    scenes: SceneArgs,
     /// Points N of the noise-level discretisation.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
     n: Option<u64>,
@@ -94,15 +94,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         apply(&mut c.loss, loss, "loss", resume)?;
         Ok(())
     };
-    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;
+    let ds_cfg = cli.scenes.config(layout);
+    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
     let hash = vae.weights_hash().to_string();
     let source = match &cli.latents {
         Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
         None => LatentSource::OnTheFly(Box::new(vae)),
     };
     let out = runtime.out.clone();
-    let val_cfg = DatasetConfig { layout, val_scenes: cli.val_scenes.clone(), ..Default::default() };
-    let val = Dataset::open(&cli.dataset_dir, Split::Val, &val_cfg)?;
+    let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
     let decoder: Box<dyn GridVae> = Box::new(load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae);
     let (rank, world) = (runtime.dist.rank(), runtime.dist.world_size());
     let mut trainer = match resume {

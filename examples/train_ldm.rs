@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Split};
+use radvox::data::{Dataset, Split};
 use radvox::diffusion::LatentCache;
 use radvox::model::GridVae;
 use radvox::train::checkpoint::Checkpoint;
@@ -23,7 +23,7 @@ use radvox::train::vae::frame_layout;
 use radvox::train::{load_any_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
 
 mod common;
-use common::{apply, OptimArgs, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs, SceneArgs};
 
 /// Train the latent diffusion model on a frozen VAE's latents.
 #[derive(Debug, Parser)]
@@ -66,9 +66,9 @@ struct Cli {
     /// target frame (BCE, Dice, count, height); dense VAEs only.
     #[arg(long)]
     decoded_loss: bool,
-    /// Scenes whose frames validate each epoch by decoded geometry (default: the val split).
-    #[arg(long, value_delimiter = ',')]
-    val_scenes: Option<Vec<String>>,
+    /// The splits (--val-scenes: the frames that validate each epoch by decoded geometry).
+    #[command(flatten)]
+    scenes: SceneArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -116,7 +116,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (recipe.unet.latent_channels, recipe.unet.cond_channels) = (c, c);
     }
     recipe.validate()?;
-    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &DatasetConfig { layout, ..Default::default() })?;
+    let ds_cfg = cli.scenes.config(layout);
+    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
     let hash = loaded.vae.weights_hash().to_string();
     let source = match &cli.latents {
         Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
@@ -124,8 +125,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let out = runtime.out.clone();
     let main = runtime.dist.is_main(); // rank 0 alone reports
-    let val_cfg = DatasetConfig { layout, val_scenes: cli.val_scenes.clone(), ..Default::default() };
-    let val = Dataset::open(&cli.dataset_dir, Split::Val, &val_cfg)?;
+    let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
     let decoder = load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae;
     let (rank, world) = (runtime.dist.rank(), runtime.dist.world_size());
     let decoded = recipe.decoded.is_some();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::data::{Dataset, Layout, Split};
 use radvox::model::sparse::SparseVaeConfig;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::recipe::read_file;
@@ -20,7 +20,7 @@ use radvox::train::sparse_vae::{SparseVaeObjective, SparseVaeRecipe};
 use radvox::train::{Recipe, Trainer};
 
 mod common;
-use common::{apply, OptimArgs, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs, SceneArgs};
 
 /// Train the sparse occupancy VAE on NTU4DRadLM_Pre target frames at native resolution.
 #[derive(Debug, Parser)]
@@ -45,6 +45,8 @@ struct Cli {
     #[command(flatten)]
     optim: OptimArgs,
     #[command(flatten)]
+    scenes: SceneArgs,
+    #[command(flatten)]
     runtime: RuntimeArgs,
 }
 
@@ -66,7 +68,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     apply(&mut recipe.vae, cli.preset.as_deref().map(SparseVaeConfig::named).transpose()?, "preset", resume)?;
     cli.optim.apply_to(&mut recipe.optim, resume)?;
     recipe.validate()?;
-    let ds_cfg = DatasetConfig { layout, ..Default::default() };
+    let ds_cfg = cli.scenes.config(layout);
     let train = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
     let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
     let out = runtime.out.clone();

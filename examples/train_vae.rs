@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, DatasetConfig, Layout, Split};
+use radvox::data::{Dataset, Layout, Split};
 use radvox::model::VaeConfig;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::recipe::read_file;
@@ -23,7 +23,7 @@ use radvox::train::vae::layout_for;
 use radvox::train::{Recipe, Trainer, VaeObjective, VaeRecipe};
 
 mod common;
-use common::{apply, OptimArgs, RuntimeArgs};
+use common::{apply, OptimArgs, RuntimeArgs, SceneArgs};
 
 /// Train the 3D VAE on NTU4DRadLM_Pre target grids.
 #[derive(Debug, Parser)]
@@ -54,6 +54,8 @@ struct Cli {
     vae_type: Option<String>,
     #[command(flatten)]
     optim: OptimArgs,
+    #[command(flatten)]
+    scenes: SceneArgs,
     /// Weight of the occupancy-aware MSE.
     #[arg(long)]
     loss_occupancy: Option<f64>,
@@ -91,7 +93,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     apply(&mut recipe.loss.edge, cli.loss_edge, "loss-edge", resume)?;
     apply(&mut recipe.loss.perceptual, cli.loss_perceptual, "loss-perceptual", resume)?;
     recipe.validate()?;
-    let ds_cfg = DatasetConfig { layout, ..Default::default() };
+    let ds_cfg = cli.scenes.config(layout);
     let train = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
     let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
     let out = runtime.out.clone();

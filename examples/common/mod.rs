@@ -321,6 +321,30 @@ impl RuntimeArgs {
     }
 }
 
+/// Which scenes make the train and val splits (default: the root's first
+/// 80 % of scenes by name, and the rest).
+#[derive(Debug, Args)]
+pub struct SceneArgs {
+    /// Scenes of the train split instead of the 80/20 rule (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub train_scenes: Option<Vec<String>>,
+    /// Scenes of the val split (validation each epoch) instead of the 80/20 rule.
+    #[arg(long, value_delimiter = ',')]
+    pub val_scenes: Option<Vec<String>>,
+}
+
+impl SceneArgs {
+    /// The dataset config of frames laid out by `layout` with these splits.
+    pub fn config(&self, layout: radvox::data::Layout) -> radvox::data::DatasetConfig {
+        radvox::data::DatasetConfig {
+            layout,
+            train_scenes: self.train_scenes.clone(),
+            val_scenes: self.val_scenes.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Overrides `field` with a flag's value when the flag was given; with
 /// `resume`, a value that differs from the checkpoint's is refused instead.
 pub fn apply<T: PartialEq + std::fmt::Debug + Clone>(
