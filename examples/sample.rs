@@ -84,6 +84,11 @@ struct Cli {
     /// Occupancy threshold in (0, 1); default: the model's calibrated one, else 0.5.
     #[arg(long, value_parser = common::unit_interval)]
     threshold: Option<f64>,
+    /// A sparse VAE's decoder keeps the children whose probability is at
+    /// least this at every level (default: the checkpoint's, 0.5); lower
+    /// keeps more of an uncertain latent's structure for the threshold to cut.
+    #[arg(long, value_parser = common::unit_interval)]
+    keep_threshold: Option<f64>,
     /// These scenes instead of --split (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     scenes: Option<Vec<String>>,
@@ -121,7 +126,13 @@ enum Method {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
-    let vae_loaded = load_any_vae(&cli.vae, device)?;
+    let mut vae_loaded = load_any_vae(&cli.vae, device)?;
+    if let Some(t) = cli.keep_threshold {
+        vae_loaded
+            .vae
+            .set_keep_threshold(t)
+            .map_err(|e| format!("--keep-threshold with {}: {e}", cli.vae.display()))?;
+    }
     let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, vae_loaded.vae.weights_hash(), device)).transpose()?;
     if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
         if l.recipe.direct && !l.consistency {
@@ -191,6 +202,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ]);
     if cli.samples > 1 {
         identity.insert("samples".into(), cli.samples.to_string());
+    }
+    if let Some(t) = cli.keep_threshold {
+        identity.insert("keep_threshold".into(), t.to_string());
     }
     let config = EvalConfig {
         selection: SelectionConfig { mode: ThresholdMode::Fixed(threshold as f32), ..Default::default() },

@@ -9,11 +9,10 @@
 #      beside the dense ultra_lightweight VAE on native (32, 128, 128) crops
 #      (recipes/crop_quality_vae.toml), VAE_MINUTES (15) each, copied to
 #      *_15min, then resumed to VAE_MINUTES_2 (60) in all;
-#   2. the sparse VAE's latents cached; the LDM beside the direct baseline
-#      (train_ldm --direct), recipes/native_ldm.toml, LDM_MINUTES (20) each;
-#   3. LDM (Heun, STEPS = 8), direct and the VAE's own reconstruction
-#      (the ceiling): threshold calibrated on scene09, scored on
-#      scene10-11 beside the radar (evaluate, taus 0.5 and 1 m);
+#   2-3. scripts/native_densify.sh on the sparse VAE: its latents, the LDM
+#      beside the direct baseline (recipes/native_ldm.toml; LDM_EPOCHS
+#      overrides its epochs), scored with the VAE's own reconstruction
+#      (the ceiling) beside the radar;
 #   4. the crop benchmark (benches/crop_quality.rs) on every VAE of step 1,
 #      the sparse ones also at inference keep threshold SPARSE_KEEP (0.3).
 # Tables: $Q/table.md (densification) and $Q/vae_table.md (reconstruction).
@@ -23,8 +22,6 @@ Q=${NATIVE_QUALITY_DIR:-runs/native}
 D=${SIM_DIR:-runs/quality/sim/ntu}
 VAE_MINUTES=${VAE_MINUTES:-15}
 VAE_MINUTES_2=${VAE_MINUTES_2:-60}
-LDM_MINUTES=${LDM_MINUTES:-20}
-STEPS=${STEPS:-8}
 bash scripts/libtorch.sh
 cargo build --release --examples
 B=target/release/examples
@@ -62,46 +59,7 @@ if [ ! -f "$Q/vae/.done" ]; then
   wait
   touch "$Q/vae/.done"
 fi
-VAE=$Q/vae/sparse/last.safetensors
-if [ ! -f "$Q/latents/cache.json" ]; then
-  log "cache latents"
-  $B/precompute_latents --vae "$VAE" --dataset-dir "$D" --out "$Q/latents" --no-progress
-fi
-ldm() { # name, core, flags...
-  local name=$1 core=$2; shift 2
-  [ -f "$Q/$name/.done" ] && return
-  on "$core" $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/native_ldm.toml \
-    --val-scenes scene09 --max-minutes "$LDM_MINUTES" --out "$Q/$name" --overwrite --no-progress "$@" 2> "$Q/$name.log"
-  touch "$Q/$name/.done"
-}
-log "LDM (core 0) beside the direct baseline (core 1), $LDM_MINUTES min"
-ldm ldm 0 &
-ldm direct 1 --direct &
-wait
-score() { # name, core, sample flags...: calibrate on scene09, score scene10-11
-  local name=$1 core=$2; shift 2
-  local out=$Q/scores/$name
-  [ -f "$out/test/metrics.csv" ] && return
-  mkdir -p "$out"
-  on "$core" $B/sample --vae "$VAE" --dataset-dir "$D" --scenes scene09 --out "$out/cal" --overwrite "$@" > /dev/null
-  on "$core" $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene09 --predictions "$out/cal" --calibrate \
-    --no-regions > "$out/calibrate.txt"
-  local th t0 t1
-  th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$out/calibrate.txt")
-  t0=$(date +%s.%N)
-  on "$core" $B/sample --vae "$VAE" --dataset-dir "$D" --scenes scene10,scene11 --out "$out/test" --threshold "$th" \
-    --overwrite "$@" > /dev/null
-  t1=$(date +%s.%N)
-  on "$core" $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene10,scene11 --predictions "$out/test" \
-    --threshold "$th" > "$out/evaluate.txt"
-  echo "$(echo "($t1 - $t0) / 48" | bc -l) s per test frame (sampling, one core), threshold $th" > "$out/test/s_per_frame.txt"
-}
-log "sample and score: LDM (core 0); direct, then the VAE's reconstruction (core 1)"
-score ldm 0 --ldm "$Q/ldm/last.safetensors" --steps "$STEPS" --solver heun &
-{ score direct 1 --ldm "$Q/direct/last.safetensors"; score vae_ceiling 1 --reconstruct; } &
-wait
-python3 scripts/quality_table.py "LDM (Heun, $STEPS steps)=$Q/scores/ldm/test" "direct=$Q/scores/direct/test" \
-  "VAE reconstruction (ceiling)=$Q/scores/vae_ceiling/test" | tee "$Q/table.md"
+NATIVE_DENSIFY_DIR=$Q EPOCHS=${LDM_EPOCHS:-} SIM_DIR=$D bash scripts/native_densify.sh "$Q/vae/sparse/last.safetensors"
 log "crop benchmark on the VAEs"
 SPARSE_KEEP=${SPARSE_KEEP:-0.3} CROP_QUALITY_DIR="$Q/vae" SIM_DIR="$D" cargo bench --bench crop_quality | tee "$Q/vae_table.md"
 log "done"

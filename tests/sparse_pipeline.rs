@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use radvox::data::frame::read_sparse;
+
 mod common;
 
 fn run(name: &str, args: &[&str]) -> Output {
@@ -58,6 +60,15 @@ fn a_sparse_vae_checkpoint_switches_every_command_downstream() {
     let report = std::fs::read_to_string(samples.join("report.md")).unwrap();
     assert!(report.contains("radar"), "{report}");
     run("evaluate", &["--vae", s(&vae), "--dataset-dir", s(&root), "--predictions", s(&samples)]);
+    // a lower keep threshold keeps more of the decoder's structure
+    let loose = dir.path().join("loose");
+    run("sample", &[&sample_args[..], &["--out", s(&loose), "--keep-threshold", "0.05"]].concat());
+    let voxels = |d: &Path| -> usize {
+        let files = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path());
+        files.filter(|p| p.extension().is_some_and(|x| x == "npz")).map(|p| read_sparse(&p).unwrap().len()).sum()
+    };
+    let (strict, kept) = (voxels(&samples), voxels(&loose));
+    assert!(kept > strict, "keep 0.05 wrote {kept} voxels, the default 0.5 {strict}");
     // what a sparse VAE cannot do is refused by name
     let tiled = Command::new(common::example("sample"))
         .args([&sample_args[..], &["--out", s(&dir.path().join("tiled")), "--tile", "32,32,32"]].concat())

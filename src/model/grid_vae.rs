@@ -158,6 +158,20 @@ impl AnyVae {
         }
     }
 
+    /// A sparse VAE's decoder keeps, from now on, the children whose
+    /// occupancy probability is at least `t` at every level (an inference
+    /// setting, [`crate::model::sparse::SparseVae::set_keep_threshold`]);
+    /// refused for a dense VAE, whose decoder keeps every voxel, and
+    /// outside (0, 1).
+    pub fn set_keep_threshold(&mut self, t: f64) -> Result<(), ModelError> {
+        match self {
+            AnyVae::Dense(_) => Err(ModelError::Config(format!(
+                "a keep threshold ({t}) applies to a sparse VAE's decoder: a dense VAE decodes every voxel"
+            ))),
+            AnyVae::Sparse(v) => v.vae.set_keep_threshold(t),
+        }
+    }
+
     /// Latent channels.
     pub fn latent_channels(&self) -> i64 {
         match self {
@@ -188,5 +202,36 @@ impl GridVae for AnyVae {
     }
     fn decode_occupancy(&self, z: &Tensor) -> Result<Tensor, ModelError> {
         self.grid().decode_occupancy(z)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sparse::{SparseVae, SparseVaeConfig};
+    use crate::model::{Vae3d, VaeConfig};
+    use tch::nn;
+
+    #[test]
+    fn a_keep_threshold_is_the_sparse_decoders_and_in_the_unit_interval() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let vae = SparseVae::new(&vs.root(), &SparseVaeConfig::small()).unwrap();
+        let mut sparse = AnyVae::Sparse(FrozenSparseVae { vs, vae, channel_scale: vec![1.0; 4], hash: "s".into() });
+        sparse.set_keep_threshold(0.2).unwrap();
+        let AnyVae::Sparse(v) = &sparse else { unreachable!() };
+        assert_eq!(v.vae.config().keep_threshold, 0.2);
+        assert!(sparse.set_keep_threshold(1.0).is_err());
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let vae = Vae3d::new(&vs.root(), &VaeConfig::ultra_lightweight()).unwrap();
+        let mut dense = AnyVae::Dense(FrozenVae {
+            vs,
+            vae,
+            channel_scale: vec![1.0; 4],
+            hash: "d".into(),
+            tiling: None,
+            occupancy_logits: false,
+        });
+        let err = dense.set_keep_threshold(0.2).unwrap_err().to_string();
+        assert!(err.contains("sparse VAE's decoder"), "{err}");
     }
 }

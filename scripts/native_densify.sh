@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Densification at native resolution (0.2 m) on a sparse VAE's latents (not
+# in CI; ~1 hour a seed on a 2-core CPU): the latents cached, then per seed
+# of SEEDS (0) the LDM beside the direct baseline (train_ldm --direct,
+# recipes/native_ldm.toml, EPOCHS overrides its epochs), each pinned to one
+# core with one thread; thresholds calibrated on scene09, scored on
+# scene10-11 beside the radar (evaluate, taus 0.5 and 1 m): the LDM in Heun
+# STEPS (8) steps, and as the probability of SAMPLES (4) samples
+# (`sample --samples`), the direct baseline, the VAE's reconstruction
+# (ceiling), and the rescan ceiling's rows when RESCAN_CEILING_DIR (default
+# runs/rescan_ceiling/quality) holds scripts/rescan_ceiling.sh's output.
+#   bash scripts/native_densify.sh runs/native/vae/sparse/last.safetensors
+# KEEP: the sparse decoder's keep threshold when sampling the LDM and the
+# direct baseline (sample --keep-threshold; default the checkpoint's 0.5).
+# SIM_DIR: the root (default the quality benchmark's, runs/quality/sim/ntu;
+# runs/quality/sim48/ntu holds the same scenes and 36 more); TRAIN_SCENES:
+# the train split (default the root's). Table: $Q/table.md (Q = NATIVE_DENSIFY_DIR,
+# default runs/native_densify/<VAE's folder>).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ $# -eq 1 ] || { echo "usage: $0 SPARSE_VAE_CHECKPOINT" >&2; exit 2; }
+VAE=$1
+D=${SIM_DIR:-runs/quality/sim/ntu}
+Q=${NATIVE_DENSIFY_DIR:-runs/native_densify/$(basename "$(dirname "$VAE")")}
+SEEDS=${SEEDS:-0}
+STEPS=${STEPS:-8}
+SAMPLES=${SAMPLES:-4}
+bash scripts/libtorch.sh
+cargo build --release --examples
+B=target/release/examples
+mkdir -p "$Q"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$Q/timings.txt"; }
+on() { # core, command...: one core, one thread
+  local core=$1; shift
+  OMP_NUM_THREADS=1 RAYON_NUM_THREADS=1 taskset -c "$core" "$@"
+}
+keep=(${KEEP:+--keep-threshold "$KEEP"})
+train=(--val-scenes scene09 ${TRAIN_SCENES:+--train-scenes "$TRAIN_SCENES"} ${EPOCHS:+--epochs "$EPOCHS"})
+if [ ! -f "$Q/latents/cache.json" ]; then
+  log "cache latents"
+  $B/precompute_latents --vae "$VAE" --dataset-dir "$D" --out "$Q/latents" --no-progress > /dev/null
+fi
+ldm() { # name, core, seed, flags...
+  local name=$1 core=$2 seed=$3; shift 3
+  [ -f "$Q/$name/.done" ] && return
+  log "train $name on core $core"
+  on "$core" $B/train_ldm --vae "$VAE" --dataset-dir "$D" --latents "$Q/latents" --config recipes/native_ldm.toml \
+    "${train[@]}" --seed "$seed" --out "$Q/$name" --overwrite --no-progress "$@" 2> "$Q/$name.log"
+  touch "$Q/$name/.done"
+}
+score() { # name, core, sample flags...: calibrate on scene09, score scene10-11
+  local name=$1 core=$2; shift 2
+  local out=$Q/scores/$name
+  [ -f "$out/test/metrics.csv" ] && return
+  log "score $name on core $core"
+  mkdir -p "$out"
+  on "$core" $B/sample --vae "$VAE" --dataset-dir "$D" --scenes scene09 --out "$out/cal" --overwrite "$@" > /dev/null
+  on "$core" $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene09 --predictions "$out/cal" --calibrate \
+    --no-regions > "$out/calibrate.txt"
+  local th t0 t1
+  th=$(sed -n 's/^calibrated threshold \([0-9.]*\).*/\1/p' "$out/calibrate.txt")
+  t0=$(date +%s.%N)
+  on "$core" $B/sample --vae "$VAE" --dataset-dir "$D" --scenes scene10,scene11 --out "$out/test" --threshold "$th" \
+    --overwrite "$@" > /dev/null
+  t1=$(date +%s.%N)
+  on "$core" $B/evaluate --vae "$VAE" --dataset-dir "$D" --scenes scene10,scene11 --predictions "$out/test" \
+    --threshold "$th" > "$out/evaluate.txt"
+  echo "$(echo "($t1 - $t0) / 48" | bc -l) s per test frame (sampling, one core), threshold $th" > "$out/test/s_per_frame.txt"
+}
+for seed in $SEEDS; do
+  { ldm "ldm_s$seed" 0 "$seed"
+    score "ldm_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun "${keep[@]}"
+    score "ldm_k${SAMPLES}_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
+      --samples "$SAMPLES" "${keep[@]}"; } &
+  { ldm "direct_s$seed" 1 "$seed" --direct
+    score "direct_s$seed" 1 --ldm "$Q/direct_s$seed/last.safetensors" "${keep[@]}"; } &
+  wait
+done
+score vae_ceiling 1 --reconstruct
+rows=()
+for name in "ldm:LDM (Heun, $STEPS steps)" "ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples" "direct:direct"; do
+  dirs=(); for seed in $SEEDS; do dirs+=("$Q/scores/${name%%:*}_s$seed/test"); done
+  rows+=("${name#*:}=$(IFS=,; echo "${dirs[*]}")")
+done
+rows+=("VAE reconstruction (ceiling)=$Q/scores/vae_ceiling/test")
+C=${RESCAN_CEILING_DIR:-runs/rescan_ceiling/quality}
+[ -f "$C/vote_8/test/metrics.csv" ] && rows+=("another scan (rescan ceiling)=$C/one_scan/test" "vote of 8 scans (rescan ceiling)=$C/vote_8/test")
+python3 scripts/quality_table.py "${rows[@]}" | tee "$Q/table.md"
