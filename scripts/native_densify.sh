@@ -82,9 +82,10 @@ for seed in $SEEDS; do
     score "ldm_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun
     score "ldm_k${SAMPLES}_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
       --samples "$SAMPLES"; } &
+  a=$!
   { ldm "direct_s$seed" 1 "$seed" --direct
     score "direct_s$seed" 1 --ldm "$Q/direct_s$seed/last.safetensors"; } &
-  wait
+  wait $!; wait $a # a failure stops the script
 done
 KEEPS=checkpoint score vae_ceiling 1 --reconstruct
 rows=()

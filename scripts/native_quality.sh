@@ -44,8 +44,9 @@ dense=(recipes/crop_quality_vae.toml $B/train_vae)
 if [ ! -f "$Q/vae/.done_first" ]; then
   log "VAEs: sparse (core 0) beside dense ultra crops (core 1), $VAE_MINUTES min"
   vae sparse "$VAE_MINUTES" 0 "${sparse[@]}" &
+  a=$!
   vae ultra_crops "$VAE_MINUTES" 1 "${dense[@]}" --vae-type ultra_lightweight --crop 32,128,128 &
-  wait
+  wait $!; wait $a
   for n in sparse ultra_crops; do
     mkdir -p "$Q/vae/${n}_${VAE_MINUTES}min"
     cp "$Q/vae/$n/last.safetensors" "$Q/vae/$n/train_log.csv" "$Q/vae/${n}_${VAE_MINUTES}min/"
@@ -55,8 +56,9 @@ fi
 if [ ! -f "$Q/vae/.done" ]; then
   log "VAEs: resumed to $VAE_MINUTES_2 min"
   vae sparse "$VAE_MINUTES_2" 0 "${sparse[@]}" &
+  a=$!
   vae ultra_crops "$VAE_MINUTES_2" 1 "${dense[@]}" &
-  wait
+  wait $!; wait $a
   touch "$Q/vae/.done"
 fi
 NATIVE_DENSIFY_DIR=$Q EPOCHS=${LDM_EPOCHS:-} SIM_DIR=$D bash scripts/native_densify.sh "$Q/vae/sparse/last.safetensors"

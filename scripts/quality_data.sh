@@ -16,12 +16,19 @@
 # only; thresholds calibrated on scene09; scored on the benchmark's
 # held-out scene10-11 beside the radar (evaluate --taus 2,4), with the VAE's
 # reconstruction as the ceiling. Table: $Q/table.md (mean +- std over the
-# seeds, scripts/quality_table.py).
+# seeds, scripts/quality_table.py). EXTRA=1 adds per seed the plain LDM as
+# the probability of 8 samples (sample --samples 8) and its consistency
+# distillation (recipes/quality_cd.toml; large: LARGE_CD_EPOCHS, default 3
+# = the small runs' 15 epochs in steps) sampled in 1, 2 and 4 calls; SIZES
+# (default "small large") picks the pipelines that run (the table shows
+# both).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 Q=${QUALITY_DATA_DIR:-runs/quality_data}
 SEEDS=${SEEDS:-"0 1 2"}
 LARGE_LDM_EPOCHS=${LARGE_LDM_EPOCHS:-6}
+LARGE_CD_EPOCHS=${LARGE_CD_EPOCHS:-3}
+SIZES=${SIZES:-"small large"}
 bash scripts/libtorch.sh
 cargo build --release --examples
 B=target/release/examples
@@ -89,16 +96,34 @@ pipeline() { # size: VAE, latents, then the LDM and the direct baseline per seed
       fi
       score "$size" "$name" "$core" --ldm "$P/$name/last.safetensors" "${sample_flags[@]}"
     done
+    [ -n "${EXTRA:-}" ] || continue
+    # the plain LDM as the probability of 8 samples, and its consistency distillation in 1, 2 and 4 calls
+    score "$size" "plain_k8_s$seed" "$core" --ldm "$P/plain_s$seed/last.safetensors" --steps 18 --solver heun --samples 8
+    if [ ! -f "$P/cd_s$seed/.done" ]; then
+      log "$size: cd_s$seed on core $core"
+      local cd_epochs=(); [ "$size" = large ] && cd_epochs=(--epochs "$LARGE_CD_EPOCHS")
+      # shellcheck disable=SC2046
+      on "$core" $B/train_cd --vae "$vae" --ldm "$P/plain_s$seed/last.safetensors" --dataset-dir "$D" --latents "$P/latents" \
+        --config recipes/quality_cd.toml "${cd_epochs[@]}" --seed "$seed" $(splits "$size") --out "$P/cd_s$seed" \
+        --overwrite --no-progress 2> "$P/cd_s$seed.log"
+      touch "$P/cd_s$seed/.done"
+    fi
+    for k in 1 2 4; do score "$size" "cd${k}_s$seed" "$core" --ldm "$P/cd_s$seed/last.safetensors" --solver cd --steps "$k"; done
   done
   log "$size: done"
 }
-pipeline small &
-pipeline large &
-wait
+pids=()
+for size in $SIZES; do
+  pipeline "$size" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done # a failure stops the script
 rows=()
 for size in small large; do
   rows+=("$size VAE reconstruction (ceiling)=$Q/$size/scores/vae_ceiling/test")
-  for variant in plain direct; do
+  variants=(plain direct)
+  [ -f "$Q/$size/scores/cd4_s${SEEDS##* }/evaluate.txt" ] && variants+=(plain_k8 cd1 cd2 cd4)
+  for variant in "${variants[@]}"; do
     dirs=(); for seed in $SEEDS; do dirs+=("$Q/$size/scores/${variant}_s$seed/test"); done
     rows+=("$size $variant=$(IFS=,; echo "${dirs[*]}")")
   done

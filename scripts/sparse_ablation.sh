@@ -35,6 +35,7 @@ train() { # name, core, recipe, root, flags...
 }
 large=$(seq -f 'scene%02g' 0 8 | paste -sd,),$(seq -f 'scene%02g' 12 47 | paste -sd,)
 { train l8 0 recipes/sparse_l8.toml "$D"; train l32_s45 0 recipes/sparse_l32.toml "$D48" --epochs 2 --train-scenes "$large"; } &
+a=$!
 train l32 1 recipes/sparse_l32.toml "$D" &
-wait
+wait $!; wait $a # a failure stops the script
 CROP_QUALITY_DIR="$Q" SIM_DIR="$D" cargo bench --bench crop_quality | tee "$Q/table.md"

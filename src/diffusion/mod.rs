@@ -19,7 +19,7 @@ pub use consistency::{CdLoss, Consistency, ConsistencyConfig, TeacherSolver, Wei
 pub use decoded::DecodedLossConfig;
 pub use edm::{EdmConfig, ExtraLoss};
 pub use latents::{encode_frame, CacheManifest, LatentCache};
-pub use norm::{ChannelNorm, LatentNorm};
+pub use norm::{ChannelMoments, ChannelNorm, LatentNorm};
 pub use sampler::{sample, Sampler, Solver};
 
 /// Errors of the diffusion layer.

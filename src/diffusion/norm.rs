@@ -26,12 +26,9 @@ fn per_channel(v: &[f64], like: &Tensor) -> Tensor {
 impl ChannelNorm {
     /// Statistics of `(C, D, H, W)` latents, over all of them, scaled to `scale`.
     pub fn measure(latents: &[Tensor], scale: f64) -> ChannelNorm {
-        let all = Tensor::stack(latents, 0).to_kind(Kind::Double); // (N, C, D, H, W)
-        let c = all.size()[1];
-        let flat = all.transpose(0, 1).reshape([c, -1]);
-        let mean = Vec::<f64>::try_from(flat.mean_dim(1, false, Kind::Double)).unwrap_or_default();
-        let std = Vec::<f64>::try_from(flat.std_dim(1, false, false)).unwrap_or_default();
-        ChannelNorm { mean, std: std.into_iter().map(|s| s.max(1e-6)).collect(), scale }
+        let mut m = ChannelMoments::default();
+        latents.iter().for_each(|z| m.push(z));
+        m.finish(scale)
     }
 
     /// `(z - mean) / std * scale` of a `(B, C, ...)` batch.
@@ -42,6 +39,47 @@ impl ChannelNorm {
     /// The inverse map.
     pub fn invert(&self, z: &Tensor) -> Tensor {
         z / self.scale * per_channel(&self.std, z) + per_channel(&self.mean, z)
+    }
+}
+
+/// Per-channel mean and variance of `(C, ...)` latents pushed one at a
+/// time, in f64 (Chan et al.'s pairwise update of count, mean and sum of
+/// squared deviations): a training set's statistics without holding it
+/// (1,080 native latents of 32 x 12 x 76 x 28 are 3.5 GB in f32).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelMoments {
+    n: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl ChannelMoments {
+    /// Adds one `(C, ...)` latent.
+    pub fn push(&mut self, z: &Tensor) {
+        let c = z.size()[0];
+        let flat = z.to_kind(Kind::Double).reshape([c, -1]);
+        let n = flat.size()[1] as f64;
+        let mean = Vec::<f64>::try_from(flat.mean_dim(1, false, Kind::Double)).unwrap_or_default();
+        let centred = &flat - flat.mean_dim(1, true, Kind::Double);
+        let m2 =
+            Vec::<f64>::try_from((&centred * &centred).sum_dim_intlist(1, false, Kind::Double)).unwrap_or_default();
+        if self.n == 0.0 {
+            (self.n, self.mean, self.m2) = (n, mean, m2);
+            return;
+        }
+        let total = self.n + n;
+        for k in 0..self.mean.len() {
+            let delta = mean[k] - self.mean[k];
+            self.mean[k] += delta * n / total;
+            self.m2[k] += m2[k] + delta * delta * self.n * n / total;
+        }
+        self.n = total;
+    }
+
+    /// The map to mean 0 and std `scale` per channel (population std, floored at 1e-6).
+    pub fn finish(&self, scale: f64) -> ChannelNorm {
+        let std = self.m2.iter().map(|m| (m / self.n.max(1.0)).sqrt().max(1e-6)).collect();
+        ChannelNorm { mean: self.mean.clone(), std, scale }
     }
 }
 
@@ -69,5 +107,23 @@ mod tests {
         assert!(y.mean(Kind::Float).double_value(&[]).abs() < 1e-4);
         assert!((y.std(false).double_value(&[]) - 0.5).abs() < 0.05);
         assert!((n.invert(&y) - &batch).abs().max().double_value(&[]) < 1e-4);
+    }
+
+    #[test]
+    fn pushed_moments_equal_the_stacked_formula() {
+        // uneven scales and offsets per latent: the pairwise update must match the two-pass formula
+        let z: Vec<Tensor> = (0..5)
+            .map(|i| {
+                Tensor::randn([3, 2, 5, 4], (Kind::Double, tch::Device::Cpu)) * (i as f64 + 0.5) + 100.0 * i as f64
+            })
+            .collect();
+        let n = ChannelNorm::measure(&z, 0.5);
+        let flat = Tensor::stack(&z, 0).transpose(0, 1).reshape([3, -1]);
+        let mean = Vec::<f64>::try_from(flat.mean_dim(1, false, Kind::Double)).unwrap();
+        let std = Vec::<f64>::try_from(flat.std_dim(1, false, false)).unwrap();
+        for k in 0..3 {
+            assert!((n.mean[k] - mean[k]).abs() < 1e-9 * mean[k].abs().max(1.0), "{:?} vs {mean:?}", n.mean);
+            assert!((n.std[k] - std[k]).abs() < 1e-9 * std[k], "{:?} vs {std:?}", n.std);
+        }
     }
 }

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::TrainError;
 use crate::data::loader::Sampler as Order;
 use crate::data::{Dataset, Modality};
-use crate::diffusion::{ChannelNorm, LatentCache, LatentNorm};
+use crate::diffusion::{ChannelMoments, LatentCache, LatentNorm};
 use crate::dist::Dist;
 use crate::model::GridVae;
 
@@ -86,13 +86,13 @@ impl LatentData {
     /// Statistics of every frame's latents: targets scaled to `sigma_data`,
     /// conditions to 1.
     pub(crate) fn measure_norm(&self, sigma_data: f64) -> Result<LatentNorm, TrainError> {
-        let (mut ys, mut cs) = (Vec::new(), Vec::new());
+        let (mut ys, mut cs) = (ChannelMoments::default(), ChannelMoments::default());
         for i in 0..self.dataset.len() {
             let (y, c) = self.source.read(&self.dataset, i)?;
-            ys.push(y);
-            cs.push(c);
+            ys.push(&y);
+            cs.push(&c);
         }
-        let norm = LatentNorm { target: ChannelNorm::measure(&ys, sigma_data), cond: ChannelNorm::measure(&cs, 1.0) };
+        let norm = LatentNorm { target: ys.finish(sigma_data), cond: cs.finish(1.0) };
         log::info!(
             "latent statistics of {} frames: target std {:?}, condition std {:?} (normalised to {sigma_data} and 1)",
             self.dataset.len(),
