@@ -19,7 +19,10 @@
 # seeds, scripts/quality_table.py). EXTRA=1 adds per seed the plain LDM as
 # the probability of 8 samples (sample --samples 8) and its consistency
 # distillation (recipes/quality_cd.toml; large: LARGE_CD_EPOCHS, default 3
-# = the small runs' 15 epochs in steps) sampled in 1, 2 and 4 calls; SIZES
+# = the small runs' 15 epochs in steps) sampled in 1, 2 and 4 calls
+# (EXTRA=cd: the distillation alone); BEST=1 scores the LDM's and the
+# direct baseline's best.safetensors too (val F1 on scene09, the
+# calibration scene) beside last.safetensors; SIZES
 # (default "small large") picks the pipelines that run (the table shows
 # both).
 set -euo pipefail
@@ -95,10 +98,13 @@ pipeline() { # size: VAE, latents, then the LDM and the direct baseline per seed
         touch "$P/$name/.done"
       fi
       score "$size" "$name" "$core" --ldm "$P/$name/last.safetensors" "${sample_flags[@]}"
+      [ -z "${BEST:-}" ] ||
+        score "$size" "${variant}_best_s$seed" "$core" --ldm "$P/$name/best.safetensors" "${sample_flags[@]}"
     done
     [ -n "${EXTRA:-}" ] || continue
     # the plain LDM as the probability of 8 samples, and its consistency distillation in 1, 2 and 4 calls
-    score "$size" "plain_k8_s$seed" "$core" --ldm "$P/plain_s$seed/last.safetensors" --steps 18 --solver heun --samples 8
+    [ "$EXTRA" = cd ] ||
+      score "$size" "plain_k8_s$seed" "$core" --ldm "$P/plain_s$seed/last.safetensors" --steps 18 --solver heun --samples 8
     if [ ! -f "$P/cd_s$seed/.done" ]; then
       log "$size: cd_s$seed on core $core"
       local cd_epochs=(); [ "$size" = large ] && cd_epochs=(--epochs "$LARGE_CD_EPOCHS")
@@ -121,9 +127,9 @@ for p in "${pids[@]}"; do wait "$p"; done # a failure stops the script
 rows=()
 for size in small large; do
   rows+=("$size VAE reconstruction (ceiling)=$Q/$size/scores/vae_ceiling/test")
-  variants=(plain direct)
-  [ -f "$Q/$size/scores/cd4_s${SEEDS##* }/evaluate.txt" ] && variants+=(plain_k8 cd1 cd2 cd4)
-  for variant in "${variants[@]}"; do
+  for variant in plain plain_best direct direct_best plain_k8 cd1 cd2 cd4; do # the rows every seed has
+    missing=0; for seed in $SEEDS; do [ -f "$Q/$size/scores/${variant}_s$seed/evaluate.txt" ] || missing=1; done
+    [ $missing = 0 ] || continue
     dirs=(); for seed in $SEEDS; do dirs+=("$Q/$size/scores/${variant}_s$seed/test"); done
     rows+=("$size $variant=$(IFS=,; echo "${dirs[*]}")")
   done
