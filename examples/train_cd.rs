@@ -8,15 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, Split};
-use radvox::diffusion::{CdLoss, LatentCache, TeacherSolver};
+use radvox::diffusion::{CdLoss, TeacherSolver};
 use radvox::model::GridVae;
 use radvox::train::recipe::read_file;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_any_vae, parse_device, CdObjective, CdRecipe, LatentSource, Teacher, TrainError, Trainer};
+use radvox::train::{load_any_vae, parse_device, CdObjective, CdRecipe, Teacher, TrainError, Trainer};
 
 mod common;
-use common::{apply, OptimArgs, RuntimeArgs, SceneArgs};
+use common::{apply, LatentInputs, OptimArgs, RuntimeArgs, SceneArgs};
 
 /// Distil a latent diffusion model into a one/few-step consistency model.
 #[derive(Debug, Parser)]
@@ -94,16 +93,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         apply(&mut c.loss, loss, "loss", resume)?;
         Ok(())
     };
-    let ds_cfg = cli.scenes.config(layout);
-    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
-    let hash = vae.weights_hash().to_string();
-    let source = match &cli.latents {
-        Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
-        None => LatentSource::OnTheFly(Box::new(vae)),
-    };
+    let LatentInputs { train: ds, source, hash, val, decoder } =
+        cli.scenes.latent_inputs(&cli.dataset_dir, layout, vae, &cli.vae, cli.latents.as_deref(), device)?;
     let out = runtime.out.clone();
-    let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
-    let decoder: Box<dyn GridVae> = Box::new(load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae);
     let (rank, world) = (runtime.dist.rank(), runtime.dist.world_size());
     let mut trainer = match resume {
         Some(path) => {

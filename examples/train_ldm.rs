@@ -14,16 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use radvox::data::{Dataset, Split};
-use radvox::diffusion::LatentCache;
-use radvox::model::GridVae;
 use radvox::train::checkpoint::Checkpoint;
 use radvox::train::recipe::read_file;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_any_vae, parse_device, LatentSource, LdmObjective, LdmRecipe, Recipe, Trainer};
+use radvox::train::{load_any_vae, parse_device, LdmObjective, LdmRecipe, Recipe, Trainer};
 
 mod common;
-use common::{apply, OptimArgs, RuntimeArgs, SceneArgs};
+use common::{apply, LatentInputs, OptimArgs, RuntimeArgs, SceneArgs};
 
 /// Train the latent diffusion model on a frozen VAE's latents.
 #[derive(Debug, Parser)]
@@ -76,7 +73,8 @@ struct Cli {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let runtime = cli.runtime.runtime("runs/ldm")?;
-    let loaded = load_any_vae(&cli.vae, parse_device(&runtime.device)?)?;
+    let device = parse_device(&runtime.device)?;
+    let loaded = load_any_vae(&cli.vae, device)?;
     let layout = frame_layout(loaded.layout, cli.resample, &cli.vae)?;
     let ckpt = cli.resume.as_deref().map(|p| Checkpoint::read(p, LdmRecipe::KIND)).transpose()?;
     let resume = cli.resume.as_deref();
@@ -116,23 +114,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (recipe.unet.latent_channels, recipe.unet.cond_channels) = (c, c);
     }
     recipe.validate()?;
-    let ds_cfg = cli.scenes.config(layout);
-    let ds = Dataset::open(&cli.dataset_dir, Split::Train, &ds_cfg)?;
-    let hash = loaded.vae.weights_hash().to_string();
-    let source = match &cli.latents {
-        Some(dir) => LatentSource::Cache(LatentCache::open(dir, &hash, &ds)?),
-        None => LatentSource::OnTheFly(Box::new(loaded.vae)),
-    };
+    let LatentInputs { train: ds, source, hash, val, decoder } =
+        cli.scenes.latent_inputs(&cli.dataset_dir, layout, loaded.vae, &cli.vae, cli.latents.as_deref(), device)?;
     let out = runtime.out.clone();
     let main = runtime.dist.is_main(); // rank 0 alone reports
-    let val = Dataset::open(&cli.dataset_dir, Split::Val, &ds_cfg)?;
-    let decoder = load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae;
     let (rank, world) = (runtime.dist.rank(), runtime.dist.world_size());
     let decoded = recipe.decoded.is_some();
     let mut objective =
-        LdmObjective::new(ds, source, &hash, recipe, &runtime)?.with_validation(val, Box::new(decoder), rank, world)?;
+        LdmObjective::new(ds, source, &hash, recipe, &runtime)?.with_validation(val, decoder, rank, world)?;
     if decoded {
-        objective = objective.with_decoder(Box::new(load_any_vae(&cli.vae, parse_device(&runtime.device)?)?.vae))?;
+        objective = objective.with_decoder(Box::new(load_any_vae(&cli.vae, device)?.vae))?;
     }
     if main {
         println!("UNet parameters: {}", objective.parameter_count());

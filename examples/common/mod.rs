@@ -345,6 +345,51 @@ impl SceneArgs {
     }
 }
 
+/// What the LDM and CD trainers read besides their recipe: the train split
+/// and its latents (the cache in `latents`, or the VAE encoding on the fly),
+/// the VAE's weights hash, and the val split with a second copy of the VAE
+/// that decodes the validation samples.
+pub struct LatentInputs {
+    /// The train split.
+    pub train: radvox::data::Dataset,
+    /// Its latents.
+    pub source: radvox::train::LatentSource,
+    /// The VAE's weights hash (the latent cache and the teacher are checked against it).
+    pub hash: String,
+    /// The val split.
+    pub val: radvox::data::Dataset,
+    /// The VAE that decodes validation samples.
+    pub decoder: Box<dyn radvox::model::GridVae>,
+}
+
+impl SceneArgs {
+    /// The splits of `dataset_dir` laid out by `layout`, the latents of the
+    /// train split and the decoder, from the VAE loaded from `vae_path`.
+    pub fn latent_inputs(
+        &self,
+        dataset_dir: &std::path::Path,
+        layout: radvox::data::Layout,
+        vae: radvox::model::AnyVae,
+        vae_path: &std::path::Path,
+        latents: Option<&std::path::Path>,
+        device: tch::Device,
+    ) -> Result<LatentInputs, Box<dyn std::error::Error>> {
+        use radvox::data::{Dataset, Split};
+        use radvox::model::GridVae;
+        use radvox::train::LatentSource;
+        let cfg = self.config(layout);
+        let train = Dataset::open(dataset_dir, Split::Train, &cfg)?;
+        let hash = vae.weights_hash().to_string();
+        let source = match latents {
+            Some(dir) => LatentSource::Cache(radvox::diffusion::LatentCache::open(dir, &hash, &train)?),
+            None => LatentSource::OnTheFly(Box::new(vae)),
+        };
+        let val = Dataset::open(dataset_dir, Split::Val, &cfg)?;
+        let decoder = Box::new(radvox::train::load_any_vae(vae_path, device)?.vae);
+        Ok(LatentInputs { train, source, hash, val, decoder })
+    }
+}
+
 /// Overrides `field` with a flag's value when the flag was given; with
 /// `resume`, a value that differs from the checkpoint's is refused instead.
 pub fn apply<T: PartialEq + std::fmt::Debug + Clone>(
