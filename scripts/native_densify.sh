@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Densification at native resolution (0.2 m) on a sparse VAE's latents (not
-# in CI; ~1 hour a seed on a 2-core CPU): the latents cached, then per seed
+# in CI; ~1.5 hours a seed on a 2-core CPU, ~2 with CD=1): the latents cached, then per seed
 # of SEEDS (0) the LDM beside the direct baseline (train_ldm --direct,
 # recipes/native_ldm.toml, EPOCHS overrides its epochs), each pinned to one
 # core with one thread; thresholds calibrated on scene09, scored on
@@ -9,6 +9,9 @@
 # (`sample --samples`), the direct baseline, the VAE's reconstruction
 # (ceiling), and the rescan ceiling's rows when RESCAN_CEILING_DIR (default
 # runs/rescan_ceiling/quality) holds scripts/rescan_ceiling.sh's output.
+# CD=1 adds per seed the consistency distillation of that seed's LDM
+# (recipes/quality_cd.toml for CD_EPOCHS epochs, default 1), sampled in 1,
+# 2 and 4 calls; it trains on core 1 while core 0 samples the LDM.
 #   bash scripts/native_densify.sh runs/native/vae/sparse/last.safetensors
 # KEEPS: the sparse decoder's keep thresholds tried on the calibration
 # scene for each variant (sample --keep-threshold; default "checkpoint 0.3
@@ -36,7 +39,8 @@ on() { # core, command...: one core, one thread
   OMP_NUM_THREADS=1 RAYON_NUM_THREADS=1 taskset -c "$core" "$@"
 }
 KEEPS=${KEEPS:-"checkpoint 0.3 0.2"}
-train=(--val-scenes scene09 ${TRAIN_SCENES:+--train-scenes "$TRAIN_SCENES"} ${EPOCHS:+--epochs "$EPOCHS"})
+splits=(--val-scenes scene09 ${TRAIN_SCENES:+--train-scenes "$TRAIN_SCENES"})
+train=("${splits[@]}" ${EPOCHS:+--epochs "$EPOCHS"})
 if [ ! -f "$Q/latents/cache.json" ]; then
   log "cache latents"
   $B/precompute_latents --vae "$VAE" --dataset-dir "$D" --out "$Q/latents" --no-progress > /dev/null
@@ -78,18 +82,34 @@ score() { # name, core, sample flags...: keep and occupancy thresholds calibrate
     > "$out/test/s_per_frame.txt"
 }
 for seed in $SEEDS; do
-  { ldm "ldm_s$seed" 0 "$seed"
-    score "ldm_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun
-    score "ldm_k${SAMPLES}_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
-      --samples "$SAMPLES"; } &
+  # the LDM and the direct baseline train side by side; then core 0 samples the LDM while core 1 distils it
+  ldm "ldm_s$seed" 0 "$seed" &
   a=$!
   { ldm "direct_s$seed" 1 "$seed" --direct
     score "direct_s$seed" 1 --ldm "$Q/direct_s$seed/last.safetensors"; } &
   wait $!; wait $a # a failure stops the script
+  { score "ldm_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun
+    score "ldm_k${SAMPLES}_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
+      --samples "$SAMPLES"; } &
+  a=$!
+  if [ -n "${CD:-}" ]; then
+    { if [ ! -f "$Q/cd_s$seed/.done" ]; then
+        log "train cd_s$seed on core 1"
+        on 1 $B/train_cd --vae "$VAE" --ldm "$Q/ldm_s$seed/last.safetensors" --dataset-dir "$D" --latents "$Q/latents" \
+          --config recipes/quality_cd.toml --epochs "${CD_EPOCHS:-1}" "${splits[@]}" --seed "$seed" \
+          --out "$Q/cd_s$seed" --overwrite --no-progress 2> "$Q/cd_s$seed.log"
+        touch "$Q/cd_s$seed/.done"
+      fi
+      for k in 1 2 4; do score "cd${k}_s$seed" 1 --ldm "$Q/cd_s$seed/last.safetensors" --solver cd --steps "$k"; done; } &
+    wait $!
+  fi
+  wait $a
 done
 KEEPS=checkpoint score vae_ceiling 1 --reconstruct
 rows=()
-for name in "ldm:LDM (Heun, $STEPS steps)" "ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples" "direct:direct"; do
+names=("ldm:LDM (Heun, $STEPS steps)" "ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples" "direct:direct")
+[ -n "${CD:-}" ] && names+=("cd1:CD, 1 call" "cd2:CD, 2 calls" "cd4:CD, 4 calls")
+for name in "${names[@]}"; do
   dirs=(); for seed in $SEEDS; do dirs+=("$Q/scores/${name%%:*}_s$seed/test"); done
   rows+=("${name#*:}=$(IFS=,; echo "${dirs[*]}")")
 done
