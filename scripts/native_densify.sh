@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Densification at native resolution (0.2 m) on a sparse VAE's latents (not
-# in CI; ~1.5 hours a seed on a 2-core CPU, ~2 with CD=1): the latents cached, then per seed
-# of SEEDS (0) the LDM beside the direct baseline (train_ldm --direct,
+# in CI; ~1.5 hours a seed on a 2-core CPU, ~2 with CD=1): the latents
+# cached, then per seed of SEEDS (0) the LDM beside the direct baseline (train_ldm --direct,
 # recipes/native_ldm.toml, EPOCHS overrides its epochs), each pinned to one
 # core with one thread; thresholds calibrated on scene09, scored on
 # scene10-11 beside the radar (evaluate, taus 0.5 and 1 m): the LDM in Heun

@@ -59,8 +59,9 @@ impl ChannelMoments {
         let c = z.size()[0];
         let flat = z.to_kind(Kind::Double).reshape([c, -1]);
         let n = flat.size()[1] as f64;
-        let mean = Vec::<f64>::try_from(flat.mean_dim(1, false, Kind::Double)).unwrap_or_default();
-        let centred = &flat - flat.mean_dim(1, true, Kind::Double);
+        let m = flat.mean_dim(1, true, Kind::Double); // (C, 1)
+        let centred = &flat - &m;
+        let mean = Vec::<f64>::try_from(m.reshape([-1])).unwrap_or_default();
         let m2 =
             Vec::<f64>::try_from((&centred * &centred).sum_dim_intlist(1, false, Kind::Double)).unwrap_or_default();
         if self.n == 0.0 {
