@@ -81,6 +81,12 @@ struct Cli {
     /// probability. 1: the one sample's scores, as without the flag.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     samples: u64,
+    /// Scale of the ODE sampler's initial noise (heun, euler): 1 samples
+    /// the model's distribution; below 1 ends nearer the condition's most
+    /// likely latents with less spread between seeds; 0 is deterministic
+    /// (its first step is the denoiser's estimate from the zero latent).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
     /// Occupancy threshold in (0, 1); default: the model's calibrated one, else 0.5.
     #[arg(long, value_parser = common::unit_interval)]
     threshold: Option<f64>,
@@ -133,7 +139,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .set_keep_threshold(t)
             .map_err(|e| format!("--keep-threshold with {}: {e}", cli.vae.display()))?;
     }
-    let loaded = cli.ldm.as_deref().map(|p| load_sampler(p, vae_loaded.vae.weights_hash(), device)).transpose()?;
+    let mut loaded = cli.ldm.as_deref().map(|p| load_sampler(p, vae_loaded.vae.weights_hash(), device)).transpose()?;
+    if cli.temperature != 1.0 {
+        let sampler = loaded.as_mut().filter(|l| !l.recipe.direct && !l.consistency && cli.solver != Method::Cd);
+        let Some(l) = sampler else {
+            return Err("--temperature scales the initial noise of an LDM's ODE sampler (heun, euler): not for a direct baseline, a consistency model or --reconstruct".into());
+        };
+        l.sampler.set_temperature(cli.temperature)?;
+        if cli.temperature == 0.0 && cli.samples > 1 {
+            return Err("--temperature 0 is deterministic: --samples > 1 would draw the same sample".into());
+        }
+    }
     if let (Some(l), Some(path)) = (&loaded, &cli.ldm) {
         if l.recipe.direct && !l.consistency {
             if cli.solver == Method::Cd || cli.samples > 1 {
@@ -202,6 +218,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ]);
     if cli.samples > 1 {
         identity.insert("samples".into(), cli.samples.to_string());
+    }
+    if cli.temperature != 1.0 {
+        identity.insert("temperature".into(), cli.temperature.to_string());
     }
     if let Some(t) = cli.keep_threshold {
         identity.insert("keep_threshold".into(), t.to_string());
@@ -280,6 +299,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Method::Cd => format!("cd at sigmas {cd_levels:?}"),
         m => format!("{steps} {m:?} steps"),
     };
+    if cli.temperature != 1.0 {
+        how.push_str(&format!(" at temperature {}", cli.temperature));
+    }
     if cli.samples > 1 {
         how.push_str(&format!(", {} samples a frame (probability and spread)", cli.samples));
     }

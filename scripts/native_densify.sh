@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Densification at native resolution (0.2 m) on a sparse VAE's latents (not
 # in CI; ~1.5 hours a seed on a 2-core CPU, ~2 with CD=1): the latents
-# cached, then per seed of SEEDS (0) the LDM beside the direct baseline (train_ldm --direct,
-# recipes/native_ldm.toml, EPOCHS overrides its epochs), each pinned to one
-# core with one thread; thresholds calibrated on scene09, scored on
+# cached, then per seed of SEEDS (0) the LDM and per seed of DIRECT_SEEDS
+# (default SEEDS) the direct baseline (train_ldm --direct,
+# recipes/native_ldm.toml, EPOCHS overrides its epochs); two workers, each
+# pinned to one core with one thread, take each seed's training and
+# scoring jobs in order; thresholds calibrated on scene09, scored on
 # scene10-11 beside the radar (evaluate, taus 0.5 and 1 m): the LDM in Heun
 # STEPS (8) steps, and as the probability of SAMPLES (4) samples
-# (`sample --samples`), the direct baseline, the VAE's reconstruction
+# (`sample --samples`; SAMPLES=1 leaves the row out), at each temperature
+# of TEMPERATURES (none; `sample --temperature`), the direct baseline, the VAE's reconstruction
 # (ceiling), and the rescan ceiling's rows when RESCAN_CEILING_DIR (default
 # runs/rescan_ceiling/quality) holds scripts/rescan_ceiling.sh's output.
 # CD=1 adds per seed the consistency distillation of that seed's LDM
 # (recipes/quality_cd.toml for CD_EPOCHS epochs, default 1), sampled in 1,
-# 2 and 4 calls; it trains on core 1 while core 0 samples the LDM.
+# 2 and 4 calls.
 #   bash scripts/native_densify.sh runs/native/vae/sparse/last.safetensors
 # KEEPS: the sparse decoder's keep thresholds tried on the calibration
 # scene for each variant (sample --keep-threshold; default "checkpoint 0.3
@@ -27,8 +30,10 @@ VAE=$1
 D=${SIM_DIR:-runs/quality/sim/ntu}
 Q=${NATIVE_DENSIFY_DIR:-runs/native_densify/$(basename "$(dirname "$VAE")")}
 SEEDS=${SEEDS:-0}
+DIRECT_SEEDS=${DIRECT_SEEDS:-$SEEDS}
 STEPS=${STEPS:-8}
 SAMPLES=${SAMPLES:-4}
+TEMPERATURES=${TEMPERATURES:-}
 bash scripts/libtorch.sh
 cargo build --release --examples
 B=target/release/examples
@@ -81,36 +86,85 @@ score() { # name, core, sample flags...: keep and occupancy thresholds calibrate
   echo "$(echo "($t1 - $t0) / 48" | bc -l) s per test frame (sampling, one core), threshold $th, keep $best" \
     > "$out/test/s_per_frame.txt"
 }
-for seed in $SEEDS; do
-  # the LDM and the direct baseline train side by side; then core 0 samples the LDM while core 1 distils it
-  ldm "ldm_s$seed" 0 "$seed" &
-  a=$!
-  { ldm "direct_s$seed" 1 "$seed" --direct
-    score "direct_s$seed" 1 --ldm "$Q/direct_s$seed/last.safetensors"; } &
-  wait $!; wait $a # a failure stops the script
-  { score "ldm_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun
-    score "ldm_k${SAMPLES}_s$seed" 0 --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
-      --samples "$SAMPLES"; } &
-  a=$!
-  if [ -n "${CD:-}" ]; then
-    { if [ ! -f "$Q/cd_s$seed/.done" ]; then
-        log "train cd_s$seed on core 1"
-        on 1 $B/train_cd --vae "$VAE" --ldm "$Q/ldm_s$seed/last.safetensors" --dataset-dir "$D" --latents "$Q/latents" \
-          --config recipes/quality_cd.toml --epochs "${CD_EPOCHS:-1}" "${splits[@]}" --seed "$seed" \
-          --out "$Q/cd_s$seed" --overwrite --no-progress 2> "$Q/cd_s$seed.log"
-        touch "$Q/cd_s$seed/.done"
-      fi
-      for k in 1 2 4; do score "cd${k}_s$seed" 1 --ldm "$Q/cd_s$seed/last.safetensors" --solver cd --steps "$k"; done; } &
-    wait $!
+# Two workers, one a core, take the jobs below in order, seed by seed (a job
+# that needs a trained model waits for its .done); every job skips what is
+# already done.
+has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; } # list, word
+jobs=()
+for seed in $(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++'); do # each seed's training, then its scoring
+  if has "$SEEDS" "$seed"; then jobs+=("ldm $seed"); fi
+  if has "$DIRECT_SEEDS" "$seed"; then jobs+=("direct $seed" "score_direct $seed"); fi
+  if has "$SEEDS" "$seed"; then
+    if [ -n "${CD:-}" ]; then jobs+=("cd $seed"); fi
+    jobs+=("score_ldm $seed")
+    for t in $TEMPERATURES; do jobs+=("score_ldm_t $seed $t"); done
+    if [ "$SAMPLES" -gt 1 ]; then jobs+=("score_ldm_k $seed"); fi
+    if [ -n "${CD:-}" ]; then jobs+=("score_cd $seed"); fi
   fi
-  wait $a
 done
-KEEPS=checkpoint score vae_ceiling 1 --reconstruct
+jobs+=("score_ceiling 0")
+needs() { # model folder: wait until it is trained (or a worker has failed)
+  until [ -f "$Q/$1/.done" ]; do
+    [ -f "$Q/.failed" ] && exit 1
+    sleep 10
+  done
+}
+run_job() { # core, kind, seed[, temperature]
+  local core=$1 kind=$2 seed=$3 t=${4:-}
+  case $kind in
+    ldm) ldm "ldm_s$seed" "$core" "$seed" ;;
+    direct) ldm "direct_s$seed" "$core" "$seed" --direct ;;
+    cd)
+      needs "ldm_s$seed"
+      [ -f "$Q/cd_s$seed/.done" ] && return
+      log "train cd_s$seed on core $core"
+      on "$core" $B/train_cd --vae "$VAE" --ldm "$Q/ldm_s$seed/last.safetensors" --dataset-dir "$D" --latents "$Q/latents" \
+        --config recipes/quality_cd.toml --epochs "${CD_EPOCHS:-1}" "${splits[@]}" --seed "$seed" \
+        --out "$Q/cd_s$seed" --overwrite --no-progress 2> "$Q/cd_s$seed.log"
+      touch "$Q/cd_s$seed/.done" ;;
+    score_direct) needs "direct_s$seed"; score "direct_s$seed" "$core" --ldm "$Q/direct_s$seed/last.safetensors" ;;
+    score_ldm)
+      needs "ldm_s$seed"
+      score "ldm_s$seed" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun ;;
+    score_ldm_k)
+      needs "ldm_s$seed"
+      score "ldm_k${SAMPLES}_s$seed" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
+        --samples "$SAMPLES" ;;
+    score_ldm_t)
+      needs "ldm_s$seed"
+      score "ldm_t${t}_s$seed" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
+        --temperature "$t" ;;
+    score_cd)
+      needs "cd_s$seed"
+      for k in 1 2 4; do score "cd${k}_s$seed" "$core" --ldm "$Q/cd_s$seed/last.safetensors" --solver cd --steps "$k"; done ;;
+    score_ceiling) KEEPS=checkpoint score vae_ceiling "$core" --reconstruct ;;
+  esac
+}
+echo 0 > "$Q/.next"
+rm -f "$Q/.failed"
+worker() { # core: take the next job until none is left; a failure tells the other worker
+  trap '[ $? -eq 0 ] || touch "$Q/.failed"' EXIT
+  local core=$1 i
+  while true; do
+    i=$(flock "$Q/.next" sh -c 'i=$(cat "$1"); echo $((i + 1)) > "$1"; echo "$i"' _ "$Q/.next")
+    [ "$i" -lt "${#jobs[@]}" ] || return 0
+    # shellcheck disable=SC2086
+    run_job "$core" ${jobs[$i]}
+  done
+}
+worker 0 &
+a=$!
+worker 1 &
+wait $!; wait $a # a failure stops the script
 rows=()
-names=("ldm:LDM (Heun, $STEPS steps)" "ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples" "direct:direct")
+names=("ldm:LDM (Heun, $STEPS steps)")
+[ "$SAMPLES" -gt 1 ] && names+=("ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples")
+for t in $TEMPERATURES; do names+=("ldm_t$t:LDM (Heun, $STEPS steps) at temperature $t"); done
+names+=("direct:direct")
 [ -n "${CD:-}" ] && names+=("cd1:CD, 1 call" "cd2:CD, 2 calls" "cd4:CD, 4 calls")
 for name in "${names[@]}"; do
-  dirs=(); for seed in $SEEDS; do dirs+=("$Q/scores/${name%%:*}_s$seed/test"); done
+  seeds=$SEEDS; [ "${name%%:*}" = direct ] && seeds=$DIRECT_SEEDS
+  dirs=(); for seed in $seeds; do dirs+=("$Q/scores/${name%%:*}_s$seed/test"); done
   rows+=("${name#*:}=$(IFS=,; echo "${dirs[*]}")")
 done
 rows+=("VAE reconstruction (ceiling)=$Q/scores/vae_ceiling/test")

@@ -152,12 +152,24 @@ fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats(
     assert!(last < first, "EDM loss {losses:?}");
     assert!(out.join("loss.png").exists() && out.join("train_log.csv").exists());
 
-    let sampler = load_sampler(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap().sampler;
+    let mut sampler = load_sampler(&out.join("last.safetensors"), &vae.hash, Device::Cpu).unwrap().sampler;
     let cond = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
     let a = sampler.sample(&cond, 18, Solver::Heun, 5);
     assert!(a.equal(&sampler.sample(&cond, 18, Solver::Heun, 5)), "same seed, same sample");
     assert!(!a.equal(&sampler.sample(&cond, 18, Solver::Heun, 6)));
     assert!(!a.equal(&sampler.sample(&cond, 18, Solver::Euler, 5)));
+    // A temperature scales the initial noise: 0 ignores the seed, 0.5 lies
+    // between it and the full draw, and a negative one is refused.
+    let spread = |t: f64, sampler: &mut radvox::diffusion::Sampler| {
+        sampler.set_temperature(t).unwrap();
+        let (x, y) = (sampler.sample(&cond, 18, Solver::Heun, 5), sampler.sample(&cond, 18, Solver::Heun, 6));
+        (x - y).abs().mean(Kind::Float).double_value(&[])
+    };
+    let (cold, half, full) = (spread(0.0, &mut sampler), spread(0.5, &mut sampler), spread(1.0, &mut sampler));
+    assert!(cold == 0.0 && 0.0 < half && half < full, "seed-to-seed spread at t = 0, 0.5, 1: {cold} {half} {full}");
+    assert!(sampler.sample(&cond, 18, Solver::Heun, 5).equal(&a), "temperature 1 is the plain sampler");
+    let err = sampler.set_temperature(-0.1).unwrap_err().to_string();
+    assert!(err.contains("temperature must be finite and >= 0, got -0.1"), "{err}");
     assert!(load_sampler(&out.join("last.safetensors"), "ffffffffffffffff", Device::Cpu).is_err(), "other VAE refused");
 }
 
@@ -233,6 +245,19 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
     // occupancy probability over three samples and its spread
     run("sample", &[&args[..], &["--samples", "1"]].concat());
     assert!(std::fs::read(samples.join("beta_000000.npz")).unwrap() == first, "--samples 1 changed the output");
+    // --temperature: reported, and refused where nothing is sampled from noise
+    let cold = dir.path().join("cold");
+    let mut t0: Vec<&str> = args.to_vec();
+    *t0.last_mut().unwrap() = cold.to_str().unwrap();
+    t0.extend(["--temperature", "0"]);
+    assert!(run("sample", &t0).contains("18 Heun steps at temperature 0, seed 0"));
+    assert_ne!(std::fs::read(cold.join("beta_000000.npz")).unwrap(), first);
+    let refused = |extra: &[&str]| {
+        let out = Command::new(example("sample")).args(&t0).args(extra).output().unwrap();
+        assert!(!out.status.success(), "{extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused(&["--samples", "2", "--overwrite"]).contains("--temperature 0 is deterministic"));
     let three = dir.path().join("samples3");
     let mut k3: Vec<&str> = args.to_vec();
     *k3.last_mut().unwrap() = three.to_str().unwrap();

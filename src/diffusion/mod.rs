@@ -20,7 +20,7 @@ pub use decoded::DecodedLossConfig;
 pub use edm::{EdmConfig, ExtraLoss};
 pub use latents::{encode_frame, CacheManifest, LatentCache};
 pub use norm::{ChannelMoments, ChannelNorm, LatentNorm};
-pub use sampler::{sample, Sampler, Solver};
+pub use sampler::{integrate, sample, Sampler, Solver};
 
 /// Errors of the diffusion layer.
 #[derive(Debug, thiserror::Error)]

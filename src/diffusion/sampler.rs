@@ -46,8 +46,21 @@ pub fn sample(
     device: tch::Device,
     denoise: &dyn Fn(&Tensor, f64) -> Tensor,
 ) -> Tensor {
+    integrate(edm, crate::sys::normal(seed, shape, device), steps, solver, denoise)
+}
+
+/// Integrates the probability-flow ODE from `sigma_max` to 0 starting from
+/// `sigma_max * start` (`start`: unit noise, or scaled noise for sampling
+/// at a temperature).
+pub fn integrate(
+    edm: &EdmConfig,
+    start: Tensor,
+    steps: usize,
+    solver: Solver,
+    denoise: &dyn Fn(&Tensor, f64) -> Tensor,
+) -> Tensor {
     let sigmas = edm.karras_sigmas(steps);
-    let mut x = crate::sys::normal(seed, shape, device) * sigmas[0];
+    let mut x = start * sigmas[0];
     tch::no_grad(|| {
         for w in sigmas.windows(2) {
             let (s, s_next) = (w[0], w[1]);
@@ -73,6 +86,7 @@ pub struct Sampler {
     pub edm: EdmConfig,
     norm: Option<LatentNorm>,
     encoder: Option<(RadarEncoder, Vec<f64>)>,
+    temperature: f64,
 }
 
 impl Sampler {
@@ -80,7 +94,26 @@ impl Sampler {
     /// condition is the VAE's encoding of the radar, latents unscaled.
     pub fn new(mut vs: tch::nn::VarStore, unet: Unet3d, edm: EdmConfig) -> Sampler {
         vs.freeze();
-        Sampler { unet, _vs: vs, edm, norm: None, encoder: None }
+        Sampler { unet, _vs: vs, edm, norm: None, encoder: None, temperature: 1.0 }
+    }
+
+    /// Sample from initial noise scaled by `temperature` (default 1: the
+    /// model's distribution). Below 1 the ODE starts nearer the zero latent
+    /// and ends nearer the condition's most likely latents, with less
+    /// spread between seeds; 0 is deterministic (its first step is the
+    /// denoiser's estimate at `sigma_max` from zero, the mean a direct
+    /// baseline regresses). Refused unless finite and >= 0.
+    pub fn set_temperature(&mut self, temperature: f64) -> Result<(), DiffusionError> {
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(DiffusionError::Config(format!("temperature must be finite and >= 0, got {temperature}")));
+        }
+        self.temperature = temperature;
+        Ok(())
+    }
+
+    /// The initial noise's scale (see [`Sampler::set_temperature`]).
+    pub fn temperature(&self) -> f64 {
+        self.temperature
     }
 
     /// Latents scaled by `norm` (as in training).
@@ -129,7 +162,8 @@ impl Sampler {
     }
 
     /// Samples target latents (in the VAE's scale) for conditions made by
-    /// [`Sampler::condition`] with `steps` solver steps (at least 1).
+    /// [`Sampler::condition`] with `steps` solver steps (at least 1), at the
+    /// sampler's temperature.
     pub fn sample(&self, cond: &Tensor, steps: usize, solver: Solver, seed: u64) -> Tensor {
         let mut shape = cond.size();
         shape[1] = self.unet.config().latent_channels;
@@ -139,7 +173,8 @@ impl Sampler {
             let sigma = Tensor::full([b], s, (Kind::Float, x.device()));
             edm.denoise(unet, x, &sigma, cond, false)
         };
-        let z = sample(&self.edm, &shape, steps, solver, seed, cond.device(), &denoise);
+        let start = crate::sys::normal(seed, &shape, cond.device()) * self.temperature;
+        let z = integrate(&self.edm, start, steps, solver, &denoise);
         self.norm.as_ref().map_or(z.shallow_clone(), |n| n.target.invert(&z))
     }
 
@@ -185,6 +220,23 @@ mod tests {
         let heun = sample(&edm, &[40000], 18, Solver::Heun, 3, Device::Cpu, &ideal).var(true).double_value(&[]);
         let euler = sample(&edm, &[40000], 18, Solver::Euler, 3, Device::Cpu, &ideal).var(true).double_value(&[]);
         assert!((heun - 1.0).abs() < (euler - 1.0).abs(), "heun {heun} euler {euler}");
+    }
+
+    /// For data ~ N(0, s^2) the ODE is linear: noise scaled by a temperature
+    /// t ends as samples of variance t^2 s^2 (t = 0: exactly the data mean).
+    #[test]
+    fn a_temperature_scales_the_samples_spread() {
+        let edm = EdmConfig::default();
+        let s = 2.0f64;
+        let ideal = move |x: &Tensor, sigma: f64| x * (s * s / (s * s + sigma * sigma));
+        let var = |t: f64| {
+            let start = crate::sys::normal(3, &[40000], Device::Cpu) * t;
+            integrate(&edm, start, 50, Solver::Heun, &ideal).var(true).double_value(&[])
+        };
+        let (full, half) = (var(1.0), var(0.5));
+        assert!((full / (s * s) - 1.0).abs() < 0.05, "t=1: variance {full}");
+        assert!((half / (0.25 * s * s) - 1.0).abs() < 0.05, "t=0.5: variance {half}");
+        assert_eq!(var(0.0), 0.0, "t=0: the data mean, every seed alike");
     }
 
     #[test]
