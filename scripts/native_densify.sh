@@ -86,9 +86,9 @@ score() { # name, core, sample flags...: keep and occupancy thresholds calibrate
   echo "$(echo "($t1 - $t0) / 48" | bc -l) s per test frame (sampling, one core), threshold $th, keep $best" \
     > "$out/test/s_per_frame.txt"
 }
-# Two workers, one a core, take the jobs below in order, seed by seed (a job
-# that needs a trained model waits for its .done); every job skips what is
-# already done.
+# Two workers, one a core, take the jobs below in order, seed by seed, the
+# ceiling after the first (a job that needs a trained model waits for its
+# .done); every job skips what is already done.
 has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; } # list, word
 jobs=()
 for seed in $(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++'); do # each seed's training, then its scoring
@@ -101,8 +101,8 @@ for seed in $(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++'); do # each
     if [ "$SAMPLES" -gt 1 ]; then jobs+=("score_ldm_k $seed"); fi
     if [ -n "${CD:-}" ]; then jobs+=("score_cd $seed"); fi
   fi
+  has "${jobs[*]}" "score_ceiling" || jobs+=("score_ceiling 0") # after the first seed's
 done
-jobs+=("score_ceiling 0")
 needs() { # model folder: wait until it is trained (or a worker has failed)
   until [ -f "$Q/$1/.done" ]; do
     [ -f "$Q/.failed" ] && exit 1

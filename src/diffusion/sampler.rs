@@ -111,11 +111,6 @@ impl Sampler {
         Ok(())
     }
 
-    /// The initial noise's scale (see [`Sampler::set_temperature`]).
-    pub fn temperature(&self) -> f64 {
-        self.temperature
-    }
-
     /// Latents scaled by `norm` (as in training).
     pub fn with_norm(mut self, norm: Option<LatentNorm>) -> Sampler {
         self.norm = norm;
