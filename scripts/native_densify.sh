@@ -109,6 +109,11 @@ needs() { # model folder: wait until it is trained (or a worker has failed)
     sleep 10
   done
 }
+ldm_score() { # core, seed, name, sample flags...: that seed's LDM in Heun STEPS steps
+  local core=$1 seed=$2 name=$3; shift 3
+  needs "ldm_s$seed"
+  score "$name" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun "$@"
+}
 run_job() { # core, kind, seed[, temperature]
   local core=$1 kind=$2 seed=$3 t=${4:-}
   case $kind in
@@ -123,17 +128,9 @@ run_job() { # core, kind, seed[, temperature]
         --out "$Q/cd_s$seed" --overwrite --no-progress 2> "$Q/cd_s$seed.log"
       touch "$Q/cd_s$seed/.done" ;;
     score_direct) needs "direct_s$seed"; score "direct_s$seed" "$core" --ldm "$Q/direct_s$seed/last.safetensors" ;;
-    score_ldm)
-      needs "ldm_s$seed"
-      score "ldm_s$seed" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun ;;
-    score_ldm_k)
-      needs "ldm_s$seed"
-      score "ldm_k${SAMPLES}_s$seed" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
-        --samples "$SAMPLES" ;;
-    score_ldm_t)
-      needs "ldm_s$seed"
-      score "ldm_t${t}_s$seed" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun \
-        --temperature "$t" ;;
+    score_ldm) ldm_score "$core" "$seed" "ldm_s$seed" ;;
+    score_ldm_k) ldm_score "$core" "$seed" "ldm_k${SAMPLES}_s$seed" --samples "$SAMPLES" ;;
+    score_ldm_t) ldm_score "$core" "$seed" "ldm_t${t}_s$seed" --temperature "$t" ;;
     score_cd)
       needs "cd_s$seed"
       for k in 1 2 4; do score "cd${k}_s$seed" "$core" --ldm "$Q/cd_s$seed/last.safetensors" --solver cd --steps "$k"; done ;;
