@@ -29,7 +29,7 @@ use radvox::io::{checkpoint_identity, Outputs};
 use radvox::model::GridVae;
 use radvox::sys::mix_seed;
 use radvox::train::vae::frame_layout;
-use radvox::train::{load_any_vae, load_sampler, parse_device};
+use radvox::train::{load_any_vae, load_sampler_weights, parse_device, SamplerWeights};
 
 mod common;
 
@@ -87,6 +87,14 @@ struct Cli {
     /// (its first step is the denoiser's estimate from the zero latent).
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
+    /// Start the ODE sampler (heun, euler) at this noise level instead of
+    /// the model's sigma_max (default 80): the steps span the lower range.
+    #[arg(long)]
+    sigma_max: Option<f64>,
+    /// Run the checkpoint's live weights instead of their EMA (to compare
+    /// the two; sampling normally uses the EMA).
+    #[arg(long, requires = "ldm")]
+    live_weights: bool,
     /// Occupancy threshold in (0, 1); default: the model's calibrated one, else 0.5.
     #[arg(long, value_parser = common::unit_interval)]
     threshold: Option<f64>,
@@ -139,13 +147,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .set_keep_threshold(t)
             .map_err(|e| format!("--keep-threshold with {}: {e}", cli.vae.display()))?;
     }
-    let mut loaded = cli.ldm.as_deref().map(|p| load_sampler(p, vae_loaded.vae.weights_hash(), device)).transpose()?;
-    if cli.temperature != 1.0 {
+    let weights = if cli.live_weights { SamplerWeights::Live } else { SamplerWeights::Ema };
+    let mut loaded = (cli.ldm.as_deref())
+        .map(|p| load_sampler_weights(p, vae_loaded.vae.weights_hash(), device, weights))
+        .transpose()?;
+    if cli.temperature != 1.0 || cli.sigma_max.is_some() {
         let sampler = loaded.as_mut().filter(|l| !l.recipe.direct && !l.consistency && cli.solver != Method::Cd);
         let Some(l) = sampler else {
-            return Err("--temperature scales the initial noise of an LDM's ODE sampler (heun, euler): not for a direct baseline, a consistency model or --reconstruct".into());
+            return Err("--temperature and --sigma-max set an LDM's ODE sampler (heun, euler): not for a direct baseline, a consistency model or --reconstruct".into());
         };
         l.sampler.set_temperature(cli.temperature)?;
+        if let Some(s) = cli.sigma_max {
+            l.sampler.set_sigma_max(s)?;
+        }
         if cli.temperature == 0.0 && cli.samples > 1 {
             return Err("--temperature 0 is deterministic: --samples > 1 would draw the same sample".into());
         }
@@ -221,6 +235,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if cli.temperature != 1.0 {
         identity.insert("temperature".into(), cli.temperature.to_string());
+    }
+    if let Some(s) = cli.sigma_max {
+        identity.insert("sigma_max".into(), s.to_string());
+    }
+    if cli.live_weights {
+        identity.insert("weights".into(), "live".into());
     }
     if let Some(t) = cli.keep_threshold {
         identity.insert("keep_threshold".into(), t.to_string());
@@ -301,6 +321,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     if cli.temperature != 1.0 {
         how.push_str(&format!(" at temperature {}", cli.temperature));
+    }
+    if let Some(s) = cli.sigma_max {
+        how.push_str(&format!(" from sigma {s}"));
+    }
+    if cli.live_weights {
+        how.push_str(" (live weights)");
     }
     if cli.samples > 1 {
         how.push_str(&format!(", {} samples a frame (probability and spread)", cli.samples));

@@ -9,7 +9,9 @@
 # scene10-11 beside the radar (evaluate, taus 0.5 and 1 m): the LDM in Heun
 # STEPS (8) steps, and as the probability of SAMPLES (4) samples
 # (`sample --samples`; SAMPLES=1 leaves the row out), at each temperature
-# of TEMPERATURES (none; `sample --temperature`), the direct baseline, the VAE's reconstruction
+# of TEMPERATURES (none; `sample --temperature`) and from each start of
+# SIGMA_MAXES (none; `sample --sigma-max`), the direct baseline (and with
+# LIVE=1 its live weights, `sample --live-weights`), the VAE's reconstruction
 # (ceiling), and the rescan ceiling's rows when RESCAN_CEILING_DIR (default
 # runs/rescan_ceiling/quality) holds scripts/rescan_ceiling.sh's output.
 # CD=1 adds per seed the consistency distillation of that seed's LDM
@@ -34,6 +36,7 @@ DIRECT_SEEDS=${DIRECT_SEEDS:-$SEEDS}
 STEPS=${STEPS:-8}
 SAMPLES=${SAMPLES:-4}
 TEMPERATURES=${TEMPERATURES:-}
+SIGMA_MAXES=${SIGMA_MAXES:-}
 bash scripts/libtorch.sh
 cargo build --release --examples
 B=target/release/examples
@@ -94,10 +97,12 @@ jobs=()
 for seed in $(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++'); do # each seed's training, then its scoring
   if has "$SEEDS" "$seed"; then jobs+=("ldm $seed"); fi
   if has "$DIRECT_SEEDS" "$seed"; then jobs+=("direct $seed" "score_direct $seed"); fi
+  if has "$DIRECT_SEEDS" "$seed" && [ -n "${LIVE:-}" ]; then jobs+=("score_direct_live $seed"); fi
   if has "$SEEDS" "$seed"; then
     if [ -n "${CD:-}" ]; then jobs+=("cd $seed"); fi
     jobs+=("score_ldm $seed")
     for t in $TEMPERATURES; do jobs+=("score_ldm_t $seed $t"); done
+    for s in $SIGMA_MAXES; do jobs+=("score_ldm_sm $seed $s"); done
     if [ "$SAMPLES" -gt 1 ]; then jobs+=("score_ldm_k $seed"); fi
     if [ -n "${CD:-}" ]; then jobs+=("score_cd $seed"); fi
   fi
@@ -114,8 +119,8 @@ ldm_score() { # core, seed, name, sample flags...: that seed's LDM in Heun STEPS
   needs "ldm_s$seed"
   score "$name" "$core" --ldm "$Q/ldm_s$seed/last.safetensors" --steps "$STEPS" --solver heun "$@"
 }
-run_job() { # core, kind, seed[, temperature]
-  local core=$1 kind=$2 seed=$3 t=${4:-}
+run_job() { # core, kind, seed[, temperature or sigma_max]
+  local core=$1 kind=$2 seed=$3 v=${4:-}
   case $kind in
     ldm) ldm "ldm_s$seed" "$core" "$seed" ;;
     direct) ldm "direct_s$seed" "$core" "$seed" --direct ;;
@@ -128,9 +133,13 @@ run_job() { # core, kind, seed[, temperature]
         --out "$Q/cd_s$seed" --overwrite --no-progress 2> "$Q/cd_s$seed.log"
       touch "$Q/cd_s$seed/.done" ;;
     score_direct) needs "direct_s$seed"; score "direct_s$seed" "$core" --ldm "$Q/direct_s$seed/last.safetensors" ;;
+    score_direct_live)
+      needs "direct_s$seed"
+      score "direct_live_s$seed" "$core" --ldm "$Q/direct_s$seed/last.safetensors" --live-weights ;;
     score_ldm) ldm_score "$core" "$seed" "ldm_s$seed" ;;
     score_ldm_k) ldm_score "$core" "$seed" "ldm_k${SAMPLES}_s$seed" --samples "$SAMPLES" ;;
-    score_ldm_t) ldm_score "$core" "$seed" "ldm_t${t}_s$seed" --temperature "$t" ;;
+    score_ldm_t) ldm_score "$core" "$seed" "ldm_t${v}_s$seed" --temperature "$v" ;;
+    score_ldm_sm) ldm_score "$core" "$seed" "ldm_sm${v}_s$seed" --sigma-max "$v" ;;
     score_cd)
       needs "cd_s$seed"
       for k in 1 2 4; do score "cd${k}_s$seed" "$core" --ldm "$Q/cd_s$seed/last.safetensors" --solver cd --steps "$k"; done ;;
@@ -157,7 +166,9 @@ rows=()
 names=("ldm:LDM (Heun, $STEPS steps)")
 [ "$SAMPLES" -gt 1 ] && names+=("ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples")
 for t in $TEMPERATURES; do names+=("ldm_t$t:LDM (Heun, $STEPS steps) at temperature $t"); done
+for s in $SIGMA_MAXES; do names+=("ldm_sm$s:LDM (Heun, $STEPS steps) from sigma $s"); done
 names+=("direct:direct")
+[ -n "${LIVE:-}" ] && names+=("direct_live:direct, live weights")
 [ -n "${CD:-}" ] && names+=("cd1:CD, 1 call" "cd2:CD, 2 calls" "cd4:CD, 4 calls")
 for name in "${names[@]}"; do
   seeds=$SEEDS; [ "${name%%:*}" = direct ] && seeds=$DIRECT_SEEDS

@@ -170,7 +170,27 @@ fn latent_cache_is_tied_to_its_vae_and_training_loss_falls_and_sampling_repeats(
     assert!(sampler.sample(&cond, 18, Solver::Heun, 5).equal(&a), "temperature 1 is the plain sampler");
     let err = sampler.set_temperature(-0.1).unwrap_err().to_string();
     assert!(err.contains("temperature must be finite and >= 0, got -0.1"), "{err}");
+    // A lower sigma_max starts the ODE lower: the recipe's own is the plain
+    // sampler, another changes the sample, one at or under sigma_min is refused.
+    sampler.set_sigma_max(80.0).unwrap();
+    assert!(sampler.sample(&cond, 18, Solver::Heun, 5).equal(&a), "sigma_max 80 is the recipe's");
+    sampler.set_sigma_max(10.0).unwrap();
+    assert!(!sampler.sample(&cond, 18, Solver::Heun, 5).equal(&a), "sigma_max 10 changed nothing");
+    let err = sampler.set_sigma_max(0.002).unwrap_err().to_string();
+    assert!(err.contains("sigma_max must be finite and above sigma_min 0.002, got 0.002"), "{err}");
     assert!(load_sampler(&out.join("last.safetensors"), "ffffffffffffffff", Device::Cpu).is_err(), "other VAE refused");
+    // The live weights are another network than their average.
+    let live = radvox::train::load_sampler_weights(
+        &out.join("last.safetensors"),
+        &vae.hash,
+        Device::Cpu,
+        radvox::train::SamplerWeights::Live,
+    )
+    .unwrap()
+    .sampler;
+    let y = Tensor::randn([2, 4, 4, 8, 4], (Kind::Float, Device::Cpu));
+    let (e_ema, e_live) = (sampler.denoising_error(&y, &cond, 1.0, 3), live.denoising_error(&y, &cond, 1.0, 3));
+    assert!(e_ema != e_live && e_live.is_finite(), "EMA {e_ema}, live {e_live}");
 }
 
 #[test]
@@ -258,6 +278,23 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(refused(&["--samples", "2", "--overwrite"]).contains("--temperature 0 is deterministic"));
+    assert!(refused(&["--solver", "cd", "--sigma-max", "10", "--overwrite"])
+        .contains("--temperature and --sigma-max set an LDM's ODE sampler"));
+    // denoise_curve: the LDM's error grows from sigma 0.01 to 80 (at 0.01
+    // its input is the clean latent); its sample's and the zero latent's
+    // errors are lines, the same at every sigma.
+    let curve = dir.path().join("curve");
+    let curve_args = ["--vae", v, "--ldm", ldm_ckpt.to_str().unwrap(), "--dataset-dir", m, "--scenes", "beta"];
+    let more = ["--sigmas", "0.01,80", "--sample-steps", "2", "--device", "cpu", "--out", curve.to_str().unwrap()];
+    assert!(run("denoise_curve", &[&curve_args[..], &more].concat()).contains("2 frames of beta"));
+    let csv = std::fs::read_to_string(curve.join("curve.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), "sigma,ldm ldm,ldm ldm sample (heun 2),ldm ldm sample mean square,zero latent");
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!((rows[0][0], rows[1][0]), (0.01, 80.0));
+    assert!(rows[0][1] < 0.1 * rows[1][1], "error at 0.01 and 80: {rows:?}");
+    assert!((2..5).all(|c| rows[0][c] == rows[1][c] && rows[0][c] > 0.0), "{rows:?}");
+    assert!(curve.join("curve.png").exists());
     let three = dir.path().join("samples3");
     let mut k3: Vec<&str> = args.to_vec();
     *k3.last_mut().unwrap() = three.to_str().unwrap();

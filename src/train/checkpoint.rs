@@ -230,7 +230,7 @@ pub fn load_vae(path: &Path, expect: Option<&VaeConfig>, device: Device) -> Resu
 
 /// A sampler and what its checkpoint records.
 pub struct LoadedSampler {
-    /// The network (EMA weights).
+    /// The network (its EMA weights unless loaded with [`SamplerWeights::Live`]).
     pub sampler: Sampler,
     /// The recipe of the network: the LDM's (for a distilled model, its teacher's).
     pub recipe: LdmRecipe,
@@ -253,16 +253,41 @@ pub fn check_vae_hash(ckpt: &Checkpoint, vae_hash: &str) -> Result<(), TrainErro
     Ok(())
 }
 
+/// Which of a checkpoint's weights a sampler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SamplerWeights {
+    /// The exponential moving average (`ema.*`): what sampling uses.
+    #[default]
+    Ema,
+    /// The optimizer's live weights at the checkpoint, to compare with
+    /// their average.
+    Live,
+}
+
 /// Loads the EMA weights of an LDM or consistency checkpoint as a
 /// [`Sampler`], refusing one trained on another VAE's latents.
 pub fn load_sampler(path: &Path, vae_hash: &str, device: Device) -> Result<LoadedSampler, TrainError> {
+    load_sampler_weights(path, vae_hash, device, SamplerWeights::Ema)
+}
+
+/// [`load_sampler`] with the checkpoint's `weights`.
+pub fn load_sampler_weights(
+    path: &Path,
+    vae_hash: &str,
+    device: Device,
+    weights: SamplerWeights,
+) -> Result<LoadedSampler, TrainError> {
     let ckpt = Checkpoint::read_kinds(path, &[LdmRecipe::KIND, CdRecipe::KIND])?;
     check_vae_hash(&ckpt, vae_hash)?;
     let consistency = ckpt.kind == CdRecipe::KIND;
     let recipe = if consistency { ckpt.recipe::<CdRecipe>()?.teacher } else { ckpt.recipe::<LdmRecipe>()? };
     let vs = nn::VarStore::new(device);
     let (unet, encoder) = build_denoiser(&vs.root(), &recipe)?;
-    safetensors::load_into(&vs, "", &ckpt.prefixed("ema"), path)?;
+    let tensors = match weights {
+        SamplerWeights::Ema => ckpt.prefixed("ema"),
+        SamplerWeights::Live => ckpt.model_tensors(),
+    };
+    safetensors::load_into(&vs, "", &tensors, path)?;
     let threshold = ckpt.metadata.get(THRESHOLD_KEY).and_then(|t| t.parse().ok());
     let sampler = super::ldm::sampler_of(vs, unet, encoder, &recipe);
     Ok(LoadedSampler { sampler, recipe, consistency, threshold })

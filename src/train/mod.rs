@@ -27,7 +27,9 @@ use std::path::PathBuf;
 
 pub use any_vae::{load_any_vae, LoadedVae};
 pub use cd::{CdObjective, CdRecipe, CdTrainer, Teacher};
-pub use checkpoint::{load_sampler, load_vae, Checkpoint, LoadedSampler, TrainState};
+pub use checkpoint::{
+    load_sampler, load_sampler_weights, load_vae, Checkpoint, LoadedSampler, SamplerWeights, TrainState,
+};
 pub use engine::{EpochReport, Trainer};
 pub use latents::LatentSource;
 pub use ldm::{LdmObjective, LdmRecipe, LdmTrainer};
