@@ -11,7 +11,7 @@
 # (`sample --samples`; SAMPLES=1 leaves the row out), at each temperature
 # of TEMPERATURES (none; `sample --temperature`) and from each start of
 # SIGMA_MAXES (none; `sample --sigma-max`), the direct baseline (and with
-# LIVE=1 its live weights, `sample --live-weights`), the VAE's reconstruction
+# LIVE=1 its live weights, `sample --live-weights`, and the LDM's), the VAE's reconstruction
 # (ceiling), and the rescan ceiling's rows when RESCAN_CEILING_DIR (default
 # runs/rescan_ceiling/quality) holds scripts/rescan_ceiling.sh's output.
 # CD=1 adds per seed the consistency distillation of that seed's LDM
@@ -101,6 +101,7 @@ for seed in $(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++'); do # each
   if has "$SEEDS" "$seed"; then
     if [ -n "${CD:-}" ]; then jobs+=("cd $seed"); fi
     jobs+=("score_ldm $seed")
+    if [ -n "${LIVE:-}" ]; then jobs+=("score_ldm_live $seed"); fi
     for t in $TEMPERATURES; do jobs+=("score_ldm_t $seed $t"); done
     for s in $SIGMA_MAXES; do jobs+=("score_ldm_sm $seed $s"); done
     if [ "$SAMPLES" -gt 1 ]; then jobs+=("score_ldm_k $seed"); fi
@@ -137,6 +138,7 @@ run_job() { # core, kind, seed[, temperature or sigma_max]
       needs "direct_s$seed"
       score "direct_live_s$seed" "$core" --ldm "$Q/direct_s$seed/last.safetensors" --live-weights ;;
     score_ldm) ldm_score "$core" "$seed" "ldm_s$seed" ;;
+    score_ldm_live) ldm_score "$core" "$seed" "ldm_live_s$seed" --live-weights ;;
     score_ldm_k) ldm_score "$core" "$seed" "ldm_k${SAMPLES}_s$seed" --samples "$SAMPLES" ;;
     score_ldm_t) ldm_score "$core" "$seed" "ldm_t${v}_s$seed" --temperature "$v" ;;
     score_ldm_sm) ldm_score "$core" "$seed" "ldm_sm${v}_s$seed" --sigma-max "$v" ;;
@@ -164,6 +166,7 @@ worker 1 &
 wait $!; wait $a # a failure stops the script
 rows=()
 names=("ldm:LDM (Heun, $STEPS steps)")
+[ -n "${LIVE:-}" ] && names+=("ldm_live:LDM (Heun, $STEPS steps), live weights")
 [ "$SAMPLES" -gt 1 ] && names+=("ldm_k${SAMPLES}:LDM, probability of $SAMPLES samples")
 for t in $TEMPERATURES; do names+=("ldm_t$t:LDM (Heun, $STEPS steps) at temperature $t"); done
 for s in $SIGMA_MAXES; do names+=("ldm_sm$s:LDM (Heun, $STEPS steps) from sigma $s"); done

@@ -425,6 +425,43 @@ fn ldm_resume_mid_epoch_and_at_epoch_ends_equals_a_straight_run() {
 /// the EDM's sigma_data (statistics measured at the start, stored with the
 /// model, applied by the sampler), and a radar encoder trained jointly
 /// (its weights move, are saved, and make the sampler's condition).
+/// The EMA's warm-up, through the trainer: after one optimizer step the
+/// average holds 0.1 of the initial weights (decay min(0.999, 1 / 10)),
+/// without warm-up 0.999 of them.
+#[test]
+fn the_ema_warms_up_from_its_first_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = vae_checkpoint(&dir.path().join("vae"));
+    let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
+    let cache_dir = dir.path().join("latents");
+    precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, false, &|_| {}).unwrap();
+    let vars = |t: &radvox::train::LdmTrainer| {
+        radvox::io::safetensors::named_variables(radvox::train::Objective::var_store(t.objective()))
+    };
+    for (warmup, kept) in [(true, 0.1), (false, 0.999)] {
+        let mut recipe = small_ldm(1);
+        recipe.optim.ema_warmup = warmup;
+        let source = LatentSource::Cache(LatentCache::open(&cache_dir, &vae.hash, &ds(Split::Train)).unwrap());
+        let rt = radvox::train::Runtime {
+            max_steps: Some(1),
+            ..common::cpu_runtime(&dir.path().join(format!("ldm_{warmup}")))
+        };
+        let mut t = Trainer::ldm(ds(Split::Train), source, &vae.hash, recipe, rt).unwrap();
+        let init: Vec<Tensor> = vars(&t).iter().map(|(_, p)| p.detach().copy()).collect();
+        t.fit().unwrap();
+        assert_eq!(t.state().step, 1);
+        let (live, ema) = (vars(&t), t.ema().unwrap().weights());
+        let moved: f64 =
+            live.iter().zip(&init).map(|((_, l), i)| (l - i).abs().sum(Kind::Double).double_value(&[])).sum();
+        assert!(moved > 1e-3, "the step moved the weights by {moved}");
+        for (((name, l), (_, e)), i) in live.iter().zip(ema).zip(&init) {
+            let want = i * kept + l * (1.0 - kept);
+            let diff = (e - want).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6, "warm-up {warmup}: EMA {name} is off by {diff}");
+        }
+    }
+}
+
 #[test]
 fn normalised_latents_and_a_joint_radar_encoder_train_save_and_sample() {
     let dir = tempfile::tempdir().unwrap();

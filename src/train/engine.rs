@@ -263,7 +263,7 @@ impl<O: Objective> Trainer<O> {
         for (_, p) in &params {
             runtime.dist.broadcast(p, 0)?;
         }
-        let ema = optim.ema_decay.map(|d| Ema::new(&params, d));
+        let ema = optim.ema_decay.map(|d| Ema::new(&params, d, optim.ema_warmup));
         let opt = AdamW::new(params, optim.weight_decay);
         let mut state = state;
         state.scaler = GradScaler::new(amp == Amp::CudaF16, optim.init_scale, optim.growth_interval);
@@ -514,10 +514,10 @@ impl<O: Objective> Trainer<O> {
         let clip = self.objective.recipe().optim().clip_grad_norm;
         let (norm, stepped) = apply_accumulated(&mut self.opt, &mut self.state.scaler, clip, lr);
         if stepped {
-            self.state.step += 1;
             if let Some(ema) = &mut self.ema {
-                ema.update(&named_variables(self.objective.var_store()));
+                ema.update(&named_variables(self.objective.var_store()), self.state.step);
             }
+            self.state.step += 1;
             self.objective.after_optimizer_step();
         }
         self.state.accum_phase = 0;

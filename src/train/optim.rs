@@ -103,25 +103,40 @@ impl AdamW {
 }
 
 /// An exponential moving average of named parameters (the weights used
-/// for sampling): `shadow = decay * shadow + (1 - decay) * live` after each
-/// optimizer step.
+/// for sampling): `shadow = d * shadow + (1 - d) * live` after each
+/// optimizer step. With warm-up, `d = min(decay, (1 + t) / (10 + t))` at
+/// the `t`-th update (counted from 0; TensorFlow's `num_updates` and
+/// diffusers' `EMAModel` default), so the average forgets the random
+/// initial weights in a short run: without it, decay 0.995 still holds
+/// 0.995^270 = 26 % of them after 270 steps.
 #[derive(Debug)]
 pub struct Ema {
     /// The decay.
     pub decay: f64,
+    /// Whether the decay ramps up from 0.1 (see above).
+    pub warmup: bool,
     shadow: Vec<(String, Tensor)>,
 }
 
 impl Ema {
     /// Starts as a copy of `params`.
-    pub fn new(params: &[(String, Tensor)], decay: f64) -> Ema {
+    pub fn new(params: &[(String, Tensor)], decay: f64, warmup: bool) -> Ema {
         let shadow = tch::no_grad(|| params.iter().map(|(n, p)| (n.clone(), p.detach().copy())).collect());
-        Ema { decay, shadow }
+        Ema { decay, warmup, shadow }
     }
 
-    /// One update from the live parameters (same names, same order).
-    pub fn update(&mut self, live: &[(String, Tensor)]) {
-        let d = self.decay;
+    /// The decay of update `t` (counted from 0).
+    pub fn decay_at(&self, t: u64) -> f64 {
+        match self.warmup {
+            true => self.decay.min((1.0 + t as f64) / (10.0 + t as f64)),
+            false => self.decay,
+        }
+    }
+
+    /// Update `t` (counted from 0; the optimizer steps taken before this
+    /// one) from the live parameters (same names, same order).
+    pub fn update(&mut self, live: &[(String, Tensor)], t: u64) {
+        let d = self.decay_at(t);
         tch::no_grad(|| {
             for ((_, e), (_, p)) in self.shadow.iter_mut().zip(live) {
                 let _ = e.g_mul_scalar_(d).g_add_(&(p * (1.0 - d)));
@@ -299,14 +314,33 @@ mod tests {
     fn ema_moves_towards_the_live_weights() {
         let p = Tensor::from_slice(&[1.0f32, 2.0]);
         let params = vec![("w".to_string(), p.shallow_clone())];
-        let mut ema = Ema::new(&params, 0.9);
+        let mut ema = Ema::new(&params, 0.9, false);
+        let mut warm = Ema::new(&params, 0.9, true);
         tch::no_grad(|| p.shallow_clone().copy_(&Tensor::from_slice(&[11.0f32, 2.0])));
-        ema.update(&params);
+        ema.update(&params, 0);
+        warm.update(&params, 0);
         let w = &ema.weights()[0].1;
         assert!((w.double_value(&[0]) - 2.0).abs() < 1e-6 && (w.double_value(&[1]) - 2.0).abs() < 1e-6);
-        let mut back = Ema::new(&params, 0.9);
+        // the warm-up's first update keeps 0.1 of the start: 0.1 * 1 + 0.9 * 11
+        assert!((warm.weights()[0].1.double_value(&[0]) - 10.0).abs() < 1e-5);
+        let mut back = Ema::new(&params, 0.9, false);
         back.load_state(&ema.state_tensors().into_iter().collect(), Path::new("c")).unwrap();
         assert!(back.weights()[0].1.equal(w));
+    }
+
+    #[test]
+    fn ema_warmup_ramps_the_decay_up_to_its_cap() {
+        let p = vec![("w".to_string(), Tensor::from_slice(&[0.0f32]))];
+        let warm = Ema::new(&p, 0.995, true);
+        let got: Vec<f64> = [0, 1, 10, 90, 269, 1790, 100_000].map(|t| warm.decay_at(t)).to_vec();
+        let want = [0.1, 2.0 / 11.0, 11.0 / 20.0, 0.91, 270.0 / 279.0, 0.995, 0.995];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        // what the initial weights still weigh after 270 steps: the product of the decays
+        let kept = |e: &Ema| (0..270).map(|t| e.decay_at(t)).product::<f64>();
+        assert!(kept(&warm) < 1e-3 && (kept(&Ema::new(&p, 0.995, false)) - 0.995f64.powi(270)).abs() < 1e-12);
+        assert_eq!(Ema::new(&p, 0.995, false).decay_at(0), 0.995);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct OptimRecipe {
     /// Decay of an exponential moving average of the weights (used for
     /// sampling); `None`: no average kept.
     pub ema_decay: Option<f64>,
+    /// Ramps the EMA's decay up from 0.1 as `min(ema_decay, (1 + t) / (10 + t))`
+    /// at step `t`, so a short run's average forgets the initial weights
+    /// (default; a recipe saved before this field reads as `true` too).
+    pub ema_warmup: bool,
     /// Initial loss scale (float16 AMP on CUDA).
     pub init_scale: f64,
     /// Clean steps before the loss scale doubles.
@@ -89,6 +93,7 @@ impl Default for OptimRecipe {
             seed: 0,
             shuffle: true,
             ema_decay: None,
+            ema_warmup: true,
             init_scale: 65536.0,
             growth_interval: 2000,
         }
