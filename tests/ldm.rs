@@ -358,6 +358,20 @@ fn sample_example_writes_npz_ply_png_and_metrics() {
     assert!(stdout.contains(&format!("threshold {calibrated}")), "{calibrated}: {stdout}");
 }
 
+/// A VAE trained under `dir` and its latents of every fixture frame, cached.
+fn cached_latents(dir: &Path) -> (radvox::model::FrozenVae, std::path::PathBuf) {
+    let ckpt = vae_checkpoint(&dir.join("vae"));
+    let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
+    let cache_dir = dir.join("latents");
+    precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, false, &|_| {}).unwrap();
+    (vae, cache_dir)
+}
+
+/// The LDM trainer's live weights, by name.
+fn vars(t: &radvox::train::LdmTrainer) -> Vec<(String, Tensor)> {
+    radvox::io::safetensors::named_variables(radvox::train::Objective::var_store(t.objective()))
+}
+
 fn small_ldm(epochs: usize) -> LdmRecipe {
     LdmRecipe {
         unet: UnetConfig { model_channels: 8, channel_mult: vec![1, 2], ..Default::default() },
@@ -372,10 +386,7 @@ fn small_ldm(epochs: usize) -> LdmRecipe {
 #[test]
 fn ldm_resume_mid_epoch_and_at_epoch_ends_equals_a_straight_run() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = vae_checkpoint(&dir.path().join("vae"));
-    let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
-    let cache_dir = dir.path().join("latents");
-    precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, false, &|_| {}).unwrap();
+    let (vae, cache_dir) = cached_latents(dir.path());
     let source = || LatentSource::Cache(LatentCache::open(&cache_dir, &vae.hash, &ds(Split::Train)).unwrap());
     let straight_out = dir.path().join("straight");
     let mut straight =
@@ -399,9 +410,6 @@ fn ldm_resume_mid_epoch_and_at_epoch_ends_equals_a_straight_run() {
     third.fit().unwrap();
 
     assert_eq!(straight.state(), third.state());
-    let vars = |t: &radvox::train::LdmTrainer| {
-        radvox::io::safetensors::named_variables(radvox::train::Objective::var_store(t.objective()))
-    };
     for ((name, a), (_, b)) in vars(&straight).iter().zip(vars(&third)) {
         let diff = (a - &b).abs().max().double_value(&[]);
         assert!(diff <= 1e-6, "{name} differs by {diff}");
@@ -421,23 +429,13 @@ fn ldm_resume_mid_epoch_and_at_epoch_ends_equals_a_straight_run() {
     assert!(other.unwrap_err().to_string().contains("not of this VAE"));
 }
 
-/// The two conditioning variants of the benchmark: latents normalised to
-/// the EDM's sigma_data (statistics measured at the start, stored with the
-/// model, applied by the sampler), and a radar encoder trained jointly
-/// (its weights move, are saved, and make the sampler's condition).
 /// The EMA's warm-up, through the trainer: after one optimizer step the
 /// average holds 0.1 of the initial weights (decay min(0.999, 1 / 10)),
 /// without warm-up 0.999 of them.
 #[test]
 fn the_ema_warms_up_from_its_first_step() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = vae_checkpoint(&dir.path().join("vae"));
-    let (vae, _) = load_vae(&ckpt, None, Device::Cpu).unwrap();
-    let cache_dir = dir.path().join("latents");
-    precompute(&vae, &ds(Split::All), &cache_dir, &ckpt, false, &|_| {}).unwrap();
-    let vars = |t: &radvox::train::LdmTrainer| {
-        radvox::io::safetensors::named_variables(radvox::train::Objective::var_store(t.objective()))
-    };
+    let (vae, cache_dir) = cached_latents(dir.path());
     for (warmup, kept) in [(true, 0.1), (false, 0.999)] {
         let mut recipe = small_ldm(1);
         recipe.optim.ema_warmup = warmup;
@@ -462,6 +460,10 @@ fn the_ema_warms_up_from_its_first_step() {
     }
 }
 
+/// The two conditioning variants of the benchmark: latents normalised to
+/// the EDM's sigma_data (statistics measured at the start, stored with the
+/// model, applied by the sampler), and a radar encoder trained jointly
+/// (its weights move, are saved, and make the sampler's condition).
 #[test]
 fn normalised_latents_and_a_joint_radar_encoder_train_save_and_sample() {
     let dir = tempfile::tempdir().unwrap();
