@@ -2,7 +2,7 @@
 # Densification at native resolution (0.2 m) on a sparse VAE's latents (not
 # in CI; ~1.5 hours a seed on a 2-core CPU, ~2 with CD=1): the latents
 # cached, then per seed of SEEDS (0) the LDM and per seed of DIRECT_SEEDS
-# (default SEEDS) the direct baseline (train_ldm --direct,
+# (default SEEDS) the direct baseline (either may be set empty) (train_ldm --direct,
 # recipes/native_ldm.toml, EPOCHS overrides its epochs); two workers, each
 # pinned to one core with one thread, take each seed's training and
 # scoring jobs in order; thresholds calibrated on scene09, scored on
@@ -31,8 +31,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VAE=$1
 D=${SIM_DIR:-runs/quality/sim/ntu}
 Q=${NATIVE_DENSIFY_DIR:-runs/native_densify/$(basename "$(dirname "$VAE")")}
-SEEDS=${SEEDS:-0}
-DIRECT_SEEDS=${DIRECT_SEEDS:-$SEEDS}
+SEEDS=${SEEDS-0}
+DIRECT_SEEDS=${DIRECT_SEEDS-$SEEDS}
 STEPS=${STEPS:-8}
 SAMPLES=${SAMPLES:-4}
 TEMPERATURES=${TEMPERATURES:-}
@@ -89,14 +89,20 @@ score() { # name, core, sample flags...: keep and occupancy thresholds calibrate
   echo "$(echo "($t1 - $t0) / 48" | bc -l) s per test frame (sampling, one core), threshold $th, keep $best" \
     > "$out/test/s_per_frame.txt"
 }
-# Two workers, one a core, take the jobs below in order, seed by seed, the
-# ceiling after the first (a job that needs a trained model waits for its
-# .done); every job skips what is already done.
+# Two workers, one a core, take the jobs below in order: every training
+# first (seed by seed), then the scoring, the ceiling after the first
+# seed's (a job that needs a trained model waits for its .done, so no
+# worker idles on a score while a training is still queued); every job
+# skips what is already done.
 has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; } # list, word
 jobs=()
-for seed in $(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++'); do # each seed's training, then its scoring
+all_seeds=$(printf '%s\n' $SEEDS $DIRECT_SEEDS | awk '!seen[$0]++')
+for seed in $all_seeds; do
   if has "$SEEDS" "$seed"; then jobs+=("ldm $seed"); fi
-  if has "$DIRECT_SEEDS" "$seed"; then jobs+=("direct $seed" "score_direct $seed"); fi
+  if has "$DIRECT_SEEDS" "$seed"; then jobs+=("direct $seed"); fi
+done
+for seed in $all_seeds; do
+  if has "$DIRECT_SEEDS" "$seed"; then jobs+=("score_direct $seed"); fi
   if has "$DIRECT_SEEDS" "$seed" && [ -n "${LIVE:-}" ]; then jobs+=("score_direct_live $seed"); fi
   if has "$SEEDS" "$seed"; then
     if [ -n "${CD:-}" ]; then jobs+=("cd $seed"); fi
@@ -176,6 +182,7 @@ names+=("direct:direct")
 for name in "${names[@]}"; do
   seeds=$SEEDS; [ "${name%%:*}" = direct ] && seeds=$DIRECT_SEEDS
   dirs=(); for seed in $seeds; do dirs+=("$Q/scores/${name%%:*}_s$seed/test"); done
+  [ ${#dirs[@]} -gt 0 ] || continue # SEEDS= or DIRECT_SEEDS= (empty): no such model
   rows+=("${name#*:}=$(IFS=,; echo "${dirs[*]}")")
 done
 rows+=("VAE reconstruction (ceiling)=$Q/scores/vae_ceiling/test")
