@@ -2,13 +2,14 @@
 # Densification at native resolution (0.2 m) on a sparse VAE's latents (not
 # in CI; ~1.5 hours a seed on a 2-core CPU, ~2 with CD=1): the latents
 # cached, then per seed of SEEDS (0) the LDM and per seed of DIRECT_SEEDS
-# (default SEEDS) the direct baseline (either may be set empty) (train_ldm --direct,
-# recipes/native_ldm.toml, EPOCHS overrides its epochs); two workers, each
-# pinned to one core with one thread, take each seed's training and
-# scoring jobs in order; thresholds calibrated on scene09, scored on
-# scene10-11 beside the radar (evaluate, taus 0.5 and 1 m): the LDM in Heun
-# STEPS (8) steps, and as the probability of SAMPLES (4) samples
-# (`sample --samples`; SAMPLES=1 leaves the row out), at each temperature
+# (default SEEDS) the direct baseline (train_ldm --direct,
+# recipes/native_ldm.toml, EPOCHS overrides its epochs; either list may be
+# set empty); two workers, each pinned to one core with one thread, take
+# every training, then every scoring job, in order; thresholds calibrated
+# on scene09, scored on scene10-11 beside the radar (evaluate, taus 0.5
+# and 1 m): the LDM in Heun STEPS (8) steps, and as the probability of
+# SAMPLES (4) samples (`sample --samples`; SAMPLES=1 leaves the row out),
+# at each temperature
 # of TEMPERATURES (none; `sample --temperature`) and from each start of
 # SIGMA_MAXES (none; `sample --sigma-max`), the direct baseline (and with
 # LIVE=1 its live weights, `sample --live-weights`, and the LDM's), the VAE's reconstruction
