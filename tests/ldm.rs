@@ -593,16 +593,13 @@ fn latent_models_validate_by_decoded_geometry_on_the_ema_weights() {
         .with_validation(ds(Split::Val), decoder_clone(&ckpt), 0, 1)
         .unwrap();
         let mut t = Trainer::new(objective, common::cpu_runtime(&out)).unwrap();
-        let weights = |t: &radvox::train::LdmTrainer| {
-            radvox::io::safetensors::named_variables(radvox::train::Objective::var_store(t.objective()))
-        };
         t.fit_until(1).unwrap(); // the EMA now differs from the live weights
-        let live = weights(&t);
+        let live = vars(&t);
         let v = t.validate().unwrap();
         assert_eq!(v.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["f1", "iou"]);
         let (f1, iou) = (v[0].1, v[1].1);
         assert!((0.0..=1.0).contains(&f1) && iou <= f1 + 1e-12, "{v:?}");
-        for ((name, a), (_, b)) in live.iter().zip(weights(&t)) {
+        for ((name, a), (_, b)) in live.iter().zip(vars(&t)) {
             assert!(a.equal(&b), "{name}: the live weights are restored after validation");
         }
         t.fit().unwrap();
