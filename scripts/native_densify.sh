@@ -4,12 +4,12 @@
 # cached, then per seed of SEEDS (0) the LDM and per seed of DIRECT_SEEDS
 # (default SEEDS) the direct baseline (train_ldm --direct,
 # recipes/native_ldm.toml, EPOCHS overrides its epochs; either list may be
-# set empty); two workers, each pinned to one core with one thread, take
-# every training, then every scoring job, in order; thresholds calibrated
-# on scene09, scored on scene10-11 beside the radar (evaluate, taus 0.5
-# and 1 m): the LDM in Heun STEPS (8) steps, and as the probability of
-# SAMPLES (4) samples (`sample --samples`; SAMPLES=1 leaves the row out),
-# at each temperature
+# set empty); one worker per core of CORES ("0 1"), each pinned to its core
+# with one thread, the workers take every training, then every scoring
+# job, in order; thresholds calibrated on scene09, scored on scene10-11
+# beside the radar (evaluate, taus 0.5 and 1 m): the LDM in Heun STEPS (8)
+# steps, and as the probability of SAMPLES (4) samples (`sample
+# --samples`; SAMPLES=1 leaves the row out), at each temperature
 # of TEMPERATURES (none; `sample --temperature`) and from each start of
 # SIGMA_MAXES (none; `sample --sigma-max`), the direct baseline (and with
 # LIVE=1 its live weights, `sample --live-weights`, and the LDM's), the VAE's reconstruction
@@ -90,7 +90,7 @@ score() { # name, core, sample flags...: keep and occupancy thresholds calibrate
   echo "$(echo "($t1 - $t0) / 48" | bc -l) s per test frame (sampling, one core), threshold $th, keep $best" \
     > "$out/test/s_per_frame.txt"
 }
-# Two workers, one a core, take the jobs below in order: every training
+# The workers, one a core, take the jobs below in order: every training
 # first (seed by seed), then the scoring, the ceiling after the first
 # seed's (a job that needs a trained model waits for its .done, so no
 # worker idles on a score while a training is still queued); every job
@@ -167,10 +167,12 @@ worker() { # core: take the next job until none is left; a failure tells the oth
     run_job "$core" ${jobs[$i]}
   done
 }
-worker 0 &
-a=$!
-worker 1 &
-wait $!; wait $a # a failure stops the script
+pids=()
+for core in ${CORES:-0 1}; do
+  worker "$core" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done # a failure stops the script
 rows=()
 names=("ldm:LDM (Heun, $STEPS steps)")
 [ -n "${LIVE:-}" ] && names+=("ldm_live:LDM (Heun, $STEPS steps), live weights")
