@@ -110,6 +110,15 @@ bool radvox_cpu_autocast_enabled() {
   }
 }
 
+// Whether autograd records ops on this thread (false under no_grad).
+bool radvox_grad_enabled() {
+  try {
+    return c10::GradMode::is_enabled();
+  } catch (...) {
+    return true;
+  }
+}
+
 // Routes libtorch's CPU tensor allocations through a counting allocator
 // (process-wide, from now on; tensors allocated before keep their deleter).
 // Returns false if libtorch refused the switch.

@@ -76,7 +76,8 @@ fn counting_allocator_tracks_tensor_bytes() {
 fn large_frees_return_to_the_os_and_the_sampler_sees_them() {
     let _g = serial();
     assert!(measure::return_large_frees());
-    let v = vec![1u8; 16 << 20]; // above the threshold: its own mapping
+    // black_box: in a release build the optimiser may drop an unread allocation
+    let v = std::hint::black_box(vec![1u8; 16 << 20]); // above the threshold: its own mapping
     let during = measure::rss_anon();
     drop(v);
     let after = measure::rss_anon();
@@ -84,7 +85,7 @@ fn large_frees_return_to_the_os_and_the_sampler_sees_them() {
 
     let sampler = measure::PeakSampler::start(std::time::Duration::from_millis(1));
     let before = measure::rss_anon();
-    let v = vec![1u8; 64 << 20]; // touched: 64 MiB resident
+    let v = std::hint::black_box(vec![1u8; 64 << 20]); // touched: 64 MiB resident
     std::thread::sleep(std::time::Duration::from_millis(30));
     drop(v);
     let peak = sampler.stop();

@@ -26,8 +26,9 @@ use std::ops::Range;
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// libtorch CPU kernels on a CPU with native bf16: float32 3D
-    /// convolutions of small inputs unfold them (`vol2col`, `k^3 * C_in *
-    /// N_out` floats); bfloat16 ones run in oneDNN.
+    /// convolutions of small inputs unfold them in training (`vol2col`,
+    /// `k^3 * C_in * N_out` floats; inference sends them to oneDNN, see
+    /// [`super::blocks::conv3d`]); bfloat16 ones run in oneDNN.
     Cpu,
     /// libtorch CPU kernels on a CPU without native bf16: float32 as
     /// [`Backend::Cpu`], but bfloat16 convolutions fall back to
@@ -314,7 +315,8 @@ impl Tape {
     /// `s` and output shape `out`, measured on libtorch 2.11 CPU kernels with
     /// the counting allocator. libtorch runs float32 in oneDNN unless the
     /// input is small (batch 1 and `C*D*H <= 20480`), where the fallback
-    /// unfolds the input `k^3` times; bfloat16 runs in oneDNN on a CPU with
+    /// unfolds the input `k^3` times (in training: inference sends all but
+    /// pointwise ones to oneDNN, [`super::blocks::conv3d`]); bfloat16 runs in oneDNN on a CPU with
     /// native bf16 (measured on an AVX512-BF16 machine) and in the unfolding
     /// fallback on one without (measured on an AVX2 machine: within 6% of
     /// the counted peak for single convolutions, `tests/memory.rs` for whole
@@ -342,7 +344,8 @@ impl Tape {
             }
         };
         match self.compute_dtype() {
-            Dtype::F32 if s[0] == 1 && s[1] * s[2] * s[3] <= 20480 => unfold(4),
+            // inference routes the non-pointwise ones to oneDNN (blocks::conv3d)
+            Dtype::F32 if super::blocks::unfolds_on_cpu(s) && (!self.no_grad || pointwise) => unfold(4),
             Dtype::Half if self.backend == Backend::CpuEmulatedBf16 => unfold(2),
             Dtype::F32 => (input.max(output), input + 2 * output),
             Dtype::Half if pointwise => (input + 4 * output, 4 * input + 2 * output),

@@ -416,7 +416,7 @@ impl Unet3d {
             Layer::Attn(a) => a.forward_t(h, train),
             Layer::Down(conv) => {
                 let sz = if h.size()[2] >= self.config.min_z_to_halve { 2 } else { 1 };
-                h.conv3d(&conv.weight, Some(&conv.bias), [sz, 2, 2], [1; 3], [1; 3], 1)
+                super::blocks::conv3d(h, &conv.weight, Some(&conv.bias), [sz, 2, 2], 1)
             }
             Layer::Up(conv) => {
                 let s = size.expect("upsample target size");

@@ -12,6 +12,7 @@ extern "C" {
     fn radvox_last_error(buf: *mut libc::c_char, n: usize) -> usize;
     fn radvox_set_cpu_autocast(enabled: bool) -> bool;
     fn radvox_cpu_autocast_enabled() -> bool;
+    fn radvox_grad_enabled() -> bool;
     fn radvox_count_host_tensors() -> bool;
     fn radvox_host_tensor_bytes() -> i64;
     fn radvox_host_tensor_peak() -> i64;
@@ -81,6 +82,12 @@ pub fn set_cpu_autocast(enabled: bool) -> Result<(), SysError> {
 pub fn cpu_autocast_enabled() -> bool {
     // SAFETY: as above, a read of thread-local state.
     unsafe { radvox_cpu_autocast_enabled() }
+}
+
+/// Whether autograd records ops on this thread (false inside `tch::no_grad`).
+pub fn grad_enabled() -> bool {
+    // SAFETY: as above, a read of thread-local state.
+    unsafe { radvox_grad_enabled() }
 }
 
 /// Routes every later libtorch CPU tensor allocation through a counting
