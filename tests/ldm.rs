@@ -659,7 +659,12 @@ fn the_decoded_loss_trains_the_unet_through_the_frozen_decoder() {
     };
     let ((plain, g0), (parts, g1)) = (grads(false), grads(true));
     assert_eq!((plain.len(), parts.len()), (1, 3));
-    assert!((parts[0] - parts[1] - parts[2]).abs() < 1e-9 && (parts[1] - plain[0]).abs() < 1e-9, "{parts:?} {plain:?}");
+    // the total is summed in f32: equal to its parts up to f32 rounding
+    let rounding = 1e-6 * parts[0].abs().max(1.0);
+    assert!(
+        (parts[0] - parts[1] - parts[2]).abs() < rounding && (parts[1] - plain[0]).abs() < 1e-9,
+        "{parts:?} {plain:?}"
+    );
     // the difference of the two gradients is the decoded term's own gradient
     let (n0, nd) = (g0.norm().double_value(&[]), (&g1 - &g0).norm().double_value(&[]));
     assert!(parts[2] > 0.0 && nd > 1e-4 * n0, "decoded {parts:?}: |grad| {n0}, |grad of the decoded term| {nd}");

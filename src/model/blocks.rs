@@ -62,7 +62,7 @@ impl nn::Module for Conv3d {
 /// Whether libtorch would run a float32 CPU convolution of input shape `s`
 /// in its unfolding `slow_conv3d` rather than oneDNN: batch 1 and
 /// `C * D * H <= 20480` (libtorch 2.11's `use_mkldnn` rule for kernels up
-/// to 3; [`crate::model::trace`] plans the same bytes for both paths).
+/// to 3; [`crate::model::trace`] plans each path's bytes).
 pub fn unfolds_on_cpu(s: &[i64]) -> bool {
     s.len() == 5 && s[0] == 1 && s[1] * s[2] * s[3] <= 20480
 }
@@ -70,21 +70,21 @@ pub fn unfolds_on_cpu(s: &[i64]) -> bool {
 /// `x.conv3d(weight, bias, stride, padding)` (dilation 1, one group), except
 /// that outside autograd (`tch::no_grad`: sampling, evaluation, latents,
 /// validation) a float32 CPU input libtorch would unfold
-/// ([`unfolds_on_cpu`]; kernels > 1, outside CPU autocast) runs in oneDNN
+/// ([`unfolds_on_cpu`]; all but pointwise ones, outside CPU autocast) runs in oneDNN
 /// as larger inputs do: the same convolution, measured 3-11x faster per
 /// call on a 2-core AVX2 CPU at the coarse grid (a unit test here checks it
 /// against `conv3d`). Training keeps libtorch's choice: oneDNN's batch-1
 /// backward held twice the memory the planner allows for it.
 pub fn conv3d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: Dims3, padding: i64) -> Tensor {
-    let pointwise = weight.size()[2..].iter().all(|&k| k == 1);
-    let unfolds = x.device() == Device::Cpu
+    let pointwise = weight.size()[2..].iter().all(|&k| k == 1) && stride == [1; 3];
+    let to_onednn = x.device() == Device::Cpu
         && x.kind() == Kind::Float
         && weight.kind() == Kind::Float
         && !pointwise
         && unfolds_on_cpu(&x.size())
         && !crate::sys::shim::grad_enabled()
         && !crate::sys::shim::cpu_autocast_enabled();
-    if unfolds {
+    if to_onednn {
         x.mkldnn_convolution(weight, bias, [padding; 3], stride, [1; 3], 1)
     } else {
         x.conv3d(weight, bias, stride, [padding; 3], [1; 3], 1)
