@@ -70,8 +70,8 @@ pub fn unfolds_on_cpu(s: &[i64]) -> bool {
 /// `x.conv3d(weight, bias, stride, padding)` (dilation 1, one group), except
 /// that outside autograd (`tch::no_grad`: sampling, evaluation, latents,
 /// validation) a float32 CPU input libtorch would unfold
-/// ([`unfolds_on_cpu`]; all but pointwise ones, outside CPU autocast) runs in oneDNN
-/// as larger inputs do: the same convolution, measured 3-11x faster per
+/// ([`unfolds_on_cpu`]; all but pointwise ones, outside CPU autocast) runs
+/// in oneDNN as larger inputs do: the same convolution, measured 3-11x faster per
 /// call on a 2-core AVX2 CPU at the coarse grid (a unit test here checks it
 /// against `conv3d`). Training keeps libtorch's choice: oneDNN's batch-1
 /// backward held twice the memory the planner allows for it.

@@ -316,11 +316,12 @@ impl Tape {
     /// the counting allocator. libtorch runs float32 in oneDNN unless the
     /// input is small (batch 1 and `C*D*H <= 20480`), where the fallback
     /// unfolds the input `k^3` times (in training: inference sends all but
-    /// pointwise ones to oneDNN, [`super::blocks::conv3d`]); bfloat16 runs in oneDNN on a CPU with
-    /// native bf16 (measured on an AVX512-BF16 machine) and in the unfolding
-    /// fallback on one without (measured on an AVX2 machine: within 6% of
-    /// the counted peak for single convolutions, `tests/memory.rs` for whole
-    /// models). On CUDA cuDNN's workspace is not modelled (0).
+    /// pointwise ones to oneDNN, [`super::blocks::conv3d`]); bfloat16 runs
+    /// in oneDNN on a CPU with native bf16 (measured on an AVX512-BF16
+    /// machine) and in the unfolding fallback on one without (measured on an
+    /// AVX2 machine: within 6% of the counted peak for single convolutions,
+    /// `tests/memory.rs` for whole models). On CUDA cuDNN's workspace is not
+    /// modelled (0).
     fn conv_scratch(
         &self,
         (input, output): (u64, u64),
